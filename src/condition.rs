@@ -1,0 +1,290 @@
+//! Conditions: rules of the form `left` – operator – `right`, combined with
+//! `all` or `any`.
+//!
+//! A path that does not exist counts as empty: while an assistant is still
+//! writing, the newest message's content list is empty and
+//! `step.X.response.data.0.content.0.text.value` simply does not exist yet.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::template::{Scope, Template, TemplateError, value_to_text};
+
+/// How a rule compares its two operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    /// Same text (or the same number, when both sides are numbers).
+    Equals,
+    /// Not [`Operator::Equals`].
+    NotEquals,
+    /// The text contains `right`; an array contains an element equal to `right`.
+    Contains,
+    /// Not [`Operator::Contains`].
+    NotContains,
+    /// The text starts with `right`.
+    StartsWith,
+    /// The text ends with `right`.
+    EndsWith,
+    /// Missing, `null`, blank text, `[]` or `{}`.
+    IsEmpty,
+    /// Not [`Operator::IsEmpty`].
+    IsNotEmpty,
+    /// Both sides are numbers and left > right.
+    GreaterThan,
+    /// Both sides are numbers and left ≥ right.
+    GreaterOrEqual,
+    /// Both sides are numbers and left < right.
+    LessThan,
+    /// Both sides are numbers and left ≤ right.
+    LessOrEqual,
+}
+
+impl Operator {
+    /// Whether the operator compares against a `right` operand.
+    pub fn takes_right(self) -> bool {
+        !matches!(self, Operator::IsEmpty | Operator::IsNotEmpty)
+    }
+}
+
+/// An operand as written in a flow: text (a template), a number or a boolean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Operand {
+    /// A template such as `assistant` or `<<contact.plan>>`.
+    Text(String),
+    /// A number such as `404`.
+    Number(serde_json::Number),
+    /// `true` or `false`.
+    Bool(bool),
+}
+
+impl Operand {
+    fn to_template_text(&self) -> Cow<'_, str> {
+        match self {
+            Operand::Text(text) => Cow::Borrowed(text),
+            Operand::Number(n) => Cow::Owned(n.to_string()),
+            Operand::Bool(b) => Cow::Owned(b.to_string()),
+        }
+    }
+}
+
+/// One comparison.
+///
+/// ```json
+/// {"left": "<<step.Poll.response.data.0.role>>", "op": "equals", "right": "assistant"}
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The value tested: usually one placeholder.
+    pub left: String,
+    /// The comparison.
+    pub op: Operator,
+    /// What `left` is compared with (not used by `is_empty` / `is_not_empty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right: Option<Operand>,
+    /// Compare text without regard to case.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_case: bool,
+}
+
+/// A rule with its templates parsed.
+#[derive(Debug, Clone)]
+pub(crate) struct CompiledRule {
+    left: Template,
+    op: Operator,
+    right: Option<Template>,
+    ignore_case: bool,
+}
+
+/// Which field of a rule a template error is in.
+pub(crate) enum RuleField {
+    Left,
+    Right,
+}
+
+impl CompiledRule {
+    pub(crate) fn compile(
+        rule: &Rule,
+        step_names: &[&str],
+    ) -> Result<CompiledRule, (RuleField, TemplateError)> {
+        let left = Template::parse(&rule.left, step_names).map_err(|e| (RuleField::Left, e))?;
+        let right = rule
+            .right
+            .as_ref()
+            .map(|r| Template::parse(&r.to_template_text(), step_names))
+            .transpose()
+            .map_err(|e| (RuleField::Right, e))?;
+        Ok(CompiledRule {
+            left,
+            op: rule.op,
+            right,
+            ignore_case: rule.ignore_case,
+        })
+    }
+
+    pub(crate) fn templates(&self) -> impl Iterator<Item = &Template> {
+        std::iter::once(&self.left).chain(self.right.as_ref())
+    }
+
+    pub(crate) fn evaluate(&self, scope: &dyn Scope) -> bool {
+        let left = match self.left.as_single_placeholder() {
+            Some(path) => scope.resolve(path),
+            None => Some(Cow::Owned(Value::String(
+                self.left.render(scope, crate::template::Secrets::Reveal),
+            ))),
+        };
+        let right = self
+            .right
+            .as_ref()
+            .map(|r| r.render(scope, crate::template::Secrets::Reveal))
+            .unwrap_or_default();
+        evaluate(left.as_deref(), self.op, &right, self.ignore_case)
+    }
+}
+
+/// Applies `op` to a left value (`None` when its path does not exist) and right text.
+pub(crate) fn evaluate(left: Option<&Value>, op: Operator, right: &str, ignore_case: bool) -> bool {
+    let left = left.unwrap_or(&Value::Null);
+    let text = |value: &Value| {
+        let mut out = String::new();
+        value_to_text(value, &mut out);
+        if ignore_case { out.to_lowercase() } else { out }
+    };
+    let right_text = if ignore_case {
+        right.to_lowercase()
+    } else {
+        right.to_string()
+    };
+    let numbers = || Some((number(left)?, right.trim().parse::<f64>().ok()?));
+    let equals = |value: &Value| match (number(value), right.trim().parse::<f64>()) {
+        (Some(l), Ok(r)) => l == r,
+        _ => text(value) == right_text,
+    };
+    match op {
+        Operator::Equals => equals(left),
+        Operator::NotEquals => !equals(left),
+        Operator::Contains | Operator::NotContains => {
+            let found = match left {
+                Value::Array(items) => items.iter().any(equals),
+                other => text(other).contains(&right_text),
+            };
+            found == (op == Operator::Contains)
+        }
+        Operator::StartsWith => text(left).starts_with(&right_text),
+        Operator::EndsWith => text(left).ends_with(&right_text),
+        Operator::IsEmpty => is_empty(left),
+        Operator::IsNotEmpty => !is_empty(left),
+        Operator::GreaterThan => numbers().is_some_and(|(l, r)| l > r),
+        Operator::GreaterOrEqual => numbers().is_some_and(|(l, r)| l >= r),
+        Operator::LessThan => numbers().is_some_and(|(l, r)| l < r),
+        Operator::LessOrEqual => numbers().is_some_and(|(l, r)| l <= r),
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+        _ => None,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(left: Option<Value>, op: Operator, right: &str) -> bool {
+        evaluate(left.as_ref(), op, right, false)
+    }
+
+    #[test]
+    fn table() {
+        use Operator::*;
+        let cases: &[(Option<Value>, Operator, &str, bool)] = &[
+            (Some(json!("assistant")), Equals, "assistant", true),
+            (Some(json!("Assistant")), Equals, "assistant", false),
+            (Some(json!(404)), Equals, "404", true),
+            (Some(json!("1.0")), Equals, "1", true),
+            (Some(json!(200)), NotEquals, "404", true),
+            (None, Equals, "", true),
+            (None, Equals, "assistant", false),
+            (Some(json!("please HANDOFF now")), Contains, "HANDOFF", true),
+            (Some(json!("please")), NotContains, "HANDOFF", true),
+            (Some(json!(["a", "vip"])), Contains, "vip", true),
+            (Some(json!(["a", "vipx"])), Contains, "vip", false),
+            (Some(json!("HANDOFF: bye")), StartsWith, "HANDOFF", true),
+            (Some(json!("bye.")), EndsWith, ".", true),
+            (None, IsEmpty, "", true),
+            (Some(json!(null)), IsEmpty, "", true),
+            (Some(json!("  ")), IsEmpty, "", true),
+            (Some(json!([])), IsEmpty, "", true),
+            (Some(json!({})), IsEmpty, "", true),
+            (Some(json!(0)), IsEmpty, "", false),
+            (Some(json!("x")), IsNotEmpty, "", true),
+            (Some(json!([{"type": "text"}])), IsNotEmpty, "", true),
+            (Some(json!(5)), GreaterThan, "3", true),
+            (Some(json!("5")), GreaterThan, "30", false),
+            (Some(json!("abc")), GreaterThan, "3", false),
+            (None, LessThan, "3", false),
+            (Some(json!(3)), LessOrEqual, "3", true),
+            (Some(json!(3)), GreaterOrEqual, "3.5", false),
+        ];
+        for (left, op, right, expected) in cases {
+            assert_eq!(
+                check(left.clone(), *op, right),
+                *expected,
+                "{left:?} {op:?} {right:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ignore_case() {
+        assert!(evaluate(
+            Some(&json!("Assistant")),
+            Operator::Equals,
+            "ASSISTANT",
+            true
+        ));
+        assert!(evaluate(
+            Some(&json!("say Handoff")),
+            Operator::Contains,
+            "HANDOFF",
+            true
+        ));
+        assert!(!evaluate(
+            Some(&json!("say Handoff")),
+            Operator::Contains,
+            "HANDOFF",
+            false
+        ));
+    }
+
+    #[test]
+    fn rules_deserialize_with_numbers_and_reject_unknown_fields() {
+        let rule: Rule =
+            serde_json::from_value(json!({"left": "<<step.A.status>>", "op": "equals", "right": 404}))
+                .unwrap();
+        assert_eq!(rule.right, Some(Operand::Number(404.into())));
+        let err =
+            serde_json::from_value::<Rule>(json!({"left": "x", "op": "equals", "rigth": 1})).unwrap_err();
+        assert!(err.to_string().contains("unknown field `rigth`"), "{err}");
+        let err = serde_json::from_value::<Rule>(json!({"left": "x", "op": "eq"})).unwrap_err();
+        assert!(err.to_string().contains("expected one of"), "{err}");
+    }
+}

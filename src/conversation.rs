@@ -1,0 +1,163 @@
+//! The state of one conversation: plain data that serializes with serde, so
+//! a host can park it between user messages and resume it anywhere.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where a conversation stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    /// Ready to run its current step.
+    Running,
+    /// Its current step, a Question, was sent; waiting for the user.
+    AwaitingReply,
+    /// In a Delay until the given time.
+    Sleeping {
+        /// When the Delay ends.
+        #[serde(with = "crate::time::unix_ms")]
+        until: SystemTime,
+    },
+    /// Handed to a human by an Assign step; the bot's part is over.
+    HandedOff {
+        /// To whom.
+        assignment: Assignment,
+    },
+    /// Reached the end of the flow.
+    Finished,
+    /// Stopped by an error; the message says what and where.
+    Failed {
+        /// The error, secrets masked.
+        error: String,
+    },
+}
+
+impl Status {
+    /// Whether the conversation is over (handed off, finished or failed).
+    pub fn is_ended(&self) -> bool {
+        matches!(
+            self,
+            Status::HandedOff { .. } | Status::Finished | Status::Failed { .. }
+        )
+    }
+}
+
+/// Who a conversation was handed to, as rendered by the Assign step.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The Assign step's name.
+    pub step: String,
+    /// The team, if the step names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The agent, if the step names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The note for the agent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Which flow a conversation runs: its name and content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowStamp {
+    /// The flow's name.
+    pub name: String,
+    /// The flow's [`crate::Flow::hash`].
+    pub hash: String,
+}
+
+/// The step a conversation is at, by position and by name (the name lets a
+/// conversation find its place again in an edited flow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Cursor {
+    pub(crate) index: usize,
+    pub(crate) name: Arc<str>,
+}
+
+/// One conversation's whole state.
+///
+/// Made by [`crate::Engine::start`], advanced by [`crate::Engine::run`]; it
+/// holds no secrets and no host values, only what the conversation produced.
+///
+/// ```
+/// # let flow = chatflow::Flow::from_json(r#"{"name": "f", "steps": [
+/// #   {"type": "question", "name": "Ask", "text": "?"}]}"#).unwrap();
+/// # let engine = chatflow::Engine::builder(flow).build().unwrap();
+/// let mut conversation = engine.start("user-42");
+/// conversation.push_reply("hello");
+/// let parked = serde_json::to_string(&conversation)?;
+/// let resumed: chatflow::Conversation = serde_json::from_str(&parked)?;
+/// assert_eq!(resumed, conversation);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub(crate) id: String,
+    pub(crate) flow: FlowStamp,
+    pub(crate) status: Status,
+    /// `None` once the conversation has ended.
+    pub(crate) cursor: Option<Cursor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) contact: BTreeMap<String, Value>,
+    /// Results of the steps that ran, by step name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) steps: BTreeMap<String, Value>,
+    /// User messages not yet taken by a Question, oldest first.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub(crate) inbox: VecDeque<String>,
+    /// Steps run since the user last replied (the loop guard).
+    #[serde(default)]
+    pub(crate) steps_since_reply: u32,
+    /// Per-step visit counts since the user last replied (GoTo bounds).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) visits: BTreeMap<String, u32>,
+}
+
+impl Conversation {
+    /// The conversation's id, as the host gave it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where the conversation stands.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The flow the conversation runs.
+    pub fn flow(&self) -> &FlowStamp {
+        &self.flow
+    }
+
+    /// The name of the step the conversation is at (`None` once ended).
+    pub fn current_step(&self) -> Option<&str> {
+        self.cursor.as_ref().map(|c| &*c.name)
+    }
+
+    /// Contact attributes set so far.
+    pub fn contact(&self) -> &BTreeMap<String, Value> {
+        &self.contact
+    }
+
+    /// A step's result (`{"response": …, "status": …}`), if it ran.
+    pub fn step_result(&self, step: &str) -> Option<&Value> {
+        self.steps.get(step)
+    }
+
+    /// Queues a user message. The next Question takes it; a message sent
+    /// while the bot is busy (calling an API, in a Delay) waits here, in order.
+    pub fn push_reply(&mut self, text: impl Into<String>) {
+        self.inbox.push_back(text.into());
+    }
+
+    /// User messages waiting for a Question.
+    pub fn pending_replies(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.inbox.iter().map(String::as_str)
+    }
+}

@@ -1,0 +1,419 @@
+//! The interpreter: an [`Engine`] runs any number of conversations of one
+//! flow at once, each a plain [`Conversation`] value it advances.
+
+mod retry;
+mod run;
+
+pub use retry::RetryPolicy;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::conversation::{Conversation, Cursor, FlowStamp, Status};
+use crate::error::{BuildError, RunError};
+use crate::event::{Event, EventSink};
+use crate::flow::Flow;
+use crate::http::{DEFAULT_MAX_RESPONSE_BYTES, HttpClient};
+use crate::time::{Clock, SystemClock};
+
+/// What a Question does with several replies queued while the bot was busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplyMode {
+    /// Join all queued replies into one, separated by newlines (default):
+    /// three short chat messages in a row are one answer.
+    #[default]
+    Join,
+    /// Give each Question one reply; the rest wait for the following Questions.
+    OnePerQuestion,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    /// Steps a conversation may run without a user reply before it fails
+    /// (default 1,000): the last guard against a flow that loops.
+    pub max_steps_without_reply: u32,
+    /// How queued replies reach Questions.
+    pub reply_mode: ReplyMode,
+    /// Retry policy for Api steps; steps override fields.
+    pub retry: RetryPolicy,
+    /// Timeout of one Api attempt when the step sets none (default 30 s).
+    pub api_timeout: Duration,
+    /// Largest response body an Api step accepts when the step sets none (default 10 MiB).
+    pub max_response_bytes: usize,
+    /// Longest user reply accepted by [`Engine::receive`], in bytes (default 1 MiB).
+    pub max_reply_bytes: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_steps_without_reply: 1000,
+            reply_mode: ReplyMode::default(),
+            retry: RetryPolicy::default(),
+            api_timeout: Duration::from_secs(30),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_reply_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A user reply the engine refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// Longer than [`EngineOptions::max_reply_bytes`].
+    #[error("reply of {len} bytes is longer than the limit of {limit} bytes")]
+    TooLong {
+        /// The reply's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// A secret value: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Runs conversations of one flow. Cheap to clone; `Send + Sync`; share one
+/// engine between all conversations.
+///
+/// ```
+/// use chatflow::{Engine, EventLog, Flow, Status};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let flow = Flow::from_json(r#"{
+///   "name": "greeter",
+///   "steps": [
+///     {"type": "question", "name": "Ask name", "text": "What is your name?"},
+///     {"type": "contact_update", "name": "Save", "set": {"name": "<<step.Ask name.response>>"}},
+///     {"type": "message", "name": "Greet", "text": "Hello, <<contact.name>>!"}
+///   ]
+/// }"#)?;
+/// let engine = Engine::builder(flow).build()?;
+/// let events = EventLog::new();
+///
+/// let mut conversation = engine.start("user-1");
+/// engine.run(&mut conversation, &events).await?;          // asks, then waits
+/// assert_eq!(conversation.status(), &Status::AwaitingReply);
+///
+/// engine.receive(&mut conversation, "Ada")?;              // the user answers
+/// engine.run(&mut conversation, &events).await?;
+/// assert_eq!(events.texts(), ["What is your name?", "Hello, Ada!"]);
+/// assert_eq!(conversation.status(), &Status::Finished);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+pub(crate) struct EngineInner {
+    pub(crate) flow: Flow,
+    pub(crate) http: Arc<dyn HttpClient>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) vars: BTreeMap<String, Value>,
+    pub(crate) secrets: BTreeMap<String, Secret>,
+    pub(crate) options: EngineOptions,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("flow", &self.inner.flow)
+            .field("vars", &self.inner.vars)
+            .field("secrets", &self.inner.secrets)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+/// Builds an [`Engine`]: flow, transport, clock, host values and secrets.
+pub struct EngineBuilder {
+    flow: Flow,
+    http: Option<Arc<dyn HttpClient>>,
+    clock: Arc<dyn Clock>,
+    vars: BTreeMap<String, Value>,
+    secrets: BTreeMap<String, Secret>,
+    options: EngineOptions,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("flow", &self.flow)
+            .field("vars", &self.vars)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Sends Api calls through `client` instead of the default reqwest client.
+    pub fn http_client(mut self, client: impl HttpClient + 'static) -> Self {
+        self.http = Some(Arc::new(client));
+        self
+    }
+
+    /// Reads time and sleeps through `clock` (e.g. a [`crate::VirtualClock`] in tests).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Shares a clock the caller keeps a handle to.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets a host value, `<<var.NAME>>` in templates; overrides the flow's default.
+    pub fn var(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets a secret, `<<secret.NAME>>` in templates. It is sent where the
+    /// flow says and shown nowhere else: `***` in logs, errors and `Debug`.
+    pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.secrets.insert(name.into(), Secret(value.into()));
+        self
+    }
+
+    /// Replaces the engine options.
+    pub fn options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Checks that every host value and secret the flow uses was given, and
+    /// builds the engine.
+    pub fn build(self) -> Result<Engine, BuildError> {
+        let flow = self.flow;
+        let mut vars = flow.default_vars().clone();
+        vars.extend(self.vars);
+        let missing_vars: Vec<String> = flow
+            .required_vars()
+            .filter(|v| !vars.contains_key(*v))
+            .map(str::to_string)
+            .collect();
+        let missing_secrets: Vec<String> = flow
+            .required_secrets()
+            .filter(|s| !self.secrets.contains_key(*s))
+            .map(str::to_string)
+            .collect();
+        if !missing_vars.is_empty() || !missing_secrets.is_empty() {
+            return Err(BuildError::Missing {
+                flow: flow.name().to_string(),
+                vars: missing_vars,
+                secrets: missing_secrets,
+            });
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => default_client()?,
+        };
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                flow,
+                http,
+                clock: self.clock,
+                vars,
+                secrets: self.secrets,
+                options: self.options,
+            }),
+        })
+    }
+}
+
+#[cfg(feature = "reqwest")]
+fn default_client() -> Result<Arc<dyn HttpClient>, BuildError> {
+    crate::http::ReqwestClient::new()
+        .map(|c| Arc::new(c) as Arc<dyn HttpClient>)
+        .map_err(|e| BuildError::HttpClient(e.to_string()))
+}
+
+#[cfg(not(feature = "reqwest"))]
+fn default_client() -> Result<Arc<dyn HttpClient>, BuildError> {
+    Err(BuildError::NoHttpClient)
+}
+
+impl Engine {
+    /// Starts building an engine for `flow`.
+    pub fn builder(flow: Flow) -> EngineBuilder {
+        EngineBuilder {
+            flow,
+            http: None,
+            clock: Arc::new(SystemClock),
+            vars: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            options: EngineOptions::default(),
+        }
+    }
+
+    /// The flow this engine runs.
+    pub fn flow(&self) -> &Flow {
+        &self.inner.flow
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    /// A new conversation at the flow's first step. Nothing runs until
+    /// [`Engine::run`].
+    pub fn start(&self, id: impl Into<String>) -> Conversation {
+        let flow = &self.inner.flow;
+        let first = &flow.program().steps[0];
+        Conversation {
+            id: id.into(),
+            flow: FlowStamp {
+                name: flow.name().to_string(),
+                hash: flow.hash().to_string(),
+            },
+            status: Status::Running,
+            cursor: Some(Cursor {
+                index: 0,
+                name: first.name.clone(),
+            }),
+            contact: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            inbox: Default::default(),
+            steps_since_reply: 0,
+            visits: BTreeMap::new(),
+        }
+    }
+
+    /// Queues a user reply, refusing one longer than
+    /// [`EngineOptions::max_reply_bytes`]. The text is kept verbatim and is
+    /// never read as a template.
+    pub fn receive(
+        &self,
+        conversation: &mut Conversation,
+        text: impl Into<String>,
+    ) -> Result<(), ReplyError> {
+        let text = text.into();
+        let limit = self.inner.options.max_reply_bytes;
+        if text.len() > limit {
+            return Err(ReplyError::TooLong {
+                len: text.len(),
+                limit,
+            });
+        }
+        conversation.push_reply(text);
+        Ok(())
+    }
+
+    /// Runs the conversation until it waits for a reply with none queued,
+    /// hands off, finishes or fails. Delays are slept on the engine's clock.
+    ///
+    /// Returns the new status; on failure the status is
+    /// [`Status::Failed`] and the error is returned as well. The
+    /// conversation stays a valid value either way.
+    pub async fn run(
+        &self,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+    ) -> Result<Status, RunError> {
+        self.drive(conversation, events, None, false).await
+    }
+
+    /// Like [`Engine::run`], but also returns when the conversation enters a
+    /// Delay ([`Status::Sleeping`]), so a host can park it and resume it when
+    /// the Delay ends. Calling it again before then sleeps the rest.
+    pub async fn run_until_parked(
+        &self,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+    ) -> Result<Status, RunError> {
+        self.drive(conversation, events, None, true).await
+    }
+
+    /// Runs the conversation on a tokio task, with a handle to send user
+    /// messages at any time: a message that arrives while the bot is calling
+    /// an API or in a Delay is queued, in order, for the next Question, and
+    /// never runs concurrently with the step in progress. Events go to `events`.
+    pub fn spawn(&self, conversation: Conversation, events: impl EventSink + 'static) -> ConversationHandle {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let engine = self.clone();
+        let task = tokio::spawn(async move {
+            let mut conversation = conversation;
+            let result = engine
+                .drive(&mut conversation, &events, Some(&mut rx), false)
+                .await;
+            (conversation, result)
+        });
+        ConversationHandle {
+            sender: tx,
+            task,
+            max_reply_bytes: self.inner.options.max_reply_bytes,
+        }
+    }
+}
+
+/// A conversation running on its own task (see [`Engine::spawn`]).
+#[derive(Debug)]
+pub struct ConversationHandle {
+    sender: mpsc::UnboundedSender<String>,
+    task: tokio::task::JoinHandle<(Conversation, Result<Status, RunError>)>,
+    max_reply_bytes: usize,
+}
+
+impl ConversationHandle {
+    /// Sends a user message. It reaches the next Question, in order.
+    /// Returns an error when the text is too long or the conversation has
+    /// already ended.
+    pub fn send(&self, text: impl Into<String>) -> Result<(), SendError> {
+        let text = text.into();
+        if text.len() > self.max_reply_bytes {
+            return Err(SendError::Reply(ReplyError::TooLong {
+                len: text.len(),
+                limit: self.max_reply_bytes,
+            }));
+        }
+        self.sender.send(text).map_err(|_| SendError::Ended)
+    }
+
+    /// Stops taking messages and waits until the conversation waits for a
+    /// reply with none queued, or ends; returns its state to park or inspect.
+    pub async fn finish(self) -> Result<(Conversation, Result<Status, RunError>), SendError> {
+        drop(self.sender);
+        self.task.await.map_err(|_| SendError::Ended)
+    }
+}
+
+/// Why a message could not be sent to a running conversation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The reply was refused.
+    #[error(transparent)]
+    Reply(ReplyError),
+    /// The conversation's task has ended.
+    #[error("the conversation has ended")]
+    Ended,
+}
+
+pub(crate) fn emit_failed(events: &dyn EventSink, conversation: &Conversation, error: &str) {
+    events.emit(Event::Failed {
+        conversation_id: conversation.id.clone(),
+        error: error.to_string(),
+    });
+}

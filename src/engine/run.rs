@@ -1,0 +1,532 @@
+//! The step loop: runs a conversation's steps until it must wait, performing
+//! HTTP calls and sleeps through the engine's transport and clock.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::{Engine, EngineInner, ReplyMode, emit_failed};
+use crate::conversation::{Assignment, Conversation, Cursor, Status};
+use crate::error::RunError;
+use crate::event::{Event, EventSink};
+use crate::flow::{CompiledApi, CompiledKind, CompiledStep};
+use crate::http::{Header, HttpError, HttpRequest, HttpResponse};
+use crate::template::{RenderError, Root, Scope, Secrets, lookup};
+
+/// Template values of one conversation: its own results and contact
+/// attributes, and the engine's host values and secrets.
+pub(crate) struct ConversationScope<'a> {
+    pub(crate) engine: &'a EngineInner,
+    pub(crate) conversation: &'a Conversation,
+}
+
+impl Scope for ConversationScope<'_> {
+    fn resolve(&self, path: &crate::template::Path) -> Option<Cow<'_, Value>> {
+        match &path.root {
+            Root::Step(name) => lookup(self.conversation.steps.get(name)?, &path.segments).map(Cow::Borrowed),
+            Root::Contact => keyed(&self.conversation.contact, path),
+            Root::Var => keyed(&self.engine.vars, path),
+            Root::Conversation => Some(Cow::Owned(Value::String(self.conversation.id.clone()))),
+            Root::Secret => {
+                let secret = self.engine.secrets.get(&path.segments.first()?.key)?;
+                Some(Cow::Owned(Value::String(secret.0.clone())))
+            }
+        }
+    }
+}
+
+/// Looks up `path` in a map keyed by its first segment.
+fn keyed<'a>(map: &'a BTreeMap<String, Value>, path: &crate::template::Path) -> Option<Cow<'a, Value>> {
+    let (first, rest) = path.segments.split_first()?;
+    lookup(map.get(&first.key)?, rest).map(Cow::Borrowed)
+}
+
+/// What running one step asks of the loop.
+enum Next {
+    /// Go on with the next step.
+    Continue,
+    /// Run this Api call, then go on.
+    Call,
+}
+
+impl Engine {
+    pub(crate) async fn drive(
+        &self,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+        mut inbox: Option<&mut UnboundedReceiver<String>>,
+        park_at_delay: bool,
+    ) -> Result<Status, RunError> {
+        let span =
+            tracing::debug_span!("conversation", id = %conversation.id, flow = %self.inner.flow.name());
+        let _guard = span.enter();
+        self.check_flow(conversation)
+            .inspect_err(|e| self.fail(conversation, events, e))?;
+        loop {
+            if let Some(rx) = inbox.as_deref_mut() {
+                while let Ok(text) = rx.try_recv() {
+                    conversation.inbox.push_back(text);
+                }
+            }
+            match &conversation.status {
+                Status::Finished | Status::HandedOff { .. } | Status::Failed { .. } => {
+                    return Ok(conversation.status.clone());
+                }
+                Status::AwaitingReply => {
+                    if let Some(reply) = self.take_reply(conversation) {
+                        self.answer(conversation, reply, events);
+                        continue;
+                    }
+                    match inbox.as_deref_mut() {
+                        Some(rx) => match rx.recv().await {
+                            Some(text) => conversation.inbox.push_back(text),
+                            None => return Ok(Status::AwaitingReply),
+                        },
+                        None => return Ok(Status::AwaitingReply),
+                    }
+                }
+                Status::Sleeping { until } => {
+                    let until = *until;
+                    if self.inner.clock.now() >= until {
+                        let next = self.current(conversation).and_then(|s| s.next);
+                        self.go_to(conversation, next, events);
+                    } else if park_at_delay {
+                        return Ok(conversation.status.clone());
+                    } else {
+                        self.inner.clock.sleep_until(until).await;
+                    }
+                }
+                Status::Running => {
+                    if let Err(error) = self.run_step(conversation, events).await {
+                        self.fail(conversation, events, &error);
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes sure the conversation belongs to this flow; after a flow edit,
+    /// finds its step again by name.
+    fn check_flow(&self, conversation: &mut Conversation) -> Result<(), RunError> {
+        let flow = &self.inner.flow;
+        if conversation.flow.name != flow.name() {
+            return Err(RunError::WrongFlow {
+                expected: flow.name().to_string(),
+                found: conversation.flow.name.clone(),
+            });
+        }
+        if conversation.flow.hash == flow.hash() {
+            return Ok(());
+        }
+        if let Some(cursor) = &mut conversation.cursor {
+            let index = flow
+                .program()
+                .index_of(&cursor.name)
+                .ok_or_else(|| RunError::StepGone {
+                    flow: flow.name().to_string(),
+                    step: cursor.name.to_string(),
+                })?;
+            tracing::info!(step = %cursor.name, "flow changed; continuing at the same step");
+            cursor.index = index;
+        }
+        conversation.flow.hash = flow.hash().to_string();
+        Ok(())
+    }
+
+    fn fail(&self, conversation: &mut Conversation, events: &dyn EventSink, error: &RunError) {
+        let message = self.inner.redact(&error.to_string());
+        tracing::warn!(error = %message, "conversation failed");
+        emit_failed(events, conversation, &message);
+        conversation.status = Status::Failed { error: message };
+    }
+
+    fn current(&self, conversation: &Conversation) -> Option<&CompiledStep> {
+        let cursor = conversation.cursor.as_ref()?;
+        self.inner.flow.program().steps.get(cursor.index)
+    }
+
+    fn take_reply(&self, conversation: &mut Conversation) -> Option<String> {
+        match self.inner.options.reply_mode {
+            ReplyMode::OnePerQuestion => conversation.inbox.pop_front(),
+            ReplyMode::Join if conversation.inbox.is_empty() => None,
+            ReplyMode::Join => Some(conversation.inbox.drain(..).collect::<Vec<_>>().join("\n")),
+        }
+    }
+
+    /// The user answered the Question the conversation waits at.
+    fn answer(&self, conversation: &mut Conversation, reply: String, events: &dyn EventSink) {
+        let Some(step) = self.current(conversation) else {
+            return;
+        };
+        conversation
+            .steps
+            .insert(step.name.to_string(), json!({ "response": reply }));
+        conversation.steps_since_reply = 0;
+        conversation.visits.clear();
+        let next = step.next;
+        self.go_to(conversation, next, events);
+    }
+
+    /// Moves to step `target`, or ends the conversation when there is none.
+    fn go_to(&self, conversation: &mut Conversation, target: Option<usize>, events: &dyn EventSink) {
+        match target.and_then(|i| Some((i, self.inner.flow.program().steps.get(i)?))) {
+            Some((index, step)) => {
+                conversation.cursor = Some(Cursor {
+                    index,
+                    name: step.name.clone(),
+                });
+                conversation.status = Status::Running;
+            }
+            None => {
+                conversation.cursor = None;
+                conversation.status = Status::Finished;
+                tracing::debug!("flow finished");
+                events.emit(Event::Finished {
+                    conversation_id: conversation.id.clone(),
+                });
+            }
+        }
+    }
+
+    async fn run_step(
+        &self,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+    ) -> Result<(), RunError> {
+        let Some(step) = self.current(conversation) else {
+            self.go_to(conversation, None, events);
+            return Ok(());
+        };
+        let limit = self.inner.options.max_steps_without_reply;
+        if conversation.steps_since_reply >= limit {
+            return Err(RunError::StepLimit {
+                step: step.name.to_string(),
+                limit,
+            });
+        }
+        conversation.steps_since_reply += 1;
+        tracing::debug!(step = %step.name, "step");
+        match self.local_step(step, conversation, events)? {
+            Next::Continue => Ok(()),
+            Next::Call => {
+                let CompiledKind::Api(api) = &step.kind else {
+                    return Ok(());
+                };
+                self.call(step, api, conversation, events).await
+            }
+        }
+    }
+
+    /// Runs every kind of step that needs no I/O.
+    fn local_step(
+        &self,
+        step: &CompiledStep,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+    ) -> Result<Next, RunError> {
+        let inner = &*self.inner;
+        let scope = ConversationScope {
+            engine: inner,
+            conversation,
+        };
+        match &step.kind {
+            CompiledKind::Question { text } => {
+                let text = text.render(&scope, Secrets::Reveal);
+                self.send(conversation, step, text, true, events);
+                conversation.status = Status::AwaitingReply;
+            }
+            CompiledKind::Message { text } => {
+                let text = text.render(&scope, Secrets::Reveal);
+                self.send(conversation, step, text, false, events);
+                self.go_to(conversation, step.next, events);
+            }
+            CompiledKind::ContactUpdate { set } => {
+                // Every value is computed from the state before the step.
+                let values: Vec<(String, Value)> =
+                    set.iter().map(|(k, t)| (k.clone(), t.render(&scope))).collect();
+                conversation.contact.extend(values);
+                self.go_to(conversation, step.next, events);
+            }
+            CompiledKind::Condition {
+                any,
+                rules,
+                then,
+                otherwise,
+            } => {
+                let holds = if *any {
+                    rules.iter().any(|r| r.evaluate(&scope))
+                } else {
+                    rules.iter().all(|r| r.evaluate(&scope))
+                };
+                tracing::debug!(step = %step.name, holds, "condition");
+                let target = if holds { then } else { otherwise };
+                self.go_to(conversation, target.or(step.next), events);
+            }
+            CompiledKind::Delay { duration } => {
+                let until = inner.clock.now() + *duration;
+                conversation.status = Status::Sleeping { until };
+            }
+            CompiledKind::GoTo {
+                target,
+                max_visits,
+                fallback,
+            } => {
+                let visits = conversation.visits.entry(step.name.to_string()).or_insert(0);
+                *visits = visits.saturating_add(1);
+                let spent = max_visits.is_some_and(|max| *visits > max);
+                let target = if spent { *fallback } else { Some(*target) };
+                if spent {
+                    tracing::info!(step = %step.name, "GoTo bound reached; taking the fallback");
+                }
+                self.go_to(conversation, target, events);
+            }
+            CompiledKind::Assign { team, agent, note } => {
+                let render = |t: &Option<crate::template::Template>| {
+                    t.as_ref().map(|t| t.render(&scope, Secrets::Mask))
+                };
+                let assignment = Assignment {
+                    step: step.name.to_string(),
+                    team: render(team),
+                    agent: render(agent),
+                    note: render(note),
+                };
+                tracing::info!(step = %step.name, "handed off");
+                events.emit(Event::Handoff {
+                    conversation_id: conversation.id.clone(),
+                    assignment: assignment.clone(),
+                    contact: conversation.contact.clone(),
+                });
+                conversation.cursor = None;
+                conversation.status = Status::HandedOff { assignment };
+            }
+            CompiledKind::Api(_) => return Ok(Next::Call),
+        }
+        Ok(Next::Continue)
+    }
+
+    fn send(
+        &self,
+        conversation: &Conversation,
+        step: &CompiledStep,
+        text: String,
+        question: bool,
+        events: &dyn EventSink,
+    ) {
+        events.emit(Event::Message {
+            conversation_id: conversation.id.clone(),
+            step: step.name.to_string(),
+            text,
+            question,
+        });
+    }
+
+    /// Runs an Api step: request, retries, result, and where to go next.
+    async fn call(
+        &self,
+        step: &CompiledStep,
+        api: &CompiledApi,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+    ) -> Result<(), RunError> {
+        let inner = &*self.inner;
+        let request = self.build_request(step, api, conversation)?;
+        let policy = inner.options.retry.with(&api.retry);
+        let started = inner.clock.now();
+        let mut attempt = 1;
+        let outcome = loop {
+            let outcome = inner.http.send(request.clone()).await;
+            tracing::debug!(
+                step = %step.name,
+                method = %request.method,
+                url = %request.display_url,
+                attempt,
+                status = outcome.as_ref().map(|r| r.status).ok(),
+                "api call"
+            );
+            if attempt < policy.max_attempts && policy.is_retryable(request.method, &outcome) {
+                let now = inner.clock.now();
+                let wait = policy.delay(attempt, outcome.as_ref().ok(), now);
+                let elapsed = now.duration_since(started).unwrap_or_default();
+                if elapsed + wait <= policy.max_elapsed {
+                    tracing::info!(step = %step.name, attempt, ?wait, "retrying api call");
+                    inner.clock.sleep_until(now + wait).await;
+                    attempt += 1;
+                    continue;
+                }
+            }
+            break outcome;
+        };
+        let name = step.name.to_string();
+        match outcome {
+            Ok(response) if response.is_success() => {
+                conversation.steps.insert(name, response_value(&response, None));
+                self.go_to(conversation, step.next, events);
+                Ok(())
+            }
+            Ok(response) => {
+                let detail = error_detail(&response).map(|d| inner.redact(&d));
+                let message = format!("{} answered {}", request.method, response.status);
+                let error = json!({"kind": "status", "message": message, "status": response.status});
+                conversation
+                    .steps
+                    .insert(name.clone(), response_value(&response, Some(error)));
+                if let Some(target) = api.on_error {
+                    self.go_to(conversation, Some(target), events);
+                    return Ok(());
+                }
+                Err(RunError::Status {
+                    step: name,
+                    method: request.method,
+                    url: request.display_url,
+                    status: response.status,
+                    detail,
+                    hint: api.error_hints.get(&response.status).cloned(),
+                })
+            }
+            Err(error) => {
+                let message = inner.redact(&error.to_string());
+                conversation.steps.insert(
+                    name.clone(),
+                    json!({"status": null, "error": {"kind": error.kind(), "message": message}}),
+                );
+                if let Some(target) = api.on_error {
+                    self.go_to(conversation, Some(target), events);
+                    return Ok(());
+                }
+                Err(RunError::Transport {
+                    step: name,
+                    method: request.method,
+                    url: request.display_url,
+                    attempts: attempt,
+                    source: redact_http_error(inner, error),
+                })
+            }
+        }
+    }
+
+    fn build_request(
+        &self,
+        step: &CompiledStep,
+        api: &CompiledApi,
+        conversation: &Conversation,
+    ) -> Result<HttpRequest, RunError> {
+        let inner = &*self.inner;
+        let scope = ConversationScope {
+            engine: inner,
+            conversation,
+        };
+        let render_error = |field: &str| {
+            let step = step.name.to_string();
+            let field = field.to_string();
+            move |source: RenderError| RunError::Render { step, field, source }
+        };
+        let url = api
+            .url
+            .render_url(&scope, Secrets::Reveal)
+            .map_err(render_error("url"))?;
+        let display_url = api
+            .url
+            .render_url(&scope, Secrets::Mask)
+            .map_err(render_error("url"))?;
+        let mut headers = Vec::with_capacity(api.headers.len() + 1);
+        for (name, template) in &api.headers {
+            let value = template
+                .render_header(&scope)
+                .map_err(render_error(&format!("headers.{name}")))?;
+            headers.push(Header {
+                name: name.clone(),
+                value,
+                sensitive: template.uses_secret(),
+            });
+        }
+        let body = api.body.as_ref().map(|b| {
+            if !headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("content-type"))
+            {
+                headers.push(Header {
+                    name: "Content-Type".into(),
+                    value: "application/json".into(),
+                    sensitive: false,
+                });
+            }
+            serde_json::to_vec(&b.render(&scope)).unwrap_or_default()
+        });
+        Ok(HttpRequest {
+            method: api.method,
+            url,
+            display_url,
+            headers,
+            body,
+            timeout: api.timeout.unwrap_or(inner.options.api_timeout),
+            max_response_bytes: api.max_response_bytes.unwrap_or(inner.options.max_response_bytes),
+        })
+    }
+}
+
+/// What an Api step keeps: status, body (JSON, or text when it is not
+/// JSON), headers, and the error when the call failed.
+fn response_value(response: &HttpResponse, error: Option<Value>) -> Value {
+    let body = if response.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned()))
+    };
+    let headers: serde_json::Map<String, Value> = response
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
+        .collect();
+    let mut value = json!({"status": response.status, "response": body, "headers": headers});
+    if let Some(error) = error {
+        value["error"] = error;
+    }
+    value
+}
+
+/// The server's own error message: OpenAI's `{"error": {"message"}}` or a short text body.
+fn error_detail(response: &HttpResponse) -> Option<String> {
+    if let Ok(value) = serde_json::from_slice::<Value>(&response.body) {
+        let message = value
+            .pointer("/error/message")
+            .or_else(|| value.pointer("/message"))
+            .or_else(|| value.get("error").filter(|e| e.is_string()))?;
+        return message.as_str().map(|m| truncate(m, 300));
+    }
+    let text = String::from_utf8_lossy(&response.body);
+    let text = text.trim();
+    (!text.is_empty()).then(|| truncate(text, 300))
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+fn redact_http_error(inner: &EngineInner, error: HttpError) -> HttpError {
+    match error {
+        HttpError::Connect(m) => HttpError::Connect(inner.redact(&m)),
+        HttpError::InvalidRequest(m) => HttpError::InvalidRequest(inner.redact(&m)),
+        HttpError::Transport(m) => HttpError::Transport(inner.redact(&m)),
+        other => other,
+    }
+}
+
+impl EngineInner {
+    /// `text` with every secret value replaced by `***`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in self.secrets.values() {
+            if !secret.0.is_empty() && out.contains(&secret.0) {
+                out = out.replace(&secret.0, "***");
+            }
+        }
+        out
+    }
+}

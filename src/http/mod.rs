@@ -1,0 +1,258 @@
+//! The HTTP boundary: the [`HttpClient`] trait and the crate's own request
+//! and response types, so the engine never depends on one HTTP library.
+//!
+//! The default transport is [`ReqwestClient`] (feature `reqwest`, on by
+//! default). A host swaps in its own client — a proxy, request signing, a
+//! recorder for tests — by implementing [`HttpClient`].
+
+#[cfg(feature = "reqwest")]
+mod reqwest_client;
+
+#[cfg(feature = "reqwest")]
+pub use reqwest_client::ReqwestClient;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// Default cap on a response body: larger bodies are an error, not a memory blow-up.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+
+/// An HTTP method an Api step may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `PATCH`
+    Patch,
+    /// `DELETE`
+    Delete,
+    /// `HEAD`
+    Head,
+}
+
+impl Method {
+    /// The method as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+        }
+    }
+
+    /// Whether repeating the request has the same effect as sending it once
+    /// (RFC 9110 §9.2.2), which decides whether it may be retried blindly.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Method::Post | Method::Patch)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One request header. A `sensitive` header (one whose value came from a
+/// secret) prints as `***` in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name, as written in the flow.
+    pub name: String,
+    /// Header value, fully rendered.
+    pub value: String,
+    /// Whether the value holds a secret and must never be shown.
+    pub sensitive: bool,
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value: &str = if self.sensitive { "***" } else { &self.value };
+        write!(f, "{}: {:?}", self.name, value)
+    }
+}
+
+/// A request an Api step sends through an [`HttpClient`].
+#[derive(Clone)]
+pub struct HttpRequest {
+    /// The method.
+    pub method: Method,
+    /// The absolute URL, fully rendered (it may hold secrets: print
+    /// [`HttpRequest::display_url`] instead).
+    pub url: String,
+    /// The URL with every secret replaced by `***`, for logs and errors.
+    pub display_url: String,
+    /// Headers in the order the flow lists them.
+    pub headers: Vec<Header>,
+    /// The body bytes (JSON for Api steps), if any.
+    pub body: Option<Vec<u8>>,
+    /// How long the whole exchange may take.
+    pub timeout: Duration,
+    /// The largest response body the client may read; a larger one is
+    /// [`HttpError::BodyTooLarge`].
+    pub max_response_bytes: usize,
+}
+
+impl HttpRequest {
+    /// A request with no headers or body, a 30 s timeout and the default body cap.
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        let url = url.into();
+        HttpRequest {
+            method,
+            display_url: url.clone(),
+            url,
+            headers: Vec::new(),
+            body: None,
+            timeout: Duration::from_secs(30),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+
+    /// The value of the first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.display_url)
+            .field("headers", &self.headers)
+            .field("body_bytes", &self.body.as_ref().map(Vec::len))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// What a server answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Response headers, names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with this status and body and no headers.
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        HttpResponse {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// A `200` response whose body is this JSON value.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        let mut response = HttpResponse::new(status, value.to_string());
+        response
+            .headers
+            .push(("content-type".into(), "application/json".into()));
+        response
+    }
+
+    /// The value of the first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Why an exchange produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The server could not be reached; the request was certainly not processed.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// No complete response within the request's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The response body exceeded the request's cap.
+    #[error("response body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The cap that was exceeded.
+        limit: usize,
+    },
+    /// The request could not be built (bad URL, invalid header).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Any other transport failure (connection reset mid-response, TLS, …).
+    #[error("transport error: {0}")]
+    Transport(String),
+}
+
+impl HttpError {
+    /// A short, stable name for the kind of failure (`"timeout"`, `"connect"`, …),
+    /// exposed to flows as `step.<name>.error.kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HttpError::Connect(_) => "connect",
+            HttpError::Timeout(_) => "timeout",
+            HttpError::BodyTooLarge { .. } => "body_too_large",
+            HttpError::InvalidRequest(_) => "invalid_request",
+            HttpError::Transport(_) => "transport",
+        }
+    }
+}
+
+/// Sends HTTP requests for Api steps.
+///
+/// Implementations must honour [`HttpRequest::timeout`] and
+/// [`HttpRequest::max_response_bytes`]. The engine holds the client as
+/// `Arc<dyn HttpClient>` and calls it from many conversations at once.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use chatflow::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
+///
+/// /// Answers every request with `{"ok": true}`: handy in tests.
+/// struct AlwaysOk;
+///
+/// #[async_trait]
+/// impl HttpClient for AlwaysOk {
+///     async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, HttpError> {
+///         Ok(HttpResponse::json(200, &serde_json::json!({"ok": true})))
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait HttpClient: Send + Sync {
+    /// Sends one request and returns the whole response.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError>;
+}
+
+#[async_trait]
+impl<T: HttpClient + ?Sized> HttpClient for std::sync::Arc<T> {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        (**self).send(request).await
+    }
+}
+
+// The engine stores clients as trait objects: keep the trait object safe.
+fn _assert_object_safe(_: &dyn HttpClient) {}

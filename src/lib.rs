@@ -1,0 +1,70 @@
+//! # chatflow
+//!
+//! Run customer-support conversation flows — ask a question, save the
+//! answer, call an API, branch, wait, send a message, hand off to a human —
+//! inside your Rust application.
+//!
+//! A [`Flow`] is data (JSON): a list of typed steps. An [`Engine`] runs any
+//! number of conversations of it at once; each [`Conversation`] is a plain
+//! serializable value the host can park between user messages and resume
+//! anywhere. HTTP goes through the [`http::HttpClient`] trait (reqwest by
+//! default) and time through the [`Clock`] trait, so tests run against a
+//! mock server in virtual time.
+//!
+//! ```
+//! use chatflow::{Engine, EventLog, Flow, Status};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let flow = Flow::from_json(r#"{
+//!   "name": "support",
+//!   "steps": [
+//!     {"type": "question", "name": "Welcome", "text": "Hi! What do you need help with?"},
+//!     {"type": "contact_update", "name": "Save question", "set": {"question": "<<step.Welcome.response>>"}},
+//!     {"type": "condition", "name": "Wants a human?",
+//!      "any": [{"left": "<<contact.question>>", "op": "contains", "right": "human", "ignore_case": true}],
+//!      "then": "Assign", "else": "Answer"},
+//!     {"type": "message", "name": "Answer", "text": "You asked: <<contact.question>>", "next": "Welcome"},
+//!     {"type": "assign", "name": "Assign", "team": "support", "note": "<<contact.question>>"}
+//!   ]
+//! }"#)?;
+//! let engine = Engine::builder(flow).build()?;
+//! let events = EventLog::new();
+//! let mut conversation = engine.start("user-1");
+//!
+//! engine.receive(&mut conversation, "I want a HUMAN please")?;
+//! let status = engine.run(&mut conversation, &events).await?;
+//! assert!(matches!(status, Status::HandedOff { .. }));
+//! assert_eq!(events.texts(), ["Hi! What do you need help with?"]);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod condition;
+mod conversation;
+mod engine;
+mod error;
+mod event;
+mod flow;
+pub mod http;
+mod template;
+mod time;
+
+pub use condition::{Operand, Operator, Rule};
+pub use conversation::{Assignment, Conversation, FlowStamp, Status};
+pub use engine::{
+    ConversationHandle, Engine, EngineBuilder, EngineOptions, ReplyError, ReplyMode, RetryPolicy, SendError,
+};
+pub use error::{BuildError, RunError};
+pub use event::{Event, EventLog, EventSink};
+pub use flow::{
+    Api, Assign, Condition, ContactUpdate, Delay, Diagnostic, Flow, GoTo, LoadError, Message, Question,
+    RetrySettings, Step, StepKind,
+};
+pub use template::{RenderError, TemplateError};
+pub use time::{Clock, SystemClock, VirtualClock};
+
+#[cfg(feature = "mock")]
+pub mod mock;

@@ -1,0 +1,677 @@
+//! Templates: `<<path>>` (or the guide's `{{path}}`) placeholders, parsed once
+//! when a flow loads and rendered against a conversation's context.
+//!
+//! Paths start at one of five roots:
+//!
+//! | path | value |
+//! |---|---|
+//! | `step.<name>.<field>...` | a step's result: `response`, `status`, `headers`, `error` |
+//! | `contact.<attribute>...` | a contact attribute set by a ContactUpdate step |
+//! | `conversation.id` | the conversation's id |
+//! | `var.<name>...` | a value the host passes to the engine |
+//! | `secret.<name>` | a secret the host passes in; never shown in logs or errors |
+//!
+//! Step names may contain spaces and dots, so `step.` paths are matched
+//! against the flow's step names (longest first) rather than split on dots.
+//! Later segments index objects by key and arrays by number: `data.0.role`
+//! and `data[0].role` are the same path.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+/// Why a template could not be parsed. `offset` is a character offset into
+/// the template text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (at character {offset})")]
+pub struct TemplateError {
+    /// What is wrong.
+    pub message: String,
+    /// Character offset of the problem in the template text.
+    pub offset: usize,
+}
+
+/// Why a template could not be rendered for one conversation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// A header value would contain a line break (header injection).
+    #[error("`{path}` would put a line break into a header value")]
+    LineBreakInHeader {
+        /// The placeholder's path.
+        path: String,
+    },
+    /// A URL placeholder rendered to `.` or `..`, which would change the URL's path.
+    #[error("`{path}` renders to `{value}`, which is not allowed in a URL")]
+    DotSegmentInUrl {
+        /// The placeholder's path.
+        path: String,
+        /// The offending value.
+        value: String,
+    },
+}
+
+/// The root a path starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Root {
+    Step(String),
+    Contact,
+    Conversation,
+    Var,
+    Secret,
+}
+
+/// One segment after the root: an object key, usable as an array index when numeric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) key: String,
+    index: Option<usize>,
+}
+
+/// A parsed placeholder path, e.g. `step.Start GPT thread.response.id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Path {
+    pub(crate) root: Root,
+    pub(crate) segments: Vec<Segment>,
+    source: String,
+}
+
+impl Path {
+    /// The path as written, for messages.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub(crate) fn is_secret(&self) -> bool {
+        self.root == Root::Secret
+    }
+
+    /// The first segment after the root (the attribute, var or secret name).
+    pub(crate) fn first_key(&self) -> Option<&str> {
+        self.segments.first().map(|s| s.key.as_str())
+    }
+
+    /// Parses a path such as `contact.name` or `step.Welcome.response`.
+    pub(crate) fn parse(text: &str, step_names: &[&str]) -> Result<Path, String> {
+        let source = text.trim();
+        let (root_name, rest) = match source.split_once('.') {
+            Some((root, rest)) => (root, Some(rest)),
+            None => (source, None),
+        };
+        let (root, rest) = match root_name {
+            "step" => {
+                let rest = rest.ok_or("`step` needs a step name: `step.<name>.response`")?;
+                let name = step_names
+                    .iter()
+                    .filter(|name| {
+                        rest.strip_prefix(**name)
+                            .is_some_and(|after| after.is_empty() || after.starts_with(['.', '[']))
+                    })
+                    .max_by_key(|name| name.len())
+                    .ok_or_else(|| format!("`{source}` names no step: {}", guess_step(rest)))?;
+                let after = &rest[name.len()..];
+                (
+                    Root::Step((*name).to_string()),
+                    after.strip_prefix('.').unwrap_or(after),
+                )
+            }
+            "contact" | "var" | "secret" | "conversation" => {
+                let rest = rest
+                    .filter(|r| !r.is_empty())
+                    .ok_or_else(|| format!("`{root_name}` needs a name after it, e.g. `{root_name}.name`"))?;
+                let root = match root_name {
+                    "contact" => Root::Contact,
+                    "var" => Root::Var,
+                    "secret" => Root::Secret,
+                    _ => Root::Conversation,
+                };
+                (root, rest)
+            }
+            "" => return Err("empty placeholder".into()),
+            other => {
+                return Err(format!(
+                    "unknown root `{other}` in `{source}`: a path starts with step, contact, conversation, var or secret"
+                ));
+            }
+        };
+        let segments = parse_segments(rest).map_err(|e| format!("{e} in `{source}`"))?;
+        match root {
+            Root::Conversation if !(segments.len() == 1 && segments[0].key == "id") => {
+                return Err(format!(
+                    "`{source}`: the only conversation field is `conversation.id`"
+                ));
+            }
+            Root::Secret if segments.len() != 1 => {
+                return Err(format!(
+                    "`{source}`: a secret is one name, e.g. `secret.OPENAI_API_KEY`"
+                ));
+            }
+            _ => {}
+        }
+        Ok(Path {
+            root,
+            segments,
+            source: source.to_string(),
+        })
+    }
+}
+
+/// For an unknown step path, the part that was probably meant as the name.
+fn guess_step(rest: &str) -> String {
+    let cut = [".response", ".status", ".error", ".headers"]
+        .iter()
+        .filter_map(|field| rest.find(field))
+        .min()
+        .unwrap_or(rest.len());
+    format!("there is no step named `{}`", &rest[..cut])
+}
+
+fn parse_segments(rest: &str) -> Result<Vec<Segment>, String> {
+    let mut segments = Vec::new();
+    if rest.is_empty() {
+        return Ok(segments);
+    }
+    for piece in rest.split('.') {
+        // `data[0][1]` → `data`, `0`, `1`
+        let (head, mut brackets) = match piece.find('[') {
+            Some(i) => (&piece[..i], &piece[i..]),
+            None => (piece, ""),
+        };
+        if head.is_empty() && brackets.is_empty() {
+            return Err("empty segment (two dots in a row?)".into());
+        }
+        if !head.is_empty() {
+            segments.push(Segment::new(head));
+        }
+        while !brackets.is_empty() {
+            let close = brackets.find(']').ok_or("`[` without a matching `]`")?;
+            let inner = &brackets[1..close];
+            if inner.parse::<usize>().is_err() {
+                return Err(format!("`[{inner}]` is not an array index"));
+            }
+            segments.push(Segment::new(inner));
+            brackets = &brackets[close + 1..];
+            if !brackets.is_empty() && !brackets.starts_with('[') {
+                return Err(format!("unexpected `{brackets}` after `]`"));
+            }
+        }
+    }
+    Ok(segments)
+}
+
+impl Segment {
+    fn new(key: &str) -> Segment {
+        Segment {
+            key: key.to_string(),
+            index: key.parse().ok(),
+        }
+    }
+}
+
+/// Follows `segments` into `value`; `None` when any step is missing.
+pub(crate) fn lookup<'v>(value: &'v Value, segments: &[Segment]) -> Option<&'v Value> {
+    segments.iter().try_fold(value, |current, segment| match current {
+        Value::Object(map) => map.get(&segment.key),
+        Value::Array(items) => segment.index.and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// Where placeholder values come from: implemented by the engine over a
+/// conversation and the host's values.
+pub(crate) trait Scope {
+    /// The value at `path`, or `None` when it does not exist.
+    fn resolve(&self, path: &Path) -> Option<Cow<'_, Value>>;
+}
+
+/// A value as text: strings as they are, `null` as nothing, other values as JSON.
+pub(crate) fn value_to_text(value: &Value, out: &mut String) {
+    match value {
+        Value::String(s) => out.push_str(s),
+        Value::Null => {}
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Placeholder(Path),
+}
+
+/// A parsed text template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Template {
+    parts: Vec<Part>,
+}
+
+/// Characters left as they are in a URL placeholder's value: RFC 3986's
+/// unreserved set. Everything else, `/ ? # & =` included, is encoded so a
+/// value cannot change the URL's structure.
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// How secrets are treated while rendering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrets {
+    /// Insert secret values (for the wire).
+    Reveal,
+    /// Insert `***` instead (for logs and errors).
+    Mask,
+}
+
+impl Template {
+    /// Parses `text`, resolving `step.` paths against `step_names`.
+    pub(crate) fn parse(text: &str, step_names: &[&str]) -> Result<Template, TemplateError> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        let mut consumed_chars = 0;
+        while let Some((start, close)) = find_opener(rest) {
+            literal.push_str(&rest[..start]);
+            let inner_start = start + 2;
+            let offset = consumed_chars + rest[..start].chars().count();
+            let Some(len) = rest[inner_start..].find(close) else {
+                return Err(TemplateError {
+                    message: format!(
+                        "`{}` is never closed by `{close}` (placeholders look like <<contact.name>>)",
+                        &rest[start..inner_start]
+                    ),
+                    offset,
+                });
+            };
+            let inner = &rest[inner_start..inner_start + len];
+            let path = Path::parse(inner, step_names).map_err(|message| TemplateError { message, offset })?;
+            if !literal.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut literal)));
+            }
+            parts.push(Part::Placeholder(path));
+            let end = inner_start + len + close.len();
+            consumed_chars += rest[..end].chars().count();
+            rest = &rest[end..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The placeholder, when the template is exactly one and nothing else.
+    pub(crate) fn as_single_placeholder(&self) -> Option<&Path> {
+        match self.parts.as_slice() {
+            [Part::Placeholder(path)] => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Every path the template refers to.
+    pub(crate) fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Placeholder(path) => Some(path),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Whether any placeholder is a secret.
+    pub(crate) fn uses_secret(&self) -> bool {
+        self.paths().any(Path::is_secret)
+    }
+
+    /// Renders as text: strings verbatim, missing values as nothing, other
+    /// values as JSON. Values are inserted, never re-read as templates.
+    pub(crate) fn render(&self, scope: &dyn Scope, secrets: Secrets) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Placeholder(path) if path.is_secret() && secrets == Secrets::Mask => {
+                    out.push_str("***")
+                }
+                Part::Placeholder(path) => {
+                    if let Some(value) = scope.resolve(path) {
+                        value_to_text(&value, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Renders a header value, refusing line breaks (header injection).
+    pub(crate) fn render_header(&self, scope: &dyn Scope) -> Result<String, RenderError> {
+        let value = self.render(scope, Secrets::Reveal);
+        if value.contains(['\r', '\n']) {
+            let path = self
+                .paths()
+                .map(|p| p.as_str().to_string())
+                .next()
+                .unwrap_or_default();
+            return Err(RenderError::LineBreakInHeader { path });
+        }
+        Ok(value)
+    }
+
+    /// Renders a URL. A placeholder at the very start (the base URL, e.g.
+    /// `<<var.openai_base_url>>/threads`) is inserted as it is; every other
+    /// placeholder is percent-encoded, so a value cannot change the path or query.
+    pub(crate) fn render_url(&self, scope: &dyn Scope, secrets: Secrets) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Placeholder(path) if path.is_secret() && secrets == Secrets::Mask => {
+                    out.push_str("***")
+                }
+                Part::Placeholder(path) => {
+                    let mut value = String::new();
+                    if let Some(v) = scope.resolve(path) {
+                        value_to_text(&v, &mut value);
+                    }
+                    if i == 0 {
+                        out.push_str(&value);
+                    } else if value == "." || value == ".." {
+                        return Err(RenderError::DotSegmentInUrl {
+                            path: path.as_str().to_string(),
+                            value,
+                        });
+                    } else {
+                        out.extend(utf8_percent_encode(&value, URL_VALUE));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders to a JSON value: a template that is exactly one placeholder
+    /// yields the referenced value as it is (missing → `null`); anything else
+    /// yields a string.
+    pub(crate) fn render_value(&self, scope: &dyn Scope) -> Value {
+        match self.as_single_placeholder() {
+            Some(path) => scope.resolve(path).map(Cow::into_owned).unwrap_or(Value::Null),
+            None => Value::String(self.render(scope, Secrets::Reveal)),
+        }
+    }
+}
+
+/// The first `<<` or `{{` in `text`, with the closer it needs.
+fn find_opener(text: &str) -> Option<(usize, &'static str)> {
+    let angle = text.find("<<").map(|i| (i, ">>"));
+    let brace = text.find("{{").map(|i| (i, "}}"));
+    match (angle, brace) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A JSON value whose strings are templates, rendered structurally: a string
+/// that is exactly one placeholder takes the referenced JSON value; other
+/// strings are interpolated and then JSON-escaped by serialization.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JsonTemplate {
+    Literal(Value),
+    String(Template),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+impl JsonTemplate {
+    /// Parses every string in `value` as a template; errors carry the JSON
+    /// pointer of the string (e.g. `/messages/0/content`).
+    pub(crate) fn parse(value: &Value, step_names: &[&str]) -> Result<JsonTemplate, (String, TemplateError)> {
+        Self::parse_at(value, step_names, &mut String::new())
+    }
+
+    fn parse_at(
+        value: &Value,
+        step_names: &[&str],
+        pointer: &mut String,
+    ) -> Result<JsonTemplate, (String, TemplateError)> {
+        Ok(match value {
+            Value::String(text) => {
+                let template = Template::parse(text, step_names).map_err(|e| (pointer.clone(), e))?;
+                match template.parts.as_slice() {
+                    [] | [Part::Text(_)] => JsonTemplate::Literal(value.clone()),
+                    _ => JsonTemplate::String(template),
+                }
+            }
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = pointer.len();
+                    pointer.push_str(&format!("/{i}"));
+                    out.push(Self::parse_at(item, step_names, pointer)?);
+                    pointer.truncate(len);
+                }
+                JsonTemplate::Array(out)
+            }
+            Value::Object(map) => {
+                let mut out = Vec::with_capacity(map.len());
+                for (key, item) in map {
+                    let len = pointer.len();
+                    pointer.push('/');
+                    pointer.push_str(key);
+                    out.push((key.clone(), Self::parse_at(item, step_names, pointer)?));
+                    pointer.truncate(len);
+                }
+                JsonTemplate::Object(out)
+            }
+            other => JsonTemplate::Literal(other.clone()),
+        })
+    }
+
+    /// Every template inside.
+    pub(crate) fn templates(&self) -> Vec<&Template> {
+        let mut out = Vec::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Template>) {
+        match self {
+            JsonTemplate::Literal(_) => {}
+            JsonTemplate::String(t) => out.push(t),
+            JsonTemplate::Array(items) => items.iter().for_each(|i| i.collect(out)),
+            JsonTemplate::Object(entries) => entries.iter().for_each(|(_, i)| i.collect(out)),
+        }
+    }
+
+    /// Renders into a JSON value.
+    pub(crate) fn render(&self, scope: &dyn Scope) -> Value {
+        match self {
+            JsonTemplate::Literal(value) => value.clone(),
+            JsonTemplate::String(template) => template.render_value(scope),
+            JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(scope)).collect()),
+            JsonTemplate::Object(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(key, item)| (key.clone(), item.render(scope)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct TestScope(Value);
+
+    impl Scope for TestScope {
+        fn resolve(&self, path: &Path) -> Option<Cow<'_, Value>> {
+            let root = match &path.root {
+                Root::Step(name) => self.0.get("step")?.get(name)?,
+                Root::Contact => self.0.get("contact")?,
+                Root::Conversation => self.0.get("conversation")?,
+                Root::Var => self.0.get("var")?,
+                Root::Secret => self.0.get("secret")?,
+            };
+            lookup(root, &path.segments).map(Cow::Borrowed)
+        }
+    }
+
+    const NAMES: &[&str] = &["Start GPT thread", "Welcome", "Start", "a.b"];
+
+    fn scope() -> TestScope {
+        TestScope(json!({
+            "step": {
+                "Start GPT thread": {"response": {"id": "thread_1", "data": [{"role": "assistant"}]}, "status": 200},
+                "Start": {"response": "short"},
+                "Welcome": {"response": "hi \"there\"\n<<secret.KEY>>"},
+                "a.b": {"response": 1}
+            },
+            "contact": {"gpt_response": "Where is my order?", "n": 3, "tags": ["a", "b"]},
+            "conversation": {"id": "c-1"},
+            "var": {"base": "http://x/v1"},
+            "secret": {"KEY": "sk-secret"}
+        }))
+    }
+
+    fn render(text: &str) -> String {
+        Template::parse(text, NAMES)
+            .unwrap()
+            .render(&scope(), Secrets::Reveal)
+    }
+
+    #[test]
+    fn step_names_with_spaces_resolve_longest_first() {
+        assert_eq!(render("<<step.Start GPT thread.response.id>>"), "thread_1");
+        assert_eq!(render("<<step.Start.response>>"), "short");
+        assert_eq!(render("{{step.a.b.response}}"), "1");
+    }
+
+    #[test]
+    fn both_syntaxes_and_indexes() {
+        assert_eq!(
+            render(
+                "{{ step.Start GPT thread.response.data.0.role }}/<<step.Start GPT thread.response.data[0].role>>"
+            ),
+            "assistant/assistant"
+        );
+        assert_eq!(render("<<contact.tags.1>>"), "b");
+        assert_eq!(render("n=<<contact.n>> <<conversation.id>>"), "n=3 c-1");
+    }
+
+    #[test]
+    fn missing_values_render_empty() {
+        assert_eq!(
+            render("[<<contact.nope>>][<<step.Start GPT thread.response.data.9.role>>]"),
+            "[][]"
+        );
+    }
+
+    #[test]
+    fn objects_render_as_json() {
+        assert_eq!(render("<<contact.tags>>"), r#"["a","b"]"#);
+    }
+
+    #[test]
+    fn values_are_never_reparsed() {
+        // The welcome answer contains a placeholder-looking text: it stays literal.
+        assert_eq!(
+            render("<<step.Welcome.response>>"),
+            "hi \"there\"\n<<secret.KEY>>"
+        );
+    }
+
+    #[test]
+    fn parse_errors_say_what_and_where() {
+        let err = Template::parse("Hello <<contact.name", NAMES).unwrap_err();
+        assert_eq!(err.offset, 6);
+        assert!(err.message.contains("never closed"), "{err}");
+        let err = Template::parse("é <<step.Start GPT thred.response.id>>", NAMES).unwrap_err();
+        assert_eq!(err.offset, 2);
+        assert!(err.message.contains("no step named `Start GPT thred`"), "{err}");
+        let err = Template::parse("<<user.name>>", NAMES).unwrap_err();
+        assert!(err.message.contains("unknown root `user`"), "{err}");
+        assert!(Template::parse("<<>>", NAMES).is_err());
+        assert!(Template::parse("<<contact.a..b>>", NAMES).is_err());
+        assert!(Template::parse("<<contact.a[x]>>", NAMES).is_err());
+        assert!(Template::parse("<<conversation.status>>", NAMES).is_err());
+        assert!(Template::parse("<<secret.A.b>>", NAMES).is_err());
+    }
+
+    #[test]
+    fn secrets_are_masked_on_request() {
+        let t = Template::parse("Bearer <<secret.KEY>>", NAMES).unwrap();
+        assert!(t.uses_secret());
+        assert_eq!(t.render(&scope(), Secrets::Mask), "Bearer ***");
+        assert_eq!(t.render(&scope(), Secrets::Reveal), "Bearer sk-secret");
+    }
+
+    #[test]
+    fn url_placeholders_are_encoded_except_the_base() {
+        let t = Template::parse(
+            "<<var.base>>/threads/<<contact.gpt_response>>?q=<<contact.gpt_response>>",
+            NAMES,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render_url(&scope(), Secrets::Reveal).unwrap(),
+            "http://x/v1/threads/Where%20is%20my%20order%3F?q=Where%20is%20my%20order%3F"
+        );
+        let s = TestScope(json!({"contact": {"x": "../../admin?x=1"}}));
+        let t = Template::parse("http://h/a/<<contact.x>>", NAMES).unwrap();
+        assert_eq!(
+            t.render_url(&s, Secrets::Reveal).unwrap(),
+            "http://h/a/..%2F..%2Fadmin%3Fx%3D1"
+        );
+        let s = TestScope(json!({"contact": {"x": ".."}}));
+        assert!(matches!(
+            t.render_url(&s, Secrets::Reveal),
+            Err(RenderError::DotSegmentInUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn header_line_breaks_are_refused() {
+        let t = Template::parse("x <<step.Welcome.response>>", NAMES).unwrap();
+        assert!(matches!(
+            t.render_header(&scope()),
+            Err(RenderError::LineBreakInHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn json_bodies_are_templated_structurally() {
+        let body = json!({
+            "role": "user",
+            "content": "<<step.Welcome.response>>",
+            "n": "<<contact.n>>",
+            "tags": "<<contact.tags>>",
+            "missing": "<<contact.nope>>",
+            "mixed": "n is <<contact.n>>",
+            "list": [1, "<<conversation.id>>"]
+        });
+        let t = JsonTemplate::parse(&body, NAMES).unwrap();
+        let out = t.render(&scope());
+        assert_eq!(
+            out,
+            json!({
+                "role": "user",
+                "content": "hi \"there\"\n<<secret.KEY>>",
+                "n": 3,
+                "tags": ["a", "b"],
+                "missing": null,
+                "mixed": "n is 3",
+                "list": [1, "c-1"]
+            })
+        );
+        let err = JsonTemplate::parse(&json!({"a": [0, "<<nope.x>>"]}), NAMES).unwrap_err();
+        assert_eq!(err.0, "/a/1");
+    }
+}
