@@ -33,9 +33,9 @@ pub enum ReplyMode {
     OnePerQuestion,
 }
 
-/// Engine settings.
+/// Engine settings. Change a few with struct update syntax:
+/// `EngineOptions { max_steps_without_reply: 200, ..EngineOptions::default() }`.
 #[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
 pub struct EngineOptions {
     /// Steps a conversation may run without a user reply before it fails
     /// (default 1,000): the last guard against a flow that loops.

@@ -88,10 +88,10 @@ impl RetryPolicy {
 
     /// The wait before retry number `retry` (1 for the first retry).
     pub(crate) fn delay(&self, retry: u32, response: Option<&HttpResponse>, now: SystemTime) -> Duration {
-        if let Some(wait) = response.and_then(|r| retry_after(r, now)) {
-            if wait <= self.max_retry_after {
-                return wait;
-            }
+        if let Some(wait) = response.and_then(|r| retry_after(r, now))
+            && wait <= self.max_retry_after
+        {
+            return wait;
         }
         let exponent = retry.saturating_sub(1).min(20);
         let base = self

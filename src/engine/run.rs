@@ -362,7 +362,9 @@ impl Engine {
         let name = step.name.to_string();
         match outcome {
             Ok(response) if response.is_success() => {
-                conversation.steps.insert(name, response_value(&response, None));
+                conversation
+                    .steps
+                    .insert(name, response_value(inner, &response, None));
                 self.go_to(conversation, step.next, events);
                 Ok(())
             }
@@ -372,7 +374,7 @@ impl Engine {
                 let error = json!({"kind": "status", "message": message, "status": response.status});
                 conversation
                     .steps
-                    .insert(name.clone(), response_value(&response, Some(error)));
+                    .insert(name.clone(), response_value(inner, &response, Some(error)));
                 if let Some(target) = api.on_error {
                     self.go_to(conversation, Some(target), events);
                     return Ok(());
@@ -469,12 +471,14 @@ impl Engine {
 
 /// What an Api step keeps: status, body (JSON, or text when it is not
 /// JSON), headers, and the error when the call failed.
-fn response_value(response: &HttpResponse, error: Option<Value>) -> Value {
-    let body = if response.body.is_empty() {
+/// A server that echoes a secret back must not make the stored state hold it.
+fn response_value(inner: &EngineInner, response: &HttpResponse, error: Option<Value>) -> Value {
+    let text = String::from_utf8_lossy(&response.body);
+    let text = inner.redact_cow(text);
+    let body = if text.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&response.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned()))
+        serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned()))
     };
     let headers: serde_json::Map<String, Value> = response
         .headers
@@ -521,12 +525,16 @@ fn redact_http_error(inner: &EngineInner, error: HttpError) -> HttpError {
 impl EngineInner {
     /// `text` with every secret value replaced by `***`.
     pub(crate) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        self.redact_cow(Cow::Borrowed(text)).into_owned()
+    }
+
+    /// Like [`EngineInner::redact`], copying only when a secret is present.
+    pub(crate) fn redact_cow<'a>(&self, mut text: Cow<'a, str>) -> Cow<'a, str> {
         for secret in self.secrets.values() {
-            if !secret.0.is_empty() && out.contains(&secret.0) {
-                out = out.replace(&secret.0, "***");
+            if !secret.0.is_empty() && text.contains(&secret.0) {
+                text = Cow::Owned(text.replace(&secret.0, "***"));
             }
         }
-        out
+        text
     }
 }

@@ -1,0 +1,79 @@
+//! Test support: a scripted in-process HTTP transport.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chatflow::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+/// A request as the fake transport saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+type Handler = dyn Fn(&HttpRequest) -> Result<HttpResponse, HttpError> + Send + Sync;
+
+/// Answers from a queue of scripted outcomes first, then from a handler.
+#[derive(Clone)]
+pub struct FakeHttp {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    queue: Arc<Mutex<VecDeque<Result<HttpResponse, HttpError>>>>,
+    handler: Arc<Handler>,
+}
+
+impl FakeHttp {
+    pub fn new(
+        handler: impl Fn(&HttpRequest) -> Result<HttpResponse, HttpError> + Send + Sync + 'static,
+    ) -> Self {
+        FakeHttp {
+            seen: Arc::default(),
+            queue: Arc::default(),
+            handler: Arc::new(handler),
+        }
+    }
+
+    /// Always answers 200 with this JSON.
+    pub fn json(value: Value) -> Self {
+        Self::new(move |_| Ok(HttpResponse::json(200, &value)))
+    }
+
+    /// The next requests get these outcomes, in order.
+    pub fn push(&self, outcome: Result<HttpResponse, HttpError>) {
+        self.queue.lock().unwrap().push_back(outcome);
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl HttpClient for FakeHttp {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.seen.lock().unwrap().push(Seen {
+            method: request.method.to_string(),
+            url: request.url.clone(),
+            headers: request
+                .headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+            body: request.body.as_ref().map(|b| serde_json::from_slice(b).unwrap()),
+        });
+        if let Some(outcome) = self.queue.lock().unwrap().pop_front() {
+            return outcome;
+        }
+        (self.handler)(&request)
+    }
+}
+
+pub fn with_header(mut response: HttpResponse, name: &str, value: &str) -> HttpResponse {
+    response.headers.push((name.to_string(), value.to_string()));
+    response
+}
