@@ -14,7 +14,8 @@
 //! Step names may contain spaces and dots, so `step.` paths are matched
 //! against the flow's step names (longest first) rather than split on dots.
 //! Later segments index objects by key and arrays by number: `data.0.role`
-//! and `data[0].role` are the same path.
+//! and `data[0].role` are the same path. A filter picks the first array
+//! element with a given field: `output[type=message].content.0.text`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -63,11 +64,14 @@ pub(crate) enum Root {
     Secret,
 }
 
-/// One segment after the root: an object key, usable as an array index when numeric.
+/// One segment after the root: an object key (usable as an array index
+/// when numeric), or a filter `[key=value]` that picks the first array
+/// element whose `key` is `value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Segment {
     pub(crate) key: String,
     index: Option<usize>,
+    filter: Option<(String, String)>,
 }
 
 /// A parsed placeholder path, e.g. `step.Start GPT thread.response.id`.
@@ -188,10 +192,23 @@ fn parse_segments(rest: &str) -> Result<Vec<Segment>, String> {
         while !brackets.is_empty() {
             let close = brackets.find(']').ok_or("`[` without a matching `]`")?;
             let inner = &brackets[1..close];
-            if inner.parse::<usize>().is_err() {
-                return Err(format!("`[{inner}]` is not an array index"));
+            if let Some((key, value)) = inner.split_once('=') {
+                let (key, value) = (key.trim(), value.trim());
+                if key.is_empty() {
+                    return Err(format!("`[{inner}]` needs a key before `=`"));
+                }
+                segments.push(Segment {
+                    key: inner.to_string(),
+                    index: None,
+                    filter: Some((key.to_string(), value.to_string())),
+                });
+            } else if inner.parse::<usize>().is_ok() {
+                segments.push(Segment::new(inner));
+            } else {
+                return Err(format!(
+                    "`[{inner}]` is neither an array index nor a filter like `[type=message]`"
+                ));
             }
-            segments.push(Segment::new(inner));
             brackets = &brackets[close + 1..];
             if !brackets.is_empty() && !brackets.starts_with('[') {
                 return Err(format!("unexpected `{brackets}` after `]`"));
@@ -206,17 +223,24 @@ impl Segment {
         Segment {
             key: key.to_string(),
             index: key.parse().ok(),
+            filter: None,
         }
     }
 }
 
 /// Follows `segments` into `value`; `None` when any step is missing.
 pub(crate) fn lookup<'v>(value: &'v Value, segments: &[Segment]) -> Option<&'v Value> {
-    segments.iter().try_fold(value, |current, segment| match current {
-        Value::Object(map) => map.get(&segment.key),
-        Value::Array(items) => segment.index.and_then(|i| items.get(i)),
-        _ => None,
-    })
+    segments
+        .iter()
+        .try_fold(value, |current, segment| match (current, &segment.filter) {
+            (Value::Array(items), Some((key, wanted))) => items
+                .iter()
+                .find(|item| item.get(key).and_then(Value::as_str) == Some(wanted.as_str())),
+            (_, Some(_)) => None,
+            (Value::Object(map), None) => map.get(&segment.key),
+            (Value::Array(items), None) => segment.index.and_then(|i| items.get(i)),
+            _ => None,
+        })
 }
 
 /// Where placeholder values come from: implemented by the engine over a
@@ -563,6 +587,15 @@ mod tests {
             "assistant/assistant"
         );
         assert_eq!(render("<<contact.tags.1>>"), "b");
+        let s = TestScope(
+            json!({"contact": {"out": [{"type": "reasoning"}, {"type": "message", "text": "hi"}]}}),
+        );
+        let t = Template::parse(
+            "<<contact.out[type=message].text>>|<<contact.out[type=x].text>>",
+            NAMES,
+        )
+        .unwrap();
+        assert_eq!(t.render(&s, Secrets::Reveal), "hi|");
         assert_eq!(render("n=<<contact.n>> <<conversation.id>>"), "n=3 c-1");
     }
 
@@ -601,6 +634,7 @@ mod tests {
         assert!(Template::parse("<<>>", NAMES).is_err());
         assert!(Template::parse("<<contact.a..b>>", NAMES).is_err());
         assert!(Template::parse("<<contact.a[x]>>", NAMES).is_err());
+        assert!(Template::parse("<<contact.a[=x]>>", NAMES).is_err());
         assert!(Template::parse("<<conversation.status>>", NAMES).is_err());
         assert!(Template::parse("<<secret.A.b>>", NAMES).is_err());
     }
