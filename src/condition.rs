@@ -43,6 +43,24 @@ pub enum Operator {
 }
 
 impl Operator {
+    /// The operator's name in flow JSON (`"not_equals"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operator::Equals => "equals",
+            Operator::NotEquals => "not_equals",
+            Operator::Contains => "contains",
+            Operator::NotContains => "not_contains",
+            Operator::StartsWith => "starts_with",
+            Operator::EndsWith => "ends_with",
+            Operator::IsEmpty => "is_empty",
+            Operator::IsNotEmpty => "is_not_empty",
+            Operator::GreaterThan => "greater_than",
+            Operator::GreaterOrEqual => "greater_or_equal",
+            Operator::LessThan => "less_than",
+            Operator::LessOrEqual => "less_or_equal",
+        }
+    }
+
     /// Whether the operator compares against a `right` operand.
     pub fn takes_right(self) -> bool {
         !matches!(self, Operator::IsEmpty | Operator::IsNotEmpty)

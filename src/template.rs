@@ -142,6 +142,16 @@ impl Path {
         };
         let segments = parse_segments(rest).map_err(|e| format!("{e} in `{source}`"))?;
         match root {
+            Root::Step(ref name)
+                if segments
+                    .first()
+                    .is_some_and(|s| !STEP_FIELDS.contains(&s.key.as_str())) =>
+            {
+                return Err(format!(
+                    "`{source}`: a step's result has {} (after `step.{name}.`)",
+                    STEP_FIELDS.map(|f| format!("`{f}`")).join(", ")
+                ));
+            }
             Root::Conversation if !(segments.len() == 1 && segments[0].key == "id") => {
                 return Err(format!(
                     "`{source}`: the only conversation field is `conversation.id`"
@@ -161,6 +171,9 @@ impl Path {
         })
     }
 }
+
+/// The fields of a step's result.
+const STEP_FIELDS: [&str; 4] = ["response", "status", "headers", "error"];
 
 /// For an unknown step path, the part that was probably meant as the name.
 fn guess_step(rest: &str) -> String {

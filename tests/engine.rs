@@ -446,3 +446,37 @@ async fn many_conversations_share_one_engine() {
         assert_eq!(texts[2], format!("[a{i}][b{i}]"));
     }
 }
+
+#[tokio::test]
+async fn echoed_secrets_never_reach_the_stored_state() {
+    // Escaped JSON forms and headers are caught too.
+    let http = FakeHttp::new(|_| {
+        let body = r#"{"id": "t1", "plain": "key sk-test/secret", "escaped": "sk-test\/secret", "unicode": "\u0073k-test/secret"}"#;
+        let mut response = HttpResponse::new(200, body);
+        response.headers.push(("x-echo".into(), "sk-test/secret".into()));
+        Ok(response)
+    });
+    let flow = CALL.replace("things?key=<<secret.KEY>>", "things");
+    let flow = flow.replace("sk-", "");
+    let engine = Engine::builder(Flow::from_json(&flow).unwrap())
+        .http_client(http)
+        .var("base", "http://api.test/v1")
+        .secret("KEY", "sk-test/secret")
+        .build()
+        .unwrap();
+    let mut conversation = engine.start("c");
+    engine.run(&mut conversation, &EventLog::new()).await.unwrap();
+    let state = serde_json::to_string(&conversation).unwrap();
+    assert!(
+        !state.contains("sk-test/secret") && !state.contains("sk-test\\/secret"),
+        "{state}"
+    );
+    assert_eq!(
+        conversation.step_result("Create").unwrap()["response"]["escaped"],
+        "***"
+    );
+    let result = conversation.step_result("Create").unwrap();
+    assert_eq!(result["response"]["plain"], "key ***");
+    assert_eq!(result["response"]["unicode"], "***");
+    assert_eq!(result["headers"]["x-echo"], "***");
+}

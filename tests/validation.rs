@@ -303,3 +303,12 @@ fn shipped_flows_load_without_problems() {
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
+
+#[test]
+fn a_utf8_byte_order_mark_is_accepted() {
+    // Windows editors save one; it is not a problem of the flow.
+    let flow = Flow::from_json(
+        "\u{feff}{\"name\": \"f\", \"steps\": [{\"type\": \"message\", \"name\": \"M\", \"text\": \"hi\"}]}",
+    );
+    assert!(flow.is_ok(), "{flow:?}");
+}

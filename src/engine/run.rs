@@ -471,20 +471,31 @@ impl Engine {
 
 /// What an Api step keeps: status, body (JSON, or text when it is not
 /// JSON), headers, and the error when the call failed.
-/// A server that echoes a secret back must not make the stored state hold it.
+/// A server that echoes a secret back must not make the stored state hold
+/// it: strings are redacted after JSON parsing, so escaped forms (`sk\/x`,
+/// `\u0073k`) are caught too, and so are headers.
 fn response_value(inner: &EngineInner, response: &HttpResponse, error: Option<Value>) -> Value {
-    let text = String::from_utf8_lossy(&response.body);
-    let text = inner.redact_cow(text);
-    let body = if text.is_empty() {
+    let mut body = if response.body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned()))
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned()))
     };
-    let headers: serde_json::Map<String, Value> = response
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
-        .collect();
+    inner.redact_value(&mut body);
+    let mut headers = serde_json::Map::new();
+    for (name, value) in &response.headers {
+        let value = inner.redact(value);
+        // A repeated header (set-cookie) keeps all its values, comma-joined.
+        match headers.get_mut(&name.to_ascii_lowercase()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.to_ascii_lowercase(), Value::String(value));
+            }
+        }
+    }
     let mut value = json!({"status": response.status, "response": body, "headers": headers});
     if let Some(error) = error {
         value["error"] = error;
@@ -526,6 +537,34 @@ impl EngineInner {
     /// `text` with every secret value replaced by `***`.
     pub(crate) fn redact(&self, text: &str) -> String {
         self.redact_cow(Cow::Borrowed(text)).into_owned()
+    }
+
+    /// Redacts every string (and key) inside a JSON value.
+    pub(crate) fn redact_value(&self, value: &mut Value) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(redacted) = self.redact_cow(Cow::Borrowed(s.as_str())) {
+                    *s = redacted;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Object(map) => {
+                if map
+                    .keys()
+                    .any(|k| matches!(self.redact_cow(Cow::Borrowed(k)), Cow::Owned(_)))
+                {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(k, v)| (self.redact(&k), v))
+                        .collect();
+                }
+                map.values_mut().for_each(|v| self.redact_value(v));
+            }
+            _ => {}
+        }
     }
 
     /// Like [`EngineInner::redact`], copying only when a secret is present.

@@ -193,10 +193,7 @@ impl StepCheck<'_> {
 
 impl Program {
     /// Compiles `steps`, or returns every problem found.
-    pub(crate) fn compile(
-        steps: &[Step],
-        default_vars: &BTreeMap<String, Value>,
-    ) -> Result<Program, Vec<Diagnostic>> {
+    pub(crate) fn compile(steps: &[Step]) -> Result<Program, Vec<Diagnostic>> {
         let mut problems = Vec::new();
         if steps.is_empty() {
             problems.push(Diagnostic {
@@ -218,7 +215,8 @@ impl Program {
                     index: Some(index),
                     field: Some("name".into()),
                     ..Diagnostic::new(format!(
-                        "duplicate step name: step {} has the same name",
+                        "\"{}\" is already the name of step {}; step names must be unique",
+                        step.name,
                         first + 1
                     ))
                 });
@@ -262,7 +260,6 @@ impl Program {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let _ = default_vars;
         Ok(program.with_host_values())
     }
 
@@ -343,11 +340,18 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
                 check.problem("set", "sets no attribute".into());
             }
             let mut set = Vec::with_capacity(c.set.len());
+            let mut valid = true;
             for (attribute, value) in &c.set {
                 if attribute.trim().is_empty() {
                     check.problem("set", "an attribute name cannot be empty".into());
                 }
-                set.push((attribute.clone(), check.json(&format!("set.{attribute}"), value)?));
+                match check.json(&format!("set.{attribute}"), value) {
+                    Some(template) => set.push((attribute.clone(), template)),
+                    None => valid = false,
+                }
+            }
+            if !valid {
+                return None;
             }
             CompiledKind::ContactUpdate { set }
         }
@@ -356,8 +360,15 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
             let (any, rules) = match (&c.all, &c.any) {
                 (Some(rules), None) => (false, rules),
                 (None, Some(rules)) => (true, rules),
-                _ => {
-                    check.problem("all", "give exactly one of `all` or `any`".into());
+                (Some(_), Some(_)) => {
+                    check.problem("any", "has both `all` and `any`; keep one".into());
+                    return None;
+                }
+                (None, None) => {
+                    check.problem(
+                        "",
+                        "needs rules: give `all` (every rule must hold) or `any` (one must)".into(),
+                    );
                     return None;
                 }
             };
@@ -370,7 +381,7 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
                 if rule.op.takes_right() && rule.right.is_none() {
                     check.problem(
                         &format!("{field}[{i}].right"),
-                        format!("`{:?}` needs a `right` operand", rule.op),
+                        format!("`{}` needs a `right` operand", rule.op.as_str()),
                     );
                 }
                 match CompiledRule::compile(rule, check.step_names) {
@@ -460,10 +471,8 @@ fn compile_api(api: &Api, check: &mut StepCheck<'_>) -> Option<CompiledApi> {
             headers.push((name.clone(), t));
         }
     }
-    let body = match &api.body {
-        Some(body) => Some(check.json("body", body)?),
-        None => None,
-    };
+    // Checked in full before giving up, so every problem of the step is reported.
+    let body = api.body.as_ref().map(|body| check.json("body", body));
     if api.body.is_some() && matches!(api.method, Method::Get | Method::Head) {
         // The guide sends "an empty JSON body" with its GET; HTTP gives a GET
         // body no meaning, so it is dropped rather than sent.
@@ -513,7 +522,9 @@ fn compile_api(api: &Api, check: &mut StepCheck<'_>) -> Option<CompiledApi> {
         method: api.method,
         url: url?,
         headers,
-        body: body.filter(|_| !matches!(api.method, Method::Get | Method::Head)),
+        body: body
+            .flatten_checked()?
+            .filter(|_| !matches!(api.method, Method::Get | Method::Head)),
         timeout,
         on_error,
         retry: retry.clone(),

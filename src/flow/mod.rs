@@ -80,8 +80,7 @@ impl Flow {
             vars: BTreeMap::new(),
             steps,
         };
-        let diagnostics = Vec::new();
-        Self::finish(file, diagnostics, &[], "<code>")
+        Self::finish(file, Vec::new(), true, &[], "<code>")
     }
 
     fn load(text: &str, origin: &str) -> Result<Flow, LoadError> {
@@ -89,106 +88,155 @@ impl Flow {
             origin: origin.to_string(),
             diagnostics,
         };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if text.trim().is_empty() {
+            return Err(invalid(vec![Diagnostic::new(
+                "the file is empty: a flow is a JSON object with \"name\" and \"steps\"".to_string(),
+            )]));
+        }
         let value: Value = serde_json::from_str(text).map_err(|e| {
+            let (line, column) = char_position(text, e.line(), e.column());
             invalid(vec![Diagnostic {
-                line: Some(e.line()),
-                column: Some(e.column()),
+                line: Some(line),
+                column: Some(column),
                 ..Diagnostic::new(format!("invalid JSON: {}", strip_position(&e.to_string())))
             }])
         })?;
         let positions = step_positions(text);
         let Value::Object(mut top) = value else {
-            return Err(invalid(vec![Diagnostic::new(
-                "a flow must be a JSON object with `name` and `steps`".to_string(),
-            )]));
+            return Err(invalid(vec![Diagnostic::new(format!(
+                "a flow must be a JSON object with \"name\" and \"steps\", found {}",
+                step::json_kind(&value)
+            ))]));
         };
         let mut diagnostics = Vec::new();
-        let steps_value = top.remove("steps");
-        let header: Result<FlowFile, _> = serde_path_to_error::deserialize({
-            let mut header = top.clone();
-            header.insert("steps".into(), Value::Array(Vec::new()));
-            Value::Object(header)
-        });
-        let header = match header {
-            Ok(header) => header,
-            Err(e) => {
-                let field = e.path().to_string();
-                diagnostics.push(Diagnostic {
-                    field: (field != ".").then_some(field),
-                    ..Diagnostic::new(e.into_inner().to_string())
-                });
-                FlowFile {
-                    name: String::new(),
-                    description: None,
-                    vars: BTreeMap::new(),
-                    steps: Vec::new(),
-                }
+        let mut header_problem = |field: &str, message: String| {
+            diagnostics.push(Diagnostic {
+                field: Some(field.to_string()),
+                ..Diagnostic::new(message)
+            })
+        };
+        let name = match top.remove("name") {
+            Some(Value::String(name)) => name,
+            Some(other) => {
+                header_problem(
+                    "name",
+                    format!("must be a string, found {}", step::json_kind(&other)),
+                );
+                String::new()
+            }
+            None => {
+                header_problem("name", "missing: every flow needs a name".to_string());
+                String::new()
             }
         };
-        let raw_steps = match steps_value {
+        let description = match top.remove("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) => Some(d),
+            Some(other) => {
+                header_problem(
+                    "description",
+                    format!("must be a string, found {}", step::json_kind(&other)),
+                );
+                None
+            }
+        };
+        let vars = match top.remove("vars") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(vars)) => vars.into_iter().collect(),
+            Some(other) => {
+                header_problem(
+                    "vars",
+                    format!(
+                        "must be an object of default values, found {}",
+                        step::json_kind(&other)
+                    ),
+                );
+                BTreeMap::new()
+            }
+        };
+        let mut steps_ok = true;
+        let raw_steps = match top.remove("steps") {
             Some(Value::Array(steps)) => steps,
             Some(other) => {
-                diagnostics.push(Diagnostic {
-                    field: Some("steps".into()),
-                    ..Diagnostic::new(format!(
-                        "must be an array of steps, found {}",
-                        step::json_kind(&other)
-                    ))
-                });
+                header_problem(
+                    "steps",
+                    format!("must be an array of steps, found {}", step::json_kind(&other)),
+                );
+                steps_ok = false;
                 Vec::new()
             }
             None => {
-                diagnostics.push(Diagnostic {
-                    field: Some("steps".into()),
-                    ..Diagnostic::new("missing field `steps`".to_string())
-                });
+                header_problem(
+                    "steps",
+                    "missing: a flow needs \"steps\", an array of steps".to_string(),
+                );
+                steps_ok = false;
                 Vec::new()
             }
         };
+        for key in top.keys() {
+            header_problem(
+                key,
+                format!("unknown field `{key}`, expected one of `name`, `description`, `vars`, `steps`"),
+            );
+        }
         let mut steps = Vec::with_capacity(raw_steps.len());
         for (index, raw) in raw_steps.into_iter().enumerate() {
             let (line, column) = positions.get(index).copied().unzip();
             match Step::from_value(raw) {
                 Ok(step) => steps.push(step),
-                Err(e) => diagnostics.push(Diagnostic {
-                    step: e.name,
-                    index: Some(index),
-                    field: e.field,
-                    message: e.message,
-                    line,
-                    column,
-                }),
+                Err(e) => {
+                    steps_ok = false;
+                    diagnostics.push(Diagnostic {
+                        step: e.name,
+                        index: Some(index),
+                        field: e.field,
+                        message: e.message,
+                        line,
+                        column,
+                    })
+                }
             }
         }
-        let file = FlowFile { steps, ..header };
-        Self::finish(file, diagnostics, &positions, origin)
+        let file = FlowFile {
+            name,
+            description,
+            vars,
+            steps,
+        };
+        Self::finish(file, diagnostics, steps_ok, &positions, origin)
     }
 
     fn finish(
         file: FlowFile,
         mut diagnostics: Vec<Diagnostic>,
+        steps_ok: bool,
         positions: &[(usize, usize)],
         origin: &str,
     ) -> Result<Flow, LoadError> {
-        // Only check the graph of a flow whose steps all parsed: a step that
-        // failed to parse would show up as a dangling target everywhere.
-        if diagnostics.is_empty() {
-            match Program::compile(&file.steps, &file.vars) {
-                Ok(program) => {
+        // Only check the graph when every step parsed: a step that failed to
+        // parse would show up as a dangling target everywhere.
+        if steps_ok {
+            match Program::compile(&file.steps) {
+                Ok(program) if diagnostics.is_empty() => {
                     let hash = content_hash(&file);
                     return Ok(Flow {
                         inner: Arc::new(FlowInner { file, program, hash }),
                     });
                 }
-                Err(found) => diagnostics = found,
-            }
-            for d in &mut diagnostics {
-                if let Some((line, column)) = d.index.and_then(|i| positions.get(i)) {
-                    d.line = Some(*line);
-                    d.column = Some(*column);
-                }
+                Ok(_) => {}
+                Err(found) => diagnostics.extend(found),
             }
         }
+        for d in &mut diagnostics {
+            if let Some((line, column)) = d.index.and_then(|i| positions.get(i)) {
+                d.line = Some(*line);
+                d.column = Some(*column);
+            }
+        }
+        // File order: flow-level problems first, then by step.
+        diagnostics.sort_by_key(|d| d.index.map_or(0, |i| i + 1));
         Err(LoadError::Invalid {
             origin: origin.to_string(),
             diagnostics,
@@ -283,6 +331,18 @@ fn content_hash(file: &FlowFile) -> String {
 /// serde_json appends " at line L column C"; diagnostics carry those apart.
 fn strip_position(message: &str) -> &str {
     message.find(" at line ").map_or(message, |i| &message[..i])
+}
+
+/// serde_json counts columns in bytes; people count characters.
+fn char_position(text: &str, line: usize, byte_column: usize) -> (usize, usize) {
+    let Some(line_text) = text.split('\n').nth(line.saturating_sub(1)) else {
+        return (line, byte_column.max(1));
+    };
+    let mut end = byte_column.min(line_text.len());
+    while !line_text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (line, line_text[..end].chars().count().max(1))
 }
 
 /// Line and column (1-based) where each element of the top-level `steps`

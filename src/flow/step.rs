@@ -306,7 +306,15 @@ impl Step {
                 ));
             }
         };
-        match map.get("type") {
+        let type_name = match map.remove("type") {
+            Some(Value::String(t)) => t,
+            Some(other) => {
+                return Err(fail(
+                    Some(name),
+                    "type",
+                    format!("must be a string, found {}", json_kind(&other)),
+                ));
+            }
             None => {
                 return Err(fail(
                     Some(name),
@@ -317,47 +325,75 @@ impl Step {
                     ),
                 ));
             }
-            Some(Value::String(t)) if !is_known_type(t) => {
+        };
+        let rest = Value::Object(map);
+        // Each kind is read as its own struct, so errors carry the field's path
+        // (`seconds`, `retry.max_attempts`); an internally tagged enum loses it.
+        let kind = match canonical_type(&type_name) {
+            Some("question") => parse_kind(rest).map(StepKind::Question),
+            Some("contact_update") => parse_kind(rest).map(StepKind::ContactUpdate),
+            Some("api") => parse_kind(rest).map(StepKind::Api),
+            Some("condition") => parse_kind(rest).map(StepKind::Condition),
+            Some("delay") => parse_kind(rest).map(StepKind::Delay),
+            Some("goto") => parse_kind(rest).map(StepKind::GoTo),
+            Some("message") => parse_kind(rest).map(StepKind::Message),
+            Some("assign") => parse_kind(rest).map(StepKind::Assign),
+            _ => {
                 return Err(fail(
                     Some(name),
                     "type",
                     format!(
-                        "unknown step type `{t}`; expected one of {}",
+                        "unknown step type `{type_name}`; expected one of {}",
                         StepKind::TYPE_NAMES.join(", ")
                     ),
                 ));
             }
-            _ => {}
-        }
-        let kind: StepKind = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
-            let path = e.path().to_string();
-            let field = (path != ".").then_some(path);
-            let inner = e.into_inner().to_string();
-            StepParseError {
-                name: Some(name.clone()),
-                field,
-                message: inner,
-            }
+        };
+        let kind = kind.map_err(|(field, message)| StepParseError {
+            name: Some(name.clone()),
+            field,
+            message,
         })?;
         Ok(Step { name, next, kind })
     }
 }
 
-fn is_known_type(t: &str) -> bool {
-    StepKind::TYPE_NAMES.contains(&t)
-        || [
-            "Question",
-            "ContactUpdate",
-            "Api",
-            "API",
-            "Condition",
-            "Delay",
-            "GoTo",
-            "go_to",
-            "Message",
-            "Assign",
-        ]
-        .contains(&t)
+/// The snake_case type name for a `type` as written (PascalCase accepted).
+fn canonical_type(t: &str) -> Option<&'static str> {
+    if let Some(known) = StepKind::TYPE_NAMES.iter().find(|n| **n == t) {
+        return Some(known);
+    }
+    Some(match t {
+        "Question" => "question",
+        "ContactUpdate" => "contact_update",
+        "Api" | "API" => "api",
+        "Condition" => "condition",
+        "Delay" => "delay",
+        "GoTo" | "go_to" => "goto",
+        "Message" => "message",
+        "Assign" => "assign",
+        _ => return None,
+    })
+}
+
+/// Reads one kind's fields, returning the path of the field at fault.
+fn parse_kind<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent: name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+            .map(str::to_string);
+        let field = match (path.as_str(), missing) {
+            (".", Some(m)) => Some(m),
+            (".", None) => None,
+            (p, Some(m)) => Some(format!("{p}.{m}")),
+            (p, None) => Some(p.to_string()),
+        };
+        (field, message)
+    })
 }
 
 pub(crate) fn json_kind(value: &Value) -> &'static str {
