@@ -480,3 +480,24 @@ async fn echoed_secrets_never_reach_the_stored_state() {
     assert_eq!(result["response"]["unicode"], "***");
     assert_eq!(result["headers"]["x-echo"], "***");
 }
+
+#[tokio::test]
+async fn a_failed_conversation_can_be_retried_where_it_stopped() {
+    let http = FakeHttp::json(json!({"id": "t9"}));
+    http.push(Ok(HttpResponse::new(400, "bad")));
+    let engine = engine_with(CALL, http.clone(), Arc::default());
+    let events = EventLog::new();
+    let mut conversation = engine.start("c");
+    assert!(!engine.retry_failed(&mut conversation), "nothing to retry yet");
+    engine.run(&mut conversation, &events).await.unwrap_err();
+    // Parked and resumed elsewhere, then retried: the failed step runs again.
+    let mut conversation: chatflow::Conversation =
+        serde_json::from_str(&serde_json::to_string(&conversation).unwrap()).unwrap();
+    assert!(engine.retry_failed(&mut conversation));
+    assert_eq!(
+        engine.run(&mut conversation, &events).await.unwrap(),
+        Status::Finished
+    );
+    assert_eq!(events.texts(), ["created t9"]);
+    assert_eq!(http.seen().len(), 2);
+}

@@ -321,6 +321,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Puts a failed conversation back at the step that failed, so the next
+    /// [`Engine::run`] tries that step again (after an outage, say). Returns
+    /// `false`, changing nothing, when the conversation has not failed or has
+    /// no step to go back to.
+    pub fn retry_failed(&self, conversation: &mut Conversation) -> bool {
+        if !matches!(conversation.status, Status::Failed { .. }) || conversation.cursor.is_none() {
+            return false;
+        }
+        conversation.status = Status::Running;
+        conversation.steps_since_reply = 0;
+        true
+    }
+
     /// Runs the conversation until it waits for a reply with none queued,
     /// hands off, finishes or fails. Delays are slept on the engine's clock.
     ///
