@@ -240,6 +240,14 @@ impl Program {
                 None => (index + 1 < steps.len()).then_some(index + 1),
             };
             if let Some(kind) = compile_kind(&step.kind, &mut check) {
+                // Secrets go to APIs only: anywhere else they would reach the
+                // user, the stored state or a log.
+                if !matches!(kind, CompiledKind::Api(_)) && kind.templates().iter().any(|t| t.uses_secret()) {
+                    check.problem(
+                        "",
+                        "secrets (`secret.*`) may only be used in an Api step's url, headers or body".into(),
+                    );
+                }
                 compiled.push(CompiledStep {
                     name: Arc::from(step.name.as_str()),
                     next,
