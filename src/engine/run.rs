@@ -370,7 +370,10 @@ impl Engine {
             }
             Ok(response) => {
                 let detail = error_detail(&response).map(|d| inner.redact(&d));
-                let message = format!("{} answered {}", request.method, response.status);
+                let message = match &detail {
+                    Some(detail) => format!("{} answered {}: {detail}", request.method, response.status),
+                    None => format!("{} answered {}", request.method, response.status),
+                };
                 let error = json!({"kind": "status", "message": message, "status": response.status});
                 conversation
                     .steps
