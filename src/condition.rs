@@ -170,10 +170,10 @@ pub(crate) fn evaluate(left: Option<&Value>, op: Operator, right: &str, ignore_c
     let text = |value: &Value| {
         let mut out = String::new();
         value_to_text(value, &mut out);
-        if ignore_case { out.to_lowercase() } else { out }
+        if ignore_case { fold_case(&out) } else { out }
     };
     let right_text = if ignore_case {
-        right.to_lowercase()
+        fold_case(right)
     } else {
         right.to_string()
     };
@@ -201,6 +201,12 @@ pub(crate) fn evaluate(left: Option<&Value>, op: Operator, right: &str, ignore_c
         Operator::LessThan => numbers().is_some_and(|(l, r)| l < r),
         Operator::LessOrEqual => numbers().is_some_and(|(l, r)| l <= r),
     }
+}
+
+/// Lower case, char by char: `str::to_lowercase` applies context rules
+/// (Greek final sigma) that would make a prefix stop matching its word.
+fn fold_case(text: &str) -> String {
+    text.chars().flat_map(char::to_lowercase).collect()
 }
 
 fn number(value: &Value) -> Option<f64> {

@@ -293,6 +293,11 @@ const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// `value` percent-encoded as a URL placeholder's value is.
+pub(crate) fn url_encode(value: &str) -> String {
+    utf8_percent_encode(value, URL_VALUE).to_string()
+}
+
 /// How secrets are treated while rendering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Secrets {

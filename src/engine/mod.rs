@@ -130,6 +130,9 @@ pub(crate) struct EngineInner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) vars: BTreeMap<String, Value>,
     pub(crate) secrets: BTreeMap<String, Secret>,
+    /// Every form a secret may take in text (as is, percent-encoded),
+    /// longest first so a secret containing another is masked whole.
+    pub(crate) secret_forms: Vec<String>,
     pub(crate) options: EngineOptions,
 }
 
@@ -229,6 +232,14 @@ impl EngineBuilder {
             Some(http) => http,
             None => default_client()?,
         };
+        let mut secret_forms: Vec<String> = self
+            .secrets
+            .values()
+            .filter(|s| !s.0.is_empty())
+            .flat_map(|s| [s.0.clone(), crate::template::url_encode(&s.0)])
+            .collect();
+        secret_forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        secret_forms.dedup();
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 flow,
@@ -236,6 +247,7 @@ impl EngineBuilder {
                 clock: self.clock,
                 vars,
                 secrets: self.secrets,
+                secret_forms,
                 options: self.options,
             }),
         })

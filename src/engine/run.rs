@@ -369,7 +369,7 @@ impl Engine {
                 Ok(())
             }
             Ok(response) => {
-                let detail = error_detail(&response).map(|d| inner.redact(&d));
+                let detail = error_detail(inner, &response);
                 let message = match &detail {
                     Some(detail) => format!("{} answered {}: {detail}", request.method, response.status),
                     None => format!("{} answered {}", request.method, response.status),
@@ -506,18 +506,19 @@ fn response_value(inner: &EngineInner, response: &HttpResponse, error: Option<Va
     value
 }
 
-/// The server's own error message: OpenAI's `{"error": {"message"}}` or a short text body.
-fn error_detail(response: &HttpResponse) -> Option<String> {
+/// The server's own error message: OpenAI's `{"error": {"message"}}` or a
+/// short text body. Redacted before it is cut, so no part of a secret survives.
+fn error_detail(inner: &EngineInner, response: &HttpResponse) -> Option<String> {
     if let Ok(value) = serde_json::from_slice::<Value>(&response.body) {
         let message = value
             .pointer("/error/message")
             .or_else(|| value.pointer("/message"))
             .or_else(|| value.get("error").filter(|e| e.is_string()))?;
-        return message.as_str().map(|m| truncate(m, 300));
+        return message.as_str().map(|m| truncate(&inner.redact(m), 300));
     }
     let text = String::from_utf8_lossy(&response.body);
     let text = text.trim();
-    (!text.is_empty()).then(|| truncate(text, 300))
+    (!text.is_empty()).then(|| truncate(&inner.redact(text), 300))
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -544,7 +545,7 @@ impl EngineInner {
 
     /// Redacts every string (and key) inside a JSON value.
     pub(crate) fn redact_value(&self, value: &mut Value) {
-        if self.secrets.is_empty() {
+        if self.secret_forms.is_empty() {
             return;
         }
         match value {
@@ -571,10 +572,11 @@ impl EngineInner {
     }
 
     /// Like [`EngineInner::redact`], copying only when a secret is present.
+    /// Catches secrets as sent in a URL (percent-encoded) too.
     pub(crate) fn redact_cow<'a>(&self, mut text: Cow<'a, str>) -> Cow<'a, str> {
-        for secret in self.secrets.values() {
-            if !secret.0.is_empty() && text.contains(&secret.0) {
-                text = Cow::Owned(text.replace(&secret.0, "***"));
+        for form in &self.secret_forms {
+            if text.contains(form.as_str()) {
+                text = Cow::Owned(text.replace(form.as_str(), "***"));
             }
         }
         text
