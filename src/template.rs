@@ -38,8 +38,9 @@ pub struct TemplateError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RenderError {
-    /// A header value would contain a line break (header injection).
-    #[error("`{path}` would put a line break into a header value")]
+    /// A header value would contain a line break or another control
+    /// character (header injection).
+    #[error("`{path}` would put a line break or control character into a header value")]
     LineBreakInHeader {
         /// The placeholder's path.
         path: String,
@@ -388,7 +389,7 @@ impl Template {
     /// Renders a header value, refusing line breaks (header injection).
     pub(crate) fn render_header(&self, scope: &dyn Scope) -> Result<String, RenderError> {
         let value = self.render(scope, Secrets::Reveal);
-        if value.contains(['\r', '\n']) {
+        if value.chars().any(|c| c.is_control() && c != '\t') {
             let path = self
                 .paths()
                 .map(|p| p.as_str().to_string())
@@ -399,9 +400,10 @@ impl Template {
         Ok(value)
     }
 
-    /// Renders a URL. A placeholder at the very start (the base URL, e.g.
-    /// `<<var.openai_base_url>>/threads`) is inserted as it is; every other
-    /// placeholder is percent-encoded, so a value cannot change the path or query.
+    /// Renders a URL. A `var.*` placeholder at the very start (the base URL,
+    /// e.g. `<<var.openai_base_url>>/threads`) is inserted as it is; every
+    /// other placeholder is percent-encoded, so a value cannot change the
+    /// host, path or query.
     pub(crate) fn render_url(&self, scope: &dyn Scope, secrets: Secrets) -> Result<String, RenderError> {
         let mut out = String::new();
         for (i, part) in self.parts.iter().enumerate() {
@@ -415,7 +417,10 @@ impl Template {
                     if let Some(v) = scope.resolve(path) {
                         value_to_text(&v, &mut value);
                     }
-                    if i == 0 {
+                    // Only a host value may supply the scheme and host: a
+                    // user's reply there could send the request, and its
+                    // secrets, anywhere.
+                    if i == 0 && path.root == Root::Var {
                         out.push_str(&value);
                     } else if value == "." || value == ".." {
                         return Err(RenderError::DotSegmentInUrl {
@@ -682,6 +687,14 @@ mod tests {
             t.render_url(&s, Secrets::Reveal).unwrap(),
             "http://h/a/..%2F..%2Fadmin%3Fx%3D1"
         );
+        // Only a var may supply the start of a URL: anything else is encoded.
+        let s = TestScope(json!({"contact": {"x": "http://attacker/steal?"}}));
+        let t = Template::parse("<<contact.x>>/orders", NAMES).unwrap();
+        assert_eq!(
+            t.render_url(&s, Secrets::Reveal).unwrap(),
+            "http%3A%2F%2Fattacker%2Fsteal%3F/orders"
+        );
+        let t = Template::parse("http://h/a/<<contact.x>>", NAMES).unwrap();
         let s = TestScope(json!({"contact": {"x": ".."}}));
         assert!(matches!(
             t.render_url(&s, Secrets::Reveal),

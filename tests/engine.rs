@@ -501,3 +501,23 @@ async fn a_failed_conversation_can_be_retried_where_it_stopped() {
     assert_eq!(events.texts(), ["created t9"]);
     assert_eq!(http.seen().len(), 2);
 }
+
+#[tokio::test]
+async fn joined_replies_stay_within_the_reply_cap() {
+    let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
+        .http_client(FakeHttp::json(json!({})))
+        .options(EngineOptions {
+            max_reply_bytes: 10,
+            ..EngineOptions::default()
+        })
+        .build()
+        .unwrap();
+    let events = EventLog::new();
+    let mut conversation = engine.start("c");
+    for text in ["aaaa", "bbbb", "cccc"] {
+        engine.receive(&mut conversation, text).unwrap();
+    }
+    engine.run(&mut conversation, &events).await.unwrap();
+    // "aaaa\nbbbb" is 9 bytes; adding "\ncccc" would pass 10, so it waits for Q2.
+    assert_eq!(events.texts(), ["first?", "second?", "[aaaa\nbbbb][cccc]"]);
+}

@@ -106,11 +106,13 @@ impl RetryPolicy {
 /// The server's requested wait: `retry-after-ms`, else `retry-after` in
 /// seconds or as an HTTP date.
 pub(crate) fn retry_after(response: &HttpResponse, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = response
+    // An unusable retry-after-ms (negative, huge) falls through to retry-after.
+    let ms = response
         .header("retry-after-ms")
         .and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        return Duration::try_from_secs_f64(ms / 1000.0).ok();
+        .filter(|ms| *ms >= 0.0);
+    if let Some(wait) = ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()) {
+        return Some(wait);
     }
     let value = response.header("retry-after")?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
@@ -169,6 +171,10 @@ mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(7));
         assert_eq!(get(&[("retry-after", &date)]), Some(Duration::from_secs(7)));
         assert_eq!(get(&[("retry-after", "soon")]), None);
+        assert_eq!(
+            get(&[("retry-after-ms", "-1"), ("retry-after", "4")]),
+            Some(Duration::from_secs(4))
+        );
         assert_eq!(get(&[]), None);
     }
 

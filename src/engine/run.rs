@@ -148,12 +148,22 @@ impl Engine {
         self.inner.flow.program().steps.get(cursor.index)
     }
 
+    /// The reply for the waiting Question. Joined replies stay within
+    /// `max_reply_bytes`: what does not fit waits for the next Question.
     fn take_reply(&self, conversation: &mut Conversation) -> Option<String> {
-        match self.inner.options.reply_mode {
-            ReplyMode::OnePerQuestion => conversation.inbox.pop_front(),
-            ReplyMode::Join if conversation.inbox.is_empty() => None,
-            ReplyMode::Join => Some(conversation.inbox.drain(..).collect::<Vec<_>>().join("\n")),
+        let mut reply = conversation.inbox.pop_front()?;
+        if self.inner.options.reply_mode == ReplyMode::Join {
+            let limit = self.inner.options.max_reply_bytes;
+            while let Some(next) = conversation.inbox.front() {
+                if reply.len() + 1 + next.len() > limit {
+                    break;
+                }
+                reply.push('\n');
+                reply.push_str(next);
+                conversation.inbox.pop_front();
+            }
         }
+        Some(reply)
     }
 
     /// The user answered the Question the conversation waits at.

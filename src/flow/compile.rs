@@ -11,7 +11,7 @@ use super::step::{Api, Step, StepKind};
 use super::{Diagnostic, list_names};
 use crate::condition::{CompiledRule, RuleField};
 use crate::http::Method;
-use crate::template::{JsonTemplate, Path, Root, Template, TemplateError};
+use crate::template::{JsonTemplate, Root, Template, TemplateError};
 
 /// A flow ready to run.
 #[derive(Debug)]
@@ -541,18 +541,29 @@ fn compile_api(api: &Api, check: &mut StepCheck<'_>) -> Option<CompiledApi> {
     })
 }
 
-/// A URL must start with `http://`, `https://` or a base-URL placeholder.
+/// A URL must start with `http://`, `https://` or a host value (`var.*`)
+/// holding the base URL; anything else could let a reply pick the host.
 fn check_url_shape(text: &str, url: &Template, check: &mut StepCheck<'_>) {
-    let starts_with_placeholder = url.paths().next().is_some_and(|_: &Path| {
-        let t = text.trim_start();
-        t.starts_with("<<") || t.starts_with("{{")
-    });
+    let t = text.trim_start();
+    let leading = (t.starts_with("<<") || t.starts_with("{{"))
+        .then(|| url.paths().next())
+        .flatten();
     let lower = text.to_ascii_lowercase();
-    if !(starts_with_placeholder || lower.starts_with("http://") || lower.starts_with("https://")) {
-        check.problem(
+    match leading {
+        Some(path) if path.root != Root::Var => check.problem(
+            "url",
+            format!(
+                "`{text}` starts with `{}`: only a host value (`var.*`) may supply the start of a URL, \
+                 so a reply or an API result cannot choose where the request goes",
+                path.as_str()
+            ),
+        ),
+        Some(_) => {}
+        None if lower.starts_with("http://") || lower.starts_with("https://") => {}
+        None => check.problem(
             "url",
             format!("`{text}` must start with http://, https:// or a base URL placeholder such as <<var.base_url>>"),
-        );
+        ),
     }
 }
 
