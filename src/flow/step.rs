@@ -117,10 +117,11 @@ pub struct ContactUpdate {
 pub struct Api {
     /// The method.
     pub method: Method,
-    /// The URL (a template). A placeholder at its very start is inserted as
-    /// it is (a base URL); all others are percent-encoded.
+    /// The URL (a template). Only a `var.*` placeholder may start it (a base
+    /// URL, inserted as it is); all other placeholders are percent-encoded.
     pub url: String,
-    /// Headers (templated values; a line break in a value is refused).
+    /// Headers (templated values; a line break or other control character
+    /// in a value is refused).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     /// A JSON body, templated structurally: a string that is exactly one
