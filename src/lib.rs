@@ -49,6 +49,8 @@ mod error;
 mod event;
 mod flow;
 pub mod http;
+mod runtime;
+pub mod store;
 mod template;
 mod time;
 
@@ -63,6 +65,7 @@ pub use flow::{
     Api, Assign, Condition, ContactUpdate, Delay, Diagnostic, Flow, GoTo, LoadError, Message, Question,
     RetrySettings, Step, StepKind,
 };
+pub use runtime::{Runtime, RuntimeError, RuntimeOptions, Turn};
 pub use template::{RenderError, TemplateError};
 pub use time::{Clock, SystemClock, VirtualClock};
 

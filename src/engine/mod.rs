@@ -284,6 +284,11 @@ impl Engine {
         &self.inner.flow
     }
 
+    /// The engine's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
     /// The engine's options.
     pub fn options(&self) -> &EngineOptions {
         &self.inner.options

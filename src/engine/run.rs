@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::Instrument;
 
 use super::{Engine, EngineInner, ReplyMode, emit_failed};
 use crate::conversation::{Assignment, Conversation, Cursor, Status};
@@ -56,12 +57,23 @@ impl Engine {
         &self,
         conversation: &mut Conversation,
         events: &dyn EventSink,
-        mut inbox: Option<&mut UnboundedReceiver<String>>,
+        inbox: Option<&mut UnboundedReceiver<String>>,
         park_at_delay: bool,
     ) -> Result<Status, RunError> {
         let span =
             tracing::debug_span!("conversation", id = %conversation.id, flow = %self.inner.flow.name());
-        let _guard = span.enter();
+        self.drive_in_span(conversation, events, inbox, park_at_delay)
+            .instrument(span)
+            .await
+    }
+
+    async fn drive_in_span(
+        &self,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+        mut inbox: Option<&mut UnboundedReceiver<String>>,
+        park_at_delay: bool,
+    ) -> Result<Status, RunError> {
         self.check_flow(conversation)
             .inspect_err(|e| self.fail(conversation, events, e))?;
         loop {
@@ -70,42 +82,68 @@ impl Engine {
                     conversation.inbox.push_back(text);
                 }
             }
-            match &conversation.status {
-                Status::Finished | Status::HandedOff { .. } | Status::Failed { .. } => {
-                    return Ok(conversation.status.clone());
-                }
-                Status::AwaitingReply => {
-                    if let Some(reply) = self.take_reply(conversation) {
-                        self.answer(conversation, reply, events);
-                        continue;
-                    }
-                    match inbox.as_deref_mut() {
-                        Some(rx) => match rx.recv().await {
+            match self.advance_once(conversation, events).await? {
+                None => {}
+                Some(Status::AwaitingReply) if inbox.is_some() => {
+                    match inbox.as_deref_mut().map(|rx| rx.recv()) {
+                        Some(next) => match next.await {
                             Some(text) => conversation.inbox.push_back(text),
                             None => return Ok(Status::AwaitingReply),
                         },
                         None => return Ok(Status::AwaitingReply),
                     }
                 }
-                Status::Sleeping { until } => {
-                    let until = *until;
-                    if self.inner.clock.now() >= until {
-                        let next = self.current(conversation).and_then(|s| s.next);
-                        self.go_to(conversation, next, events);
-                    } else if park_at_delay {
-                        return Ok(conversation.status.clone());
-                    } else {
-                        self.inner.clock.sleep_until(until).await;
-                    }
+                Some(Status::Sleeping { until }) if !park_at_delay => {
+                    self.inner.clock.sleep_until(until).await;
                 }
-                Status::Running => {
-                    if let Err(error) = self.run_step(conversation, events).await {
-                        self.fail(conversation, events, &error);
-                        return Err(error);
-                    }
-                }
+                Some(status) => return Ok(status),
             }
         }
+    }
+
+    /// One transition: applies a queued reply, ends a Delay that is over, or
+    /// runs one step. `None` when it made progress; the status when the
+    /// conversation must wait (for the user, for time) or has ended.
+    pub(crate) async fn advance_once(
+        &self,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+    ) -> Result<Option<Status>, RunError> {
+        match &conversation.status {
+            Status::Finished | Status::HandedOff { .. } | Status::Failed { .. } => {
+                Ok(Some(conversation.status.clone()))
+            }
+            Status::AwaitingReply => match self.take_reply(conversation) {
+                Some(reply) => {
+                    self.answer(conversation, reply, events);
+                    Ok(None)
+                }
+                None => Ok(Some(Status::AwaitingReply)),
+            },
+            Status::Sleeping { until } => {
+                if self.inner.clock.now() < *until {
+                    return Ok(Some(conversation.status.clone()));
+                }
+                let next = self.current(conversation).and_then(|s| s.next);
+                self.go_to(conversation, next, events);
+                Ok(None)
+            }
+            Status::Running => match self.run_step(conversation, events).await {
+                Ok(()) => Ok(None),
+                Err(error) => {
+                    self.fail(conversation, events, &error);
+                    Err(error)
+                }
+            },
+        }
+    }
+
+    /// Whether the conversation's next transition is an Api call.
+    pub(crate) fn calls_api_next(&self, conversation: &Conversation) -> bool {
+        conversation.status == Status::Running
+            && self
+                .current(conversation)
+                .is_some_and(|s| matches!(s.kind, CompiledKind::Api(_)))
     }
 
     /// Makes sure the conversation belongs to this flow; after a flow edit,

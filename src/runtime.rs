@@ -1,0 +1,398 @@
+//! The entry point for hosts: an [`Engine`] plus a [`Store`], applying each
+//! user message exactly once, in order, and resuming sleeping conversations
+//! when their Delay ends — in one process or in many sharing a store.
+//!
+//! # What survives a crash
+//!
+//! A turn saves the conversation (with the replies it produced, as
+//! transcript entries) before and after every Api call and after every step
+//! that sends something, under the conversation's lease. After a crash, the
+//! lease expires and the next runner continues from the last save:
+//!
+//! - an Api call that was in flight runs again (at least once);
+//! - a reply is never sent twice: it counts as sent when its transcript
+//!   entry is committed, together with the state that moved past it;
+//! - a user message is never lost: it is stored before any step runs, and
+//!   moves into the conversation's state in the same write that records it
+//!   as applied.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::conversation::Status;
+use crate::engine::Engine;
+use crate::event::{Event, EventSink};
+use crate::store::{Direction, Save, Store, StoreError, TranscriptEntry};
+use crate::time::Clock;
+
+/// Runtime settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeOptions {
+    /// How long a runner may hold a conversation between saves before
+    /// another runner may take it over (default 5 minutes: longer than any
+    /// Api call with its retries).
+    pub lease: Duration,
+    /// How often to try again for a conversation another runner holds (default 20 ms).
+    pub busy_retry: Duration,
+    /// How many due conversations the scheduler takes per pass (default 64).
+    pub scheduler_batch: usize,
+    /// The longest the scheduler waits between passes (default 1 s), so it
+    /// sees wake-ups other processes stored.
+    pub scheduler_poll: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            lease: Duration::from_secs(300),
+            busy_retry: Duration::from_millis(20),
+            scheduler_batch: 64,
+            scheduler_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one user message led to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The message id was seen before: nothing ran.
+    pub duplicate: bool,
+    /// What the bot said (and any handoff) after the message, in order.
+    pub replies: Vec<TranscriptEntry>,
+    /// Where the conversation stands now.
+    pub status: Status,
+}
+
+impl Turn {
+    /// Whether the conversation was handed to a human.
+    pub fn handed_off(&self) -> bool {
+        matches!(self.status, Status::HandedOff { .. })
+    }
+}
+
+/// Why the runtime could not apply a message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An engine and a store: the object a host keeps for the life of its process.
+///
+/// ```
+/// use std::sync::Arc;
+/// use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let flow = Flow::from_json(r#"{"name": "echo", "steps": [
+///   {"type": "question", "name": "Ask", "text": "Say something"},
+///   {"type": "message", "name": "Echo", "text": "You said <<step.Ask.response>>", "next": "Ask"}
+/// ]}"#)?;
+/// let runtime = Runtime::new(Engine::builder(flow).build()?, Arc::new(MemoryStore::new()));
+///
+/// let turn = runtime.handle_message("user-1", Some("m1"), "hello").await?;
+/// let texts: Vec<&str> = turn.replies.iter().map(|r| r.text.as_str()).collect();
+/// assert_eq!(texts, ["Say something", "You said hello", "Say something"]);
+///
+/// // A redelivered webhook is ignored.
+/// assert!(runtime.handle_message("user-1", Some("m1"), "hello").await?.duplicate);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    options: RuntimeOptions,
+    /// One turn at a time per conversation within this process; the lease
+    /// does the same across processes.
+    running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("engine", &self.inner.engine)
+            .field("owner", &self.inner.owner)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Collects a step's events for the next save.
+#[derive(Default)]
+struct Outbox(Mutex<Vec<(Direction, String)>>);
+
+impl EventSink for Outbox {
+    fn emit(&self, event: Event) {
+        let entry = match event {
+            Event::Message { text, .. } => (Direction::Out, text),
+            Event::Handoff { assignment, .. } => {
+                let to = assignment
+                    .team
+                    .or(assignment.agent)
+                    .unwrap_or_else(|| "a human agent".into());
+                (Direction::Handoff, to)
+            }
+            _ => return,
+        };
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(entry);
+    }
+}
+
+impl Outbox {
+    fn take(&self) -> Vec<(Direction, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+impl Runtime {
+    /// A runtime with default options, using the engine's clock.
+    pub fn new(engine: Engine, store: Arc<dyn Store>) -> Runtime {
+        Self::with_options(engine, store, RuntimeOptions::default())
+    }
+
+    /// A runtime with these options.
+    pub fn with_options(engine: Engine, store: Arc<dyn Store>, options: RuntimeOptions) -> Runtime {
+        let clock = engine.clock();
+        Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                store,
+                clock,
+                owner: format!("runner-{:016x}", fastrand::u64(..)),
+                options,
+                running: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Applies one user message: records it (once per `message_id`; a
+    /// message without an id is never treated as a repeat), runs the
+    /// conversation — starting it if new — until it waits for the user,
+    /// hands off or ends, sleeping through Delays, and returns what the bot
+    /// said after the message.
+    pub async fn handle_message(
+        &self,
+        conversation_id: &str,
+        message_id: Option<&str>,
+        text: &str,
+    ) -> Result<Turn, RuntimeError> {
+        let inner = &*self.inner;
+        let generated;
+        let message_id = match message_id {
+            Some(id) => id,
+            None => {
+                generated = format!("auto-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+                &generated
+            }
+        };
+        let now = inner.clock.now();
+        let Some(seq) = inner
+            .store
+            .enqueue(conversation_id, message_id, text, now)
+            .await?
+        else {
+            tracing::info!(
+                conversation = conversation_id,
+                message_id,
+                "duplicate message ignored"
+            );
+            let status = inner
+                .store
+                .load(conversation_id)
+                .await?
+                .map_or(Status::Running, |c| c.status().clone());
+            return Ok(Turn {
+                conversation_id: conversation_id.to_string(),
+                duplicate: true,
+                replies: Vec::new(),
+                status,
+            });
+        };
+        let status = loop {
+            match self.run_turn(conversation_id).await? {
+                Status::Sleeping { until } => inner.clock.sleep_until(until).await,
+                status => break status,
+            }
+        };
+        let replies = inner
+            .store
+            .transcript(conversation_id, seq)
+            .await?
+            .into_iter()
+            .filter(|e| e.direction != Direction::In)
+            .collect();
+        Ok(Turn {
+            conversation_id: conversation_id.to_string(),
+            duplicate: false,
+            replies,
+            status,
+        })
+    }
+
+    /// Advances every conversation that is due now (Delays that ended,
+    /// messages left by a crashed runner); returns how many it advanced.
+    pub async fn wake_due(&self) -> Result<usize, RuntimeError> {
+        let inner = &*self.inner;
+        let due = inner
+            .store
+            .due(inner.clock.now(), inner.options.scheduler_batch)
+            .await?;
+        for id in &due {
+            self.run_turn(id).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Resumes due conversations until `shutdown` completes: the scheduler
+    /// a host runs beside its message handling. Wake-ups that fell due while
+    /// no process was running are taken at once.
+    pub async fn run_scheduler(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let advanced = match self.wake_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler pass failed");
+                    0
+                }
+            };
+            if advanced >= self.inner.options.scheduler_batch {
+                continue;
+            }
+            let now = self.inner.clock.now();
+            let poll = now + self.inner.options.scheduler_poll;
+            let next = match self.inner.store.next_wake().await {
+                Ok(Some(at)) if at > now => at.min(poll),
+                Ok(Some(_)) => now + Duration::from_millis(10).min(self.inner.options.scheduler_poll),
+                _ => poll,
+            };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.inner.clock.sleep_until(next) => {}
+            }
+        }
+    }
+
+    /// Runs one turn of a conversation under its lease: until it waits for
+    /// the user, sleeps, hands off, ends or fails.
+    async fn run_turn(&self, conversation_id: &str) -> Result<Status, RuntimeError> {
+        let local = {
+            let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.entry(conversation_id.to_string()).or_default().clone()
+        };
+        let _turn = local.lock().await;
+        let span = tracing::info_span!("turn", conversation = conversation_id);
+        self.run_turn_locked(conversation_id).instrument(span).await
+    }
+
+    async fn run_turn_locked(&self, conversation_id: &str) -> Result<Status, RuntimeError> {
+        let inner = &*self.inner;
+
+        let claim = loop {
+            let now = inner.clock.now();
+            let lease_until = now + inner.options.lease;
+            match inner
+                .store
+                .acquire(conversation_id, &inner.owner, lease_until, now)
+                .await?
+            {
+                Some(claim) => break claim,
+                // Another process is running a turn: it will reach a save
+                // point soon. Real time, so a virtual clock cannot expire it.
+                None => tokio::time::sleep(inner.options.busy_retry).await,
+            }
+        };
+        let engine = &inner.engine;
+        let mut conversation = claim
+            .conversation
+            .unwrap_or_else(|| engine.start(conversation_id));
+        let consumed_up_to = claim.inbox.last().map_or(0, |e| e.seq);
+        for entry in claim.inbox {
+            conversation.push_reply(entry.text);
+        }
+        let outbox = Outbox::default();
+        let save = |conversation: &crate::Conversation, outgoing: Vec<(Direction, String)>| {
+            let now = inner.clock.now();
+            let wake_at = match conversation.status() {
+                Status::Sleeping { until } => Some(*until),
+                // Mid-turn: due at once should this runner die.
+                Status::Running => Some(now),
+                _ => None,
+            };
+            let conversation = conversation.clone();
+            async move {
+                inner
+                    .store
+                    .save(
+                        conversation_id,
+                        &inner.owner,
+                        Save {
+                            conversation: &conversation,
+                            consumed_up_to,
+                            outgoing: &outgoing,
+                            wake_at,
+                            lease_until: now + inner.options.lease,
+                        },
+                    )
+                    .await
+            }
+        };
+        // The first save moves the inbox into the state, so a crash after it
+        // cannot apply a message twice.
+        if consumed_up_to > 0 {
+            save(&conversation, Vec::new()).await?;
+        }
+        let status = loop {
+            let calls_api = engine.calls_api_next(&conversation);
+            if calls_api {
+                save(&conversation, outbox.take()).await?;
+            }
+            let step = engine.advance_once(&mut conversation, &outbox).await;
+            match step {
+                Ok(None) => {
+                    if calls_api || !outbox.is_empty() {
+                        save(&conversation, outbox.take()).await?;
+                    }
+                }
+                Ok(Some(status)) => break status,
+                Err(error) => {
+                    tracing::warn!(error = %error, "turn failed");
+                    break conversation.status().clone();
+                }
+            }
+        };
+        save(&conversation, outbox.take()).await?;
+        inner.store.release(conversation_id, &inner.owner).await?;
+        Ok(status)
+    }
+}

@@ -1,0 +1,241 @@
+//! A store in process memory: for tests, demos, and one-process hosts that
+//! can lose conversations on restart.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms};
+use crate::conversation::Conversation;
+
+/// A [`Store`] in memory. Conversations are kept as their serialized JSON,
+/// as a database would keep them, so what works here works there.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    conversations: HashMap<String, Record>,
+    seen: HashSet<(String, String)>,
+    /// (wake_at ms, id) for every conversation with a wake-up time.
+    wakes: BTreeSet<(u64, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Record {
+    state: Option<String>,
+    inbox: Vec<InboxEntry>,
+    next_inbox_seq: u64,
+    transcript: Vec<TranscriptEntry>,
+    wake_at: Option<u64>,
+    lease: Option<(String, SystemTime)>,
+}
+
+impl Record {
+    fn leased_to_other(&self, owner: &str, now: SystemTime) -> bool {
+        self.lease
+            .as_ref()
+            .is_some_and(|(o, until)| o != owner && *until > now)
+    }
+
+    fn append(&mut self, direction: Direction, text: &str, at_ms: u64) {
+        let seq = self.transcript.len() as u64 + 1;
+        self.transcript.push(TranscriptEntry {
+            seq,
+            direction,
+            text: text.to_string(),
+            at_ms,
+        });
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
+    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn enqueue(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        now: SystemTime,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut inner = self.lock();
+        if !inner
+            .seen
+            .insert((conversation_id.to_string(), message_id.to_string()))
+        {
+            return Ok(None);
+        }
+        let record = inner
+            .conversations
+            .entry(conversation_id.to_string())
+            .or_default();
+        record.next_inbox_seq += 1;
+        let seq = record.next_inbox_seq;
+        record.inbox.push(InboxEntry {
+            seq,
+            text: text.to_string(),
+        });
+        record.append(Direction::In, text, unix_ms(now));
+        Ok(Some(record.transcript.len() as u64))
+    }
+
+    async fn acquire(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut inner = self.lock();
+        let record = inner
+            .conversations
+            .entry(conversation_id.to_string())
+            .or_default();
+        if record.leased_to_other(owner, now) {
+            return Ok(None);
+        }
+        record.lease = Some((owner.to_string(), lease_until));
+        let conversation = record
+            .state
+            .as_deref()
+            .map(|s| decode(conversation_id, s))
+            .transpose()?;
+        Ok(Some(Claim {
+            conversation,
+            inbox: record.inbox.clone(),
+        }))
+    }
+
+    async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
+        let state =
+            serde_json::to_string(save.conversation).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let record = inner
+            .conversations
+            .entry(conversation_id.to_string())
+            .or_default();
+        if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        }
+        record.state = Some(state);
+        record.inbox.retain(|e| e.seq > save.consumed_up_to);
+        let at_ms = unix_ms(SystemTime::now());
+        for (direction, text) in save.outgoing {
+            record.append(*direction, text, at_ms);
+        }
+        if let Some(old) = record.wake_at.take() {
+            inner.wakes.remove(&(old, conversation_id.to_string()));
+        }
+        record.wake_at = save.wake_at.map(unix_ms);
+        if let Some(new) = record.wake_at {
+            inner.wakes.insert((new, conversation_id.to_string()));
+        }
+        record.lease = Some((owner.to_string(), save.lease_until));
+        Ok(())
+    }
+
+    async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(record) = inner.conversations.get_mut(conversation_id)
+            && record.lease.as_ref().is_some_and(|(o, _)| o == owner)
+        {
+            record.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        let inner = self.lock();
+        let now_ms = unix_ms(now);
+        let free = |id: &str| {
+            inner
+                .conversations
+                .get(id)
+                .is_some_and(|r| r.lease.as_ref().is_none_or(|(_, until)| *until <= now))
+        };
+        let mut out: Vec<String> = inner
+            .wakes
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .filter(|(_, id)| free(id))
+            .map(|(_, id)| id.clone())
+            .take(limit)
+            .collect();
+        if out.len() < limit {
+            let mut waiting: Vec<(u64, &String)> = inner
+                .conversations
+                .iter()
+                .filter(|(id, r)| !r.inbox.is_empty() && free(id) && !out.contains(id))
+                .map(|(id, r)| (r.transcript.first().map_or(0, |t| t.at_ms), id))
+                .collect();
+            waiting.sort();
+            out.extend(
+                waiting
+                    .into_iter()
+                    .map(|(_, id)| id.clone())
+                    .take(limit - out.len()),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .wakes
+            .first()
+            .map(|(ms, _)| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(*ms)))
+    }
+
+    async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+        let inner = self.lock();
+        inner
+            .conversations
+            .get(conversation_id)
+            .and_then(|r| r.state.as_deref())
+            .map(|s| decode(conversation_id, s))
+            .transpose()
+    }
+
+    async fn transcript(
+        &self,
+        conversation_id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .conversations
+            .get(conversation_id)
+            .map(|r| {
+                r.transcript
+                    .iter()
+                    .filter(|t| t.seq > after_seq)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,176 @@
+//! Where conversations live between turns: state, the inbox of user
+//! messages not yet applied, the transcript, wake-up times, and the lease
+//! that lets one runner at a time (in one process or many) advance a
+//! conversation.
+//!
+//! # Consistency model
+//!
+//! - [`Store::enqueue`] records an inbound message exactly once per
+//!   `(conversation, message id)`: a redelivered webhook changes nothing.
+//!   The message is durable before any step runs, so it cannot be lost.
+//! - A runner [`Store::acquire`]s a conversation's lease before advancing it
+//!   and [`Store::save`]s under that lease; a save from a runner whose lease
+//!   expired or was taken over is refused ([`StoreError::LeaseLost`]), so two
+//!   runners can never both commit a turn.
+//! - [`Store::save`] commits the state, the transcript entries the turn
+//!   produced, the inbox entries it consumed and the wake-up time in one
+//!   atomic write: a reply is "sent" exactly when its transcript entry is
+//!   committed, so a crash can repeat an API call but never a reply.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::conversation::Conversation;
+
+/// Who said a transcript entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// The user.
+    In,
+    /// The bot.
+    Out,
+    /// A handoff to a human (the entry's text says to whom).
+    Handoff,
+}
+
+/// One line of a conversation's transcript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscriptEntry {
+    /// Position in the transcript, from 1.
+    pub seq: u64,
+    /// Who said it.
+    pub direction: Direction,
+    /// What was said.
+    pub text: String,
+    /// When, as milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// A user message waiting to be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    /// Arrival order within the conversation, from 1.
+    pub seq: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// A conversation taken for one turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The stored state; `None` for a conversation that has not started.
+    pub conversation: Option<Conversation>,
+    /// Messages not yet applied, in arrival order.
+    pub inbox: Vec<InboxEntry>,
+}
+
+/// What a turn commits in one atomic write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Save<'a> {
+    /// The conversation's new state.
+    pub conversation: &'a Conversation,
+    /// Inbox entries up to this `seq` are applied and removed.
+    pub consumed_up_to: u64,
+    /// Bot messages (and handoffs) to append to the transcript.
+    pub outgoing: &'a [(Direction, String)],
+    /// When the conversation needs a runner even if no message comes: a
+    /// Delay's end, or at once for one saved mid-turn (so a crashed turn is
+    /// picked up when its lease expires); `None` when it waits for the user
+    /// or has ended.
+    pub wake_at: Option<SystemTime>,
+    /// The lease is extended to this time.
+    pub lease_until: SystemTime,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another runner holds the conversation, or took it over after this
+    /// runner's lease expired: this runner must stop without committing.
+    #[error("conversation {0} is held by another runner")]
+    LeaseLost(String),
+    /// The stored state could not be read.
+    #[error("stored state of conversation {id} is unreadable: {message}")]
+    Corrupt {
+        /// The conversation.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The database failed.
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+/// Durable storage for conversations. Implementations: [`MemoryStore`];
+/// SQLite and Postgres behind the `sqlite` and `postgres` features.
+///
+/// Every implementation passes the same conformance suite
+/// (`tests/store_conformance.rs`).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Records an inbound message and appends it to the inbox and the
+    /// transcript, atomically; returns its transcript `seq`. Returns `None`,
+    /// changing nothing, when this `message_id` was recorded for this
+    /// conversation before.
+    async fn enqueue(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        now: SystemTime,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Takes the conversation's lease for `owner` until `lease_until`, when no
+    /// other owner holds an unexpired one; returns `None` when it is held.
+    /// Taking a lease one already holds renews it.
+    async fn acquire(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Claim>, StoreError>;
+
+    /// Commits a turn's progress under `owner`'s lease, atomically; refused
+    /// with [`StoreError::LeaseLost`] when the lease is not (or no longer) `owner`'s.
+    async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError>;
+
+    /// Gives the lease up.
+    async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Conversations that need a runner and whose lease is free or expired:
+    /// those whose `wake_at` has come, and those with unapplied messages. At
+    /// most `limit`, the most overdue first.
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// The earliest `wake_at` of any conversation.
+    async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError>;
+
+    /// The stored state, without taking the lease.
+    async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError>;
+
+    /// Transcript entries after `after_seq` (0 for all), in order.
+    async fn transcript(
+        &self,
+        conversation_id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError>;
+}
+
+// Runtimes hold stores as trait objects.
+fn _assert_object_safe(_: &dyn Store) {}
+
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
