@@ -1,0 +1,260 @@
+//! The runtime over a store: exactly-once, in-order messages, Delays that
+//! survive a restart, and crashes at every await point.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chatflow::http::{HttpClient, HttpError, HttpRequest, HttpResponse, ReqwestClient};
+use chatflow::mock::{MockOpenAi, Reply, ReplyInput};
+use chatflow::store::{Direction, MemoryStore, Store};
+use chatflow::{Engine, EngineOptions, Flow, ReplyMode, Runtime, Status, VirtualClock};
+
+fn assistant_flow() -> Flow {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "flows", "openai_assistant.json"].iter().collect();
+    Flow::from_path(path).unwrap()
+}
+
+fn scripted(input: &ReplyInput) -> Reply {
+    if input.user_text.contains("human") {
+        Reply::text("HANDOFF")
+    } else {
+        Reply::text(format!("Answer to: {}", input.user_text))
+    }
+}
+
+/// Forwards to reqwest, except that call number `hang_at` never answers:
+/// the process "dies" there.
+struct HangAt {
+    inner: ReqwestClient,
+    hang_at: usize,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl HttpClient for HangAt {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == self.hang_at {
+            std::future::pending::<()>().await;
+        }
+        self.inner.send(request).await
+    }
+}
+
+fn engine(flow: Flow, mock: &MockOpenAi, clock: Arc<VirtualClock>, http: impl HttpClient + 'static) -> Engine {
+    Engine::builder(flow)
+        .http_client(http)
+        .shared_clock(clock)
+        .secret("OPENAI_API_KEY", mock.api_key())
+        .var("openai_base_url", mock.base_url())
+        .var("assistant_id", mock.assistant_id())
+        .build()
+        .unwrap()
+}
+
+/// Runs the scheduler, jumping the clock to each wake-up, until nothing is due.
+async fn settle(runtime: &Runtime, store: &dyn Store, clock: &VirtualClock) {
+    loop {
+        if runtime.wake_due().await.unwrap() > 0 {
+            continue;
+        }
+        let now = chatflow::Clock::now(clock);
+        match store.next_wake().await.unwrap() {
+            Some(at) if at > now => clock.advance(at.duration_since(now).unwrap()),
+            _ => return,
+        }
+    }
+}
+
+fn texts(entries: &[chatflow::store::TranscriptEntry]) -> Vec<(Direction, String)> {
+    entries.iter().map(|e| (e.direction, e.text.clone())).collect()
+}
+
+#[tokio::test]
+async fn a_conversation_through_the_runtime_answers_and_hands_off() {
+    let mock = MockOpenAi::builder().polls_until_complete(2).reply_with(scripted).start().await;
+    let clock = Arc::new(VirtualClock::new());
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Runtime::new(
+        engine(assistant_flow(), &mock, clock.clone(), ReqwestClient::new().unwrap()),
+        store.clone(),
+    );
+    let turn = runtime.handle_message("c1", Some("m1"), "Where is my order?").await.unwrap();
+    assert_eq!(turn.status, Status::AwaitingReply);
+    assert_eq!(
+        texts(&turn.replies),
+        [
+            (Direction::Out, "Hi! I'm the support assistant. What can I help you with today?".to_string()),
+            (Direction::Out, "Answer to: Where is my order?".to_string()),
+        ]
+    );
+    let parked = serde_json::to_string(&store.load("c1").await.unwrap().unwrap()).unwrap();
+    eprintln!("parked at Answer: {} bytes: {parked}", parked.len());
+    // A redelivered webhook: nothing runs, nothing is answered.
+    let requests = mock.requests().len();
+    let again = runtime.handle_message("c1", Some("m1"), "Where is my order?").await.unwrap();
+    assert!(again.duplicate && again.replies.is_empty());
+    assert_eq!(mock.requests().len(), requests);
+
+    let turn = runtime.handle_message("c1", Some("m2"), "a human please").await.unwrap();
+    assert!(turn.handed_off());
+    assert_eq!(turn.replies.last().unwrap().direction, Direction::Handoff);
+    let transcript = texts(&store.transcript("c1", 0).await.unwrap());
+    assert_eq!(transcript.len(), 6, "{transcript:?}");
+    assert_eq!(transcript[0], (Direction::In, "Where is my order?".to_string()));
+    assert_eq!(transcript[3], (Direction::In, "a human please".to_string()));
+}
+
+const ECHO: &str = r#"{"name": "echo", "steps": [
+  {"type": "question", "name": "Ask", "text": "?"},
+  {"type": "message", "name": "Echo", "text": "echo <<step.Ask.response>>", "next": "Ask"}
+]}"#;
+
+fn echo_runtime(store: Arc<dyn Store>) -> Runtime {
+    let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
+        .options(EngineOptions {
+            reply_mode: ReplyMode::OnePerQuestion,
+            ..EngineOptions::default()
+        })
+        .build()
+        .unwrap();
+    Runtime::new(engine, store)
+}
+
+/// Every user message is echoed once, in the order the store received them.
+async fn assert_each_echoed_once_in_order(store: &dyn Store, id: &str) {
+    let transcript = store.transcript(id, 0).await.unwrap();
+    let inbound: Vec<String> = transcript
+        .iter()
+        .filter(|e| e.direction == Direction::In)
+        .map(|e| e.text.clone())
+        .collect();
+    let echoes: Vec<String> = transcript
+        .iter()
+        .filter_map(|e| e.text.strip_prefix("echo ").map(str::to_string))
+        .collect();
+    assert_eq!(echoes, inbound, "{id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_messages_for_one_conversation_apply_once_in_order() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Two runtimes (two "processes") share the store.
+    let runtimes = [echo_runtime(store.clone()), echo_runtime(store.clone())];
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let runtime = runtimes[fastrand::usize(..2)].clone();
+        let conversation = format!("c{}", i % 4);
+        tasks.push(tokio::spawn(async move {
+            let id = format!("m{i}");
+            runtime.handle_message(&conversation, Some(&id), &format!("message {i}")).await.unwrap();
+            // Redelivered to the other runtime too.
+            runtime.handle_message(&conversation, Some(&id), "redelivered").await.unwrap()
+        }));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap().duplicate);
+    }
+    for c in 0..4 {
+        let id = format!("c{c}");
+        assert_each_echoed_once_in_order(&*store, &id).await;
+        let inbound = store.transcript(&id, 0).await.unwrap().iter().filter(|e| e.direction == Direction::In).count();
+        assert_eq!(inbound, 10);
+    }
+}
+
+const SLEEPY: &str = r#"{"name": "sleepy", "steps": [
+  {"type": "question", "name": "Ask", "text": "?"},
+  {"type": "message", "name": "Before", "text": "checking"},
+  {"type": "delay", "name": "Wait", "seconds": 3600},
+  {"type": "message", "name": "After", "text": "done with <<step.Ask.response>>"}
+]}"#;
+
+#[tokio::test]
+async fn a_sleeping_conversation_survives_a_restart() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = Arc::new(VirtualClock::new());
+    let make = |clock: Arc<VirtualClock>| {
+        let engine = Engine::builder(Flow::from_json(SLEEPY).unwrap()).shared_clock(clock).build().unwrap();
+        Runtime::new(engine, store.clone())
+    };
+    // The first process parks the conversation in its Delay, then dies.
+    let first = make(clock.clone());
+    let handle = {
+        let first = first.clone();
+        tokio::spawn(async move { first.handle_message("c", Some("m1"), "x").await })
+    };
+    // Let it reach the Delay (the virtual clock jumps), then kill the task.
+    while store.next_wake().await.unwrap().is_none() {
+        tokio::task::yield_now().await;
+    }
+    handle.abort();
+    let _ = handle.await;
+
+    let parked = store.load("c").await.unwrap().unwrap();
+    assert!(matches!(parked.status(), Status::Sleeping { .. } | Status::Finished), "{:?}", parked.status());
+    // A new process, after the wake-up time passed while nobody ran.
+    let second = make(clock.clone());
+    clock.advance(Duration::from_secs(3600));
+    while second.wake_due().await.unwrap() > 0 {}
+    let transcript = texts(&store.transcript("c", 0).await.unwrap());
+    let after: Vec<_> = transcript.iter().filter(|(_, t)| t == "done with x").collect();
+    assert_eq!(after.len(), 1, "{transcript:?}");
+    assert_eq!(store.load("c").await.unwrap().unwrap().status(), &Status::Finished);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_any_api_call_loses_no_message_and_repeats_no_reply() {
+    // The clean run, for comparison.
+    let expected = {
+        let mock = MockOpenAi::builder().polls_until_complete(2).reply_with(scripted).start().await;
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(VirtualClock::new());
+        let runtime = Runtime::new(engine(assistant_flow(), &mock, clock, ReqwestClient::new().unwrap()), store.clone());
+        runtime.handle_message("c", Some("m1"), "order?").await.unwrap();
+        runtime.handle_message("c", Some("m2"), "human").await.unwrap();
+        texts(&store.transcript("c", 0).await.unwrap())
+    };
+    let calls = 11; // HTTP calls in the clean run
+    for hang_at in 0..calls {
+        let mock = MockOpenAi::builder().polls_until_complete(2).reply_with(scripted).start().await;
+        let store = Arc::new(MemoryStore::new());
+        let clock = Arc::new(VirtualClock::new());
+        let dying = Runtime::new(
+            engine(
+                assistant_flow(),
+                &mock,
+                clock.clone(),
+                HangAt {
+                    inner: ReqwestClient::new().unwrap(),
+                    hang_at,
+                    calls: AtomicUsize::new(0),
+                },
+            ),
+            store.clone(),
+        );
+        // The process dies while its call hangs.
+        let first = tokio::time::timeout(Duration::from_millis(300), async {
+            dying.handle_message("c", Some("m1"), "order?").await.unwrap();
+            dying.handle_message("c", Some("m2"), "human").await.unwrap();
+        })
+        .await;
+        assert!(first.is_err(), "call {hang_at} should have hung");
+        drop(dying);
+
+        // A new process on the same store, once the dead one's lease expired.
+        clock.advance(Duration::from_secs(301));
+        let fresh = Runtime::new(
+            engine(assistant_flow(), &mock, clock.clone(), ReqwestClient::new().unwrap()),
+            store.clone(),
+        );
+        settle(&fresh, &*store, &clock).await;
+        // The user's messages are redelivered by the platform, as webhooks are.
+        fresh.handle_message("c", Some("m1"), "order?").await.unwrap();
+        fresh.handle_message("c", Some("m2"), "human").await.unwrap();
+        let got = texts(&store.transcript("c", 0).await.unwrap());
+        assert_eq!(got, expected, "crash at call {hang_at}");
+    }
+}
