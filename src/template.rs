@@ -257,6 +257,55 @@ pub(crate) fn lookup<'v>(value: &'v Value, segments: &[Segment]) -> Option<&'v V
         })
 }
 
+/// The parts of `value` that `paths` can reach, and nothing else: what a
+/// conversation keeps of an API response so its stored state stays small.
+/// An empty path keeps everything below it; a filter (`[type=message]`)
+/// keeps the whole array it filters.
+pub(crate) fn project(value: &Value, paths: &[&[Segment]]) -> Value {
+    if paths.iter().any(|p| p.is_empty()) {
+        return value.clone();
+    }
+    match value {
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (key, item) in map {
+                let rests: Vec<&[Segment]> = paths
+                    .iter()
+                    .filter(|p| p[0].filter.is_none() && p[0].key == *key)
+                    .map(|p| &p[1..])
+                    .collect();
+                if !rests.is_empty() {
+                    out.insert(key.clone(), project(item, &rests));
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => {
+            if paths.iter().any(|p| p[0].filter.is_some()) {
+                return value.clone();
+            }
+            let last = paths.iter().filter_map(|p| p[0].index).max();
+            let Some(last) = last else {
+                return Value::Array(Vec::new());
+            };
+            let kept = items.iter().take(last + 1).enumerate().map(|(i, item)| {
+                let rests: Vec<&[Segment]> = paths
+                    .iter()
+                    .filter(|p| p[0].index == Some(i))
+                    .map(|p| &p[1..])
+                    .collect();
+                if rests.is_empty() {
+                    Value::Null
+                } else {
+                    project(item, &rests)
+                }
+            });
+            Value::Array(kept.collect())
+        }
+        scalar => scalar.clone(),
+    }
+}
+
 /// Where placeholder values come from: implemented by the engine over a
 /// conversation and the host's values.
 pub(crate) trait Scope {
@@ -700,6 +749,40 @@ mod tests {
             t.render_url(&s, Secrets::Reveal),
             Err(RenderError::DotSegmentInUrl { .. })
         ));
+    }
+
+    #[test]
+    fn projection_keeps_only_reachable_parts() {
+        let names: &[&str] = &["S"];
+        let parse = |t: &str| Template::parse(t, names).unwrap();
+        let templates = [
+            parse("<<step.S.response.data.1.role>>"),
+            parse("<<step.S.response.id>>"),
+            parse("<<step.S.response.output[type=message].text>>"),
+        ];
+        let paths: Vec<&[Segment]> = templates
+            .iter()
+            .flat_map(|t| t.paths())
+            .map(|p| p.segments.as_slice())
+            .collect();
+        let value = json!({
+            "status": 200,
+            "response": {
+                "id": "x", "object": "list", "big": "drop me",
+                "data": [{"role": "a", "extra": 1}, {"role": "b", "extra": 2}, {"role": "c"}],
+                "output": [{"type": "message", "text": "t"}, {"type": "other"}]
+            }
+        });
+        assert_eq!(
+            project(&value, &paths),
+            json!({"response": {
+                "id": "x",
+                "data": [null, {"role": "b"}],
+                "output": [{"type": "message", "text": "t"}, {"type": "other"}]
+            }})
+        );
+        // An empty path keeps everything.
+        assert_eq!(project(&value, &[&[]]), value);
     }
 
     #[test]

@@ -342,7 +342,7 @@ async fn on_error_receives_the_failure_details() {
         {"type": "api", "name": "Call", "method": "GET", "url": "http://api.test/x", "on_error": "Sorry",
          "retry": {"max_attempts": 1}},
         {"type": "message", "name": "Fine", "text": "fine", "next": "End"},
-        {"type": "message", "name": "Sorry", "text": "failed with <<step.Call.status>> (<<step.Call.error.kind>>)"},
+        {"type": "message", "name": "Sorry", "text": "failed with <<step.Call.status>> (<<step.Call.error.kind>>): <<step.Call.response>>"},
         {"type": "message", "name": "End", "text": "end"}
       ]
     }"#;
@@ -355,7 +355,7 @@ async fn on_error_receives_the_failure_details() {
         engine.run(&mut conversation, &events).await.unwrap(),
         Status::Finished
     );
-    assert_eq!(events.texts(), ["failed with 503 (status)", "end"]);
+    assert_eq!(events.texts(), ["failed with 503 (status): overloaded", "end"]);
     assert_eq!(
         conversation.step_result("Call").unwrap()["response"],
         "overloaded"
@@ -457,7 +457,11 @@ async fn echoed_secrets_never_reach_the_stored_state() {
         Ok(response)
     });
     let flow = CALL.replace("things?key=<<secret.KEY>>", "things");
-    let flow = flow.replace("sk-", "");
+    // Keep the whole response (a template reads it) and its headers.
+    let flow = flow.replace(
+        "created <<step.Create.response.id>>",
+        "<<step.Create.response>> <<step.Create.headers>>",
+    );
     let engine = Engine::builder(Flow::from_json(&flow).unwrap())
         .http_client(http)
         .var("base", "http://api.test/v1")
@@ -520,4 +524,17 @@ async fn joined_replies_stay_within_the_reply_cap() {
     engine.run(&mut conversation, &events).await.unwrap();
     // "aaaa\nbbbb" is 9 bytes; adding "\ncccc" would pass 10, so it waits for Q2.
     assert_eq!(events.texts(), ["first?", "second?", "[aaaa\nbbbb][cccc]"]);
+}
+
+#[tokio::test]
+async fn only_what_templates_read_is_kept_of_api_results() {
+    let http = FakeHttp::json(json!({"id": "t1", "big": "x".repeat(10_000), "nested": {"a": 1}}));
+    let engine = engine_with(CALL, http, Arc::default());
+    let mut conversation = engine.start("c");
+    engine.run(&mut conversation, &EventLog::new()).await.unwrap();
+    // CALL reads only `step.Create.response.id`.
+    assert_eq!(
+        conversation.step_result("Create").unwrap(),
+        &json!({"status": 200, "response": {"id": "t1"}})
+    );
 }

@@ -13,7 +13,9 @@ use chatflow::store::{Direction, MemoryStore, Store};
 use chatflow::{Engine, EngineOptions, Flow, ReplyMode, Runtime, Status, VirtualClock};
 
 fn assistant_flow() -> Flow {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "flows", "openai_assistant.json"].iter().collect();
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "flows", "openai_assistant.json"]
+        .iter()
+        .collect();
     Flow::from_path(path).unwrap()
 }
 
@@ -43,7 +45,12 @@ impl HttpClient for HangAt {
     }
 }
 
-fn engine(flow: Flow, mock: &MockOpenAi, clock: Arc<VirtualClock>, http: impl HttpClient + 'static) -> Engine {
+fn engine(
+    flow: Flow,
+    mock: &MockOpenAi,
+    clock: Arc<VirtualClock>,
+    http: impl HttpClient + 'static,
+) -> Engine {
     Engine::builder(flow)
         .http_client(http)
         .shared_clock(clock)
@@ -74,31 +81,58 @@ fn texts(entries: &[chatflow::store::TranscriptEntry]) -> Vec<(Direction, String
 
 #[tokio::test]
 async fn a_conversation_through_the_runtime_answers_and_hands_off() {
-    let mock = MockOpenAi::builder().polls_until_complete(2).reply_with(scripted).start().await;
+    let mock = MockOpenAi::builder()
+        .polls_until_complete(2)
+        .reply_with(scripted)
+        .start()
+        .await;
     let clock = Arc::new(VirtualClock::new());
     let store = Arc::new(MemoryStore::new());
     let runtime = Runtime::new(
-        engine(assistant_flow(), &mock, clock.clone(), ReqwestClient::new().unwrap()),
+        engine(
+            assistant_flow(),
+            &mock,
+            clock.clone(),
+            ReqwestClient::new().unwrap(),
+        ),
         store.clone(),
     );
-    let turn = runtime.handle_message("c1", Some("m1"), "Where is my order?").await.unwrap();
+    let turn = runtime
+        .handle_message("c1", Some("m1"), "Where is my order?")
+        .await
+        .unwrap();
     assert_eq!(turn.status, Status::AwaitingReply);
     assert_eq!(
         texts(&turn.replies),
         [
-            (Direction::Out, "Hi! I'm the support assistant. What can I help you with today?".to_string()),
+            (
+                Direction::Out,
+                "Hi! I'm the support assistant. What can I help you with today?".to_string()
+            ),
             (Direction::Out, "Answer to: Where is my order?".to_string()),
         ]
     );
     let parked = serde_json::to_string(&store.load("c1").await.unwrap().unwrap()).unwrap();
-    eprintln!("parked at Answer: {} bytes: {parked}", parked.len());
+    // Small: the texts it holds plus well under 2 KB (only what templates read is kept).
+    let texts_held = "Where is my order?".len() * 2 + "Answer to: Where is my order?".len();
+    assert!(
+        parked.len() < texts_held + 1024,
+        "{} bytes: {parked}",
+        parked.len()
+    );
     // A redelivered webhook: nothing runs, nothing is answered.
     let requests = mock.requests().len();
-    let again = runtime.handle_message("c1", Some("m1"), "Where is my order?").await.unwrap();
+    let again = runtime
+        .handle_message("c1", Some("m1"), "Where is my order?")
+        .await
+        .unwrap();
     assert!(again.duplicate && again.replies.is_empty());
     assert_eq!(mock.requests().len(), requests);
 
-    let turn = runtime.handle_message("c1", Some("m2"), "a human please").await.unwrap();
+    let turn = runtime
+        .handle_message("c1", Some("m2"), "a human please")
+        .await
+        .unwrap();
     assert!(turn.handed_off());
     assert_eq!(turn.replies.last().unwrap().direction, Direction::Handoff);
     let transcript = texts(&store.transcript("c1", 0).await.unwrap());
@@ -149,9 +183,15 @@ async fn concurrent_messages_for_one_conversation_apply_once_in_order() {
         let conversation = format!("c{}", i % 4);
         tasks.push(tokio::spawn(async move {
             let id = format!("m{i}");
-            runtime.handle_message(&conversation, Some(&id), &format!("message {i}")).await.unwrap();
+            runtime
+                .handle_message(&conversation, Some(&id), &format!("message {i}"))
+                .await
+                .unwrap();
             // Redelivered to the other runtime too.
-            runtime.handle_message(&conversation, Some(&id), "redelivered").await.unwrap()
+            runtime
+                .handle_message(&conversation, Some(&id), "redelivered")
+                .await
+                .unwrap()
         }));
     }
     for task in tasks {
@@ -160,7 +200,13 @@ async fn concurrent_messages_for_one_conversation_apply_once_in_order() {
     for c in 0..4 {
         let id = format!("c{c}");
         assert_each_echoed_once_in_order(&*store, &id).await;
-        let inbound = store.transcript(&id, 0).await.unwrap().iter().filter(|e| e.direction == Direction::In).count();
+        let inbound = store
+            .transcript(&id, 0)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.direction == Direction::In)
+            .count();
         assert_eq!(inbound, 10);
     }
 }
@@ -177,7 +223,10 @@ async fn a_sleeping_conversation_survives_a_restart() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = Arc::new(VirtualClock::new());
     let make = |clock: Arc<VirtualClock>| {
-        let engine = Engine::builder(Flow::from_json(SLEEPY).unwrap()).shared_clock(clock).build().unwrap();
+        let engine = Engine::builder(Flow::from_json(SLEEPY).unwrap())
+            .shared_clock(clock)
+            .build()
+            .unwrap();
         Runtime::new(engine, store.clone())
     };
     // The first process parks the conversation in its Delay, then dies.
@@ -194,7 +243,11 @@ async fn a_sleeping_conversation_survives_a_restart() {
     let _ = handle.await;
 
     let parked = store.load("c").await.unwrap().unwrap();
-    assert!(matches!(parked.status(), Status::Sleeping { .. } | Status::Finished), "{:?}", parked.status());
+    assert!(
+        matches!(parked.status(), Status::Sleeping { .. } | Status::Finished),
+        "{:?}",
+        parked.status()
+    );
     // A new process, after the wake-up time passed while nobody ran.
     let second = make(clock.clone());
     clock.advance(Duration::from_secs(3600));
@@ -202,24 +255,38 @@ async fn a_sleeping_conversation_survives_a_restart() {
     let transcript = texts(&store.transcript("c", 0).await.unwrap());
     let after: Vec<_> = transcript.iter().filter(|(_, t)| t == "done with x").collect();
     assert_eq!(after.len(), 1, "{transcript:?}");
-    assert_eq!(store.load("c").await.unwrap().unwrap().status(), &Status::Finished);
+    assert_eq!(
+        store.load("c").await.unwrap().unwrap().status(),
+        &Status::Finished
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_any_api_call_loses_no_message_and_repeats_no_reply() {
     // The clean run, for comparison.
     let expected = {
-        let mock = MockOpenAi::builder().polls_until_complete(2).reply_with(scripted).start().await;
+        let mock = MockOpenAi::builder()
+            .polls_until_complete(2)
+            .reply_with(scripted)
+            .start()
+            .await;
         let store = Arc::new(MemoryStore::new());
         let clock = Arc::new(VirtualClock::new());
-        let runtime = Runtime::new(engine(assistant_flow(), &mock, clock, ReqwestClient::new().unwrap()), store.clone());
+        let runtime = Runtime::new(
+            engine(assistant_flow(), &mock, clock, ReqwestClient::new().unwrap()),
+            store.clone(),
+        );
         runtime.handle_message("c", Some("m1"), "order?").await.unwrap();
         runtime.handle_message("c", Some("m2"), "human").await.unwrap();
         texts(&store.transcript("c", 0).await.unwrap())
     };
     let calls = 11; // HTTP calls in the clean run
     for hang_at in 0..calls {
-        let mock = MockOpenAi::builder().polls_until_complete(2).reply_with(scripted).start().await;
+        let mock = MockOpenAi::builder()
+            .polls_until_complete(2)
+            .reply_with(scripted)
+            .start()
+            .await;
         let store = Arc::new(MemoryStore::new());
         let clock = Arc::new(VirtualClock::new());
         let dying = Runtime::new(
@@ -247,7 +314,12 @@ async fn a_crash_at_any_api_call_loses_no_message_and_repeats_no_reply() {
         // A new process on the same store, once the dead one's lease expired.
         clock.advance(Duration::from_secs(301));
         let fresh = Runtime::new(
-            engine(assistant_flow(), &mock, clock.clone(), ReqwestClient::new().unwrap()),
+            engine(
+                assistant_flow(),
+                &mock,
+                clock.clone(),
+                ReqwestClient::new().unwrap(),
+            ),
             store.clone(),
         );
         settle(&fresh, &*store, &clock).await;

@@ -380,6 +380,7 @@ impl Engine {
         events: &dyn EventSink,
     ) -> Result<(), RunError> {
         let inner = &*self.inner;
+        let step_index = conversation.cursor.as_ref().map_or(0, |c| c.index);
         let request = self.build_request(step, api, conversation)?;
         let policy = inner.options.retry.with(&api.retry);
         let started = inner.clock.now();
@@ -410,9 +411,8 @@ impl Engine {
         let name = step.name.to_string();
         match outcome {
             Ok(response) if response.is_success() => {
-                conversation
-                    .steps
-                    .insert(name, response_value(inner, &response, None));
+                let value = self.kept(step_index, response_value(inner, &response, None));
+                conversation.steps.insert(name, value);
                 self.go_to(conversation, step.next, events);
                 Ok(())
             }
@@ -423,9 +423,10 @@ impl Engine {
                     None => format!("{} answered {}", request.method, response.status),
                 };
                 let error = json!({"kind": "status", "message": message, "status": response.status});
-                conversation
-                    .steps
-                    .insert(name.clone(), response_value(inner, &response, Some(error)));
+                conversation.steps.insert(
+                    name.clone(),
+                    self.kept(step_index, response_value(inner, &response, Some(error))),
+                );
                 if let Some(target) = api.on_error {
                     self.go_to(conversation, Some(target), events);
                     return Ok(());
@@ -458,6 +459,24 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Only the parts of a step's result that some template reads, plus its
+    /// status and error: keeps parked conversations small.
+    fn kept(&self, step_index: usize, value: Value) -> Value {
+        let Some(Some(paths)) = self.inner.flow.program().retained.get(step_index) else {
+            return value;
+        };
+        let paths: Vec<&[crate::template::Segment]> = paths.iter().map(Vec::as_slice).collect();
+        let mut kept = crate::template::project(&value, &paths);
+        if let (Some(kept), Value::Object(full)) = (kept.as_object_mut(), &value) {
+            for key in ["status", "error"] {
+                if let Some(v) = full.get(key) {
+                    kept.insert(key.to_string(), v.clone());
+                }
+            }
+        }
+        kept
     }
 
     fn build_request(

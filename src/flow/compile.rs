@@ -11,7 +11,7 @@ use super::step::{Api, Step, StepKind};
 use super::{Diagnostic, list_names};
 use crate::condition::{CompiledRule, RuleField};
 use crate::http::Method;
-use crate::template::{JsonTemplate, Root, Template, TemplateError};
+use crate::template::{JsonTemplate, Root, Segment, Template, TemplateError};
 
 /// A flow ready to run.
 #[derive(Debug)]
@@ -20,6 +20,10 @@ pub(crate) struct Program {
     pub(crate) by_name: HashMap<Arc<str>, usize>,
     pub(crate) vars_used: BTreeSet<String>,
     pub(crate) secrets_used: BTreeSet<String>,
+    /// Per Api step, the paths into its result that some template reads;
+    /// `None` keeps the whole result (a template reads `step.X` or
+    /// `step.X.response` whole).
+    pub(crate) retained: Vec<Option<Vec<Vec<Segment>>>>,
 }
 
 #[derive(Debug)]
@@ -259,6 +263,7 @@ impl Program {
             return Err(problems);
         }
         let program = Program {
+            retained: vec![Some(Vec::new()); compiled.len()],
             steps: compiled,
             by_name: names,
             vars_used: BTreeSet::new(),
@@ -271,21 +276,40 @@ impl Program {
         Ok(program.with_host_values())
     }
 
+    /// Records what the templates read: host values, secrets, and which
+    /// parts of each step's result must be kept.
     fn with_host_values(mut self) -> Program {
-        for step in &self.steps {
-            for template in step.kind.templates() {
-                for path in template.paths() {
-                    let Some(name) = path.first_key() else { continue };
-                    match path.root {
-                        Root::Var => {
-                            self.vars_used.insert(name.to_string());
-                        }
-                        Root::Secret => {
-                            self.secrets_used.insert(name.to_string());
-                        }
-                        _ => {}
+        let paths: Vec<crate::template::Path> = self
+            .steps
+            .iter()
+            .flat_map(|step| step.kind.templates())
+            .flat_map(|template| template.paths().cloned().collect::<Vec<_>>())
+            .collect();
+        for path in paths {
+            match &path.root {
+                Root::Step(step) => {
+                    let Some(&index) = self.by_name.get(step.as_str()) else {
+                        continue;
+                    };
+                    let keeps_all = path.segments.is_empty()
+                        || (path.segments.len() == 1 && path.segments[0].key == "response");
+                    match &mut self.retained[index] {
+                        Some(_) if keeps_all => self.retained[index] = None,
+                        Some(kept) => kept.push(path.segments.clone()),
+                        None => {}
                     }
                 }
+                Root::Var => {
+                    if let Some(name) = path.first_key() {
+                        self.vars_used.insert(name.to_string());
+                    }
+                }
+                Root::Secret => {
+                    if let Some(name) = path.first_key() {
+                        self.secrets_used.insert(name.to_string());
+                    }
+                }
+                Root::Contact | Root::Conversation => {}
             }
         }
         self
