@@ -310,9 +310,18 @@ impl Runtime {
             let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
             running.entry(conversation_id.to_string()).or_default().clone()
         };
-        let _turn = local.lock().await;
+        let turn = local.lock().await;
         let span = tracing::info_span!("turn", conversation = conversation_id);
-        self.run_turn_locked(conversation_id).instrument(span).await
+        let result = self.run_turn_locked(conversation_id).instrument(span).await;
+        drop(turn);
+        // Forget the conversation's lock when no other turn waits on it, so
+        // the map does not grow with every conversation ever seen. Clones
+        // are only made under the map's lock, so the count is stable here.
+        let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&local) == 2 {
+            running.remove(conversation_id);
+        }
+        result
     }
 
     async fn run_turn_locked(&self, conversation_id: &str) -> Result<Status, RuntimeError> {
