@@ -342,12 +342,19 @@ impl Runtime {
             }
         };
         let engine = &inner.engine;
-        let mut conversation = claim
-            .conversation
-            .unwrap_or_else(|| engine.start(conversation_id));
         let consumed_up_to = claim.inbox.last().map_or(0, |e| e.seq);
-        for entry in claim.inbox {
-            conversation.push_reply(entry.text);
+        let mut conversation = match claim.conversation {
+            // A message after the flow's end starts it again.
+            Some(c) if *c.status() == Status::Finished && consumed_up_to > 0 => engine.start(conversation_id),
+            Some(c) => c,
+            None => engine.start(conversation_id),
+        };
+        // After a handoff (or a failure) messages are for people: they stay
+        // in the transcript and do not pile up in the state.
+        if !conversation.status().is_ended() {
+            for entry in claim.inbox {
+                conversation.push_reply(entry.text);
+            }
         }
         let outbox = Outbox::default();
         let save = |conversation: &crate::Conversation, outgoing: Vec<(Direction, String)>| {

@@ -330,3 +330,42 @@ async fn a_crash_at_any_api_call_loses_no_message_and_repeats_no_reply() {
         assert_eq!(got, expected, "crash at call {hang_at}");
     }
 }
+
+#[tokio::test]
+async fn after_the_end_a_message_starts_again_and_after_a_handoff_it_waits_for_people() {
+    const SHORT: &str = r#"{"name": "short", "steps": [
+      {"type": "question", "name": "Ask", "text": "?"},
+      {"type": "condition", "name": "Human?", "any": [{"left": "<<step.Ask.response>>", "op": "contains", "right": "human"}],
+       "then": "Assign", "else": "Bye"},
+      {"type": "message", "name": "Bye", "text": "bye <<step.Ask.response>>", "next": "End"},
+      {"type": "assign", "name": "Assign", "team": "support"},
+      {"type": "message", "name": "End", "text": "the end"}
+    ]}"#;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runtime = Runtime::new(
+        Engine::builder(Flow::from_json(SHORT).unwrap()).build().unwrap(),
+        store.clone(),
+    );
+    let turn = runtime.handle_message("c", None, "one").await.unwrap();
+    assert_eq!(turn.status, Status::Finished);
+    let turn = runtime.handle_message("c", None, "two").await.unwrap();
+    assert_eq!(
+        texts(&turn.replies),
+        [
+            (Direction::Out, "?".into()),
+            (Direction::Out, "bye two".into()),
+            (Direction::Out, "the end".into())
+        ]
+    );
+
+    let turn = runtime.handle_message("h", None, "a human").await.unwrap();
+    assert!(turn.handed_off());
+    let turn = runtime.handle_message("h", None, "hello?").await.unwrap();
+    assert!(turn.handed_off() && turn.replies.is_empty());
+    let state = store.load("h").await.unwrap().unwrap();
+    assert_eq!(state.pending_replies().count(), 0, "kept in the transcript only");
+    assert_eq!(
+        store.transcript("h", 0).await.unwrap().last().unwrap().text,
+        "hello?"
+    );
+}
