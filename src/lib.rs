@@ -62,8 +62,8 @@ pub use engine::{
 pub use error::{BuildError, RunError};
 pub use event::{Event, EventLog, EventSink};
 pub use flow::{
-    Api, Assign, Condition, ContactUpdate, Delay, Diagnostic, Flow, GoTo, LoadError, Message, Question,
-    RetrySettings, Step, StepKind,
+    Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, Diagnostic, Flow, GoTo, LoadError, Message,
+    Question, RetrySettings, Step, StepKind,
 };
 pub use runtime::{Runtime, RuntimeError, RuntimeOptions, Turn};
 pub use template::{RenderError, TemplateError};

@@ -538,3 +538,38 @@ async fn only_what_templates_read_is_kept_of_api_results() {
         &json!({"status": 200, "response": {"id": "t1"}})
     );
 }
+
+#[tokio::test]
+async fn a_delay_can_back_off_and_starts_over_each_turn() {
+    const FLOW: &str = r#"{
+      "name": "backoff",
+      "steps": [
+        {"type": "question", "name": "Ask", "text": "?"},
+        {"type": "api", "name": "Poll", "method": "GET", "url": "http://api.test/run"},
+        {"type": "condition", "name": "Done?", "all": [{"left": "<<step.Poll.response.done>>", "op": "equals", "right": true}],
+         "then": "Answer", "else": "Wait"},
+        {"type": "delay", "name": "Wait", "seconds": [0.25, 0.5, 1]},
+        {"type": "goto", "name": "Again", "target": "Poll"},
+        {"type": "message", "name": "Answer", "text": "done", "next": "Ask"}
+      ]
+    }"#;
+    let http = FakeHttp::json(json!({"done": true}));
+    let not_yet = || Ok(HttpResponse::json(200, &json!({"done": false})));
+    for _ in 0..4 {
+        http.push(not_yet());
+    }
+    let clock = Arc::new(VirtualClock::new());
+    let engine = engine_with(FLOW, http.clone(), clock.clone());
+    let events = EventLog::new();
+    let mut conversation = engine.start("c");
+    engine.receive(&mut conversation, "go").unwrap();
+    engine.run(&mut conversation, &events).await.unwrap();
+    // Four waits: 0.25, 0.5, 1, then the last value repeats.
+    assert_eq!(clock.elapsed(), Duration::from_millis(2750));
+    // A new turn starts the backoff over.
+    http.push(not_yet());
+    engine.receive(&mut conversation, "again").unwrap();
+    engine.run(&mut conversation, &events).await.unwrap();
+    assert_eq!(clock.elapsed(), Duration::from_millis(3000));
+    assert_eq!(events.texts(), ["?", "done", "?", "done", "?"]);
+}

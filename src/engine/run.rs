@@ -313,8 +313,16 @@ impl Engine {
                 let target = if holds { then } else { otherwise };
                 self.go_to(conversation, target.or(step.next), events);
             }
-            CompiledKind::Delay { duration } => {
-                let until = inner.clock.now() + *duration;
+            CompiledKind::Delay { durations } => {
+                let duration = if durations.len() == 1 {
+                    durations[0]
+                } else {
+                    let visits = conversation.visits.entry(step.name.to_string()).or_insert(0);
+                    *visits = visits.saturating_add(1);
+                    let nth = (*visits as usize).saturating_sub(1).min(durations.len() - 1);
+                    durations[nth]
+                };
+                let until = inner.clock.now() + duration;
                 conversation.status = Status::Sleeping { until };
             }
             CompiledKind::GoTo {

@@ -50,7 +50,8 @@ pub(crate) enum CompiledKind {
         otherwise: Option<usize>,
     },
     Delay {
-        duration: Duration,
+        /// One wait, or a backoff whose last value repeats.
+        durations: Vec<Duration>,
     },
     GoTo {
         target: usize,
@@ -436,9 +437,23 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
                 otherwise: otherwise.map(|t| t.unwrap_or(0)),
             }
         }
-        StepKind::Delay(d) => CompiledKind::Delay {
-            duration: check.seconds("seconds", d.seconds)?,
-        },
+        StepKind::Delay(d) => {
+            let durations = match &d.seconds {
+                super::step::DelaySeconds::Fixed(s) => vec![check.seconds("seconds", *s)],
+                super::step::DelaySeconds::Backoff(list) if list.is_empty() => {
+                    check.problem("seconds", "the backoff list is empty".into());
+                    return None;
+                }
+                super::step::DelaySeconds::Backoff(list) => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| check.seconds(&format!("seconds[{i}]"), *s))
+                    .collect(),
+            };
+            CompiledKind::Delay {
+                durations: durations.into_iter().collect::<Option<Vec<_>>>()?,
+            }
+        }
         StepKind::GoTo(g) => {
             let target = check.target("target", &g.target);
             let fallback = g.fallback.as_deref().and_then(|f| check.target("fallback", f));

@@ -6,7 +6,8 @@ mod compile;
 mod step;
 
 pub use step::{
-    Api, Assign, Condition, ContactUpdate, Delay, GoTo, Message, Question, RetrySettings, Step, StepKind,
+    Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, GoTo, Message, Question, RetrySettings, Step,
+    StepKind,
 };
 
 pub(crate) use compile::{CompiledApi, CompiledKind, CompiledStep, Program};

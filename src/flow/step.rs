@@ -190,11 +190,25 @@ pub struct Condition {
 
 /// Waits, then goes on. Messages the user sends meanwhile are queued for
 /// the next Question.
+///
+/// `seconds` is one number, or a list that backs off: the n-th visit in a
+/// user turn waits the n-th value, and the last value repeats —
+/// `[0.25, 0.5, 1, 2, 4, 8]` polls soon at first, then less often.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Delay {
-    /// Seconds to wait (≥ 0).
-    pub seconds: f64,
+    /// Seconds to wait (≥ 0), or a backoff list.
+    pub seconds: DelaySeconds,
+}
+
+/// A Delay's wait: fixed, or a backoff list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DelaySeconds {
+    /// The same wait every time.
+    Fixed(f64),
+    /// The n-th visit per user turn waits the n-th value; the last repeats.
+    Backoff(Vec<f64>),
 }
 
 /// Jumps to `target`. With `max_visits`, the jump is taken at most that many
@@ -235,6 +249,30 @@ pub struct Assign {
     /// A note for the agent (a template), e.g. the user's last question.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for DelaySeconds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let expected = "a number of seconds, or a list of them";
+        match Value::deserialize(deserializer)? {
+            Value::Number(n) => n
+                .as_f64()
+                .map(DelaySeconds::Fixed)
+                .ok_or_else(|| serde::de::Error::custom(format!("expected {expected}"))),
+            Value::Array(items) => items
+                .iter()
+                .map(Value::as_f64)
+                .collect::<Option<Vec<f64>>>()
+                .map(DelaySeconds::Backoff)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("expected {expected}, found a list with a non-number"))
+                }),
+            other => Err(serde::de::Error::custom(format!(
+                "expected {expected}, found {} {other}",
+                json_kind(&other)
+            ))),
+        }
+    }
 }
 
 impl Serialize for Step {
