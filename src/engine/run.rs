@@ -256,14 +256,16 @@ impl Engine {
             });
         }
         conversation.steps_since_reply += 1;
-        tracing::debug!(step = %step.name, "step");
-        match self.local_step(step, conversation, events)? {
+        let span = tracing::debug_span!("step", step = %step.name, kind = step.kind.type_name());
+        // Entered only for the synchronous part; the call carries the span across awaits.
+        let next = span.in_scope(|| self.local_step(step, conversation, events))?;
+        match next {
             Next::Continue => Ok(()),
             Next::Call => {
                 let CompiledKind::Api(api) = &step.kind else {
                     return Ok(());
                 };
-                self.call(step, api, conversation, events).await
+                self.call(step, api, conversation, events).instrument(span).await
             }
         }
     }

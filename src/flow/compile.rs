@@ -82,6 +82,20 @@ pub(crate) struct CompiledApi {
 }
 
 impl CompiledKind {
+    /// The step type's name, for logs.
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            CompiledKind::Question { .. } => "question",
+            CompiledKind::ContactUpdate { .. } => "contact_update",
+            CompiledKind::Api(_) => "api",
+            CompiledKind::Condition { .. } => "condition",
+            CompiledKind::Delay { .. } => "delay",
+            CompiledKind::GoTo { .. } => "goto",
+            CompiledKind::Message { .. } => "message",
+            CompiledKind::Assign { .. } => "assign",
+        }
+    }
+
     /// Whether the conversation can pause here (for the loop check).
     fn waits(&self) -> bool {
         matches!(self, CompiledKind::Question { .. } | CompiledKind::Delay { .. })
