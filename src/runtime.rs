@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::conversation::Status;
+use crate::conversation::{Conversation, Status};
 use crate::engine::Engine;
 use crate::event::{Event, EventSink};
 use crate::store::{Direction, Save, Store, StoreError, TranscriptEntry};
@@ -37,6 +37,9 @@ pub struct RuntimeOptions {
     pub lease: Duration,
     /// How often to try again for a conversation another runner holds (default 20 ms).
     pub busy_retry: Duration,
+    /// How long to keep trying before giving up with [`RuntimeError::Busy`]
+    /// (default 30 s, real time).
+    pub busy_timeout: Duration,
     /// How many due conversations the scheduler takes per pass (default 64).
     pub scheduler_batch: usize,
     /// The longest the scheduler waits between passes (default 1 s), so it
@@ -49,6 +52,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             lease: Duration::from_secs(300),
             busy_retry: Duration::from_millis(20),
+            busy_timeout: Duration::from_secs(30),
             scheduler_batch: 64,
             scheduler_poll: Duration::from_secs(1),
         }
@@ -82,6 +86,14 @@ pub enum RuntimeError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The message was refused (too long).
+    #[error(transparent)]
+    Reply(#[from] crate::engine::ReplyError),
+    /// Another runner held the conversation for longer than
+    /// [`RuntimeOptions::busy_timeout`] (a runner that died keeps it until
+    /// its lease expires).
+    #[error("conversation {0} is busy in another runner")]
+    Busy(String),
 }
 
 /// An engine and a store: the object a host keeps for the life of its process.
@@ -326,7 +338,7 @@ impl Runtime {
 
     async fn run_turn_locked(&self, conversation_id: &str) -> Result<Status, RuntimeError> {
         let inner = &*self.inner;
-
+        let waiting_since = std::time::Instant::now();
         let claim = loop {
             let now = inner.clock.now();
             let lease_until = now + inner.options.lease;
@@ -336,6 +348,9 @@ impl Runtime {
                 .await?
             {
                 Some(claim) => break claim,
+                None if waiting_since.elapsed() >= inner.options.busy_timeout => {
+                    return Err(RuntimeError::Busy(conversation_id.to_string()));
+                }
                 // Another process is running a turn: it will reach a save
                 // point soon. Real time, so a virtual clock cannot expire it.
                 None => tokio::time::sleep(inner.options.busy_retry).await,
@@ -357,58 +372,102 @@ impl Runtime {
             }
         }
         let outbox = Outbox::default();
-        let save = |conversation: &crate::Conversation, outgoing: Vec<(Direction, String)>| {
-            let now = inner.clock.now();
-            let wake_at = match conversation.status() {
-                Status::Sleeping { until } => Some(*until),
-                // Mid-turn: due at once should this runner die.
-                Status::Running => Some(now),
-                _ => None,
-            };
-            let conversation = conversation.clone();
-            async move {
-                inner
-                    .store
-                    .save(
-                        conversation_id,
-                        &inner.owner,
-                        Save {
-                            conversation: &conversation,
-                            consumed_up_to,
-                            outgoing: &outgoing,
-                            wake_at,
-                            lease_until: now + inner.options.lease,
-                        },
-                    )
-                    .await
-            }
-        };
         // The first save moves the inbox into the state, so a crash after it
         // cannot apply a message twice.
-        if consumed_up_to > 0 {
-            save(&conversation, Vec::new()).await?;
+        let mut progressed = consumed_up_to > 0;
+        if progressed {
+            self.commit(
+                conversation_id,
+                &conversation,
+                consumed_up_to,
+                outbox.take(),
+                false,
+            )
+            .await?;
         }
         let status = loop {
             let calls_api = engine.calls_api_next(&conversation);
             if calls_api {
-                save(&conversation, outbox.take()).await?;
+                self.commit(
+                    conversation_id,
+                    &conversation,
+                    consumed_up_to,
+                    outbox.take(),
+                    false,
+                )
+                .await?;
             }
-            let step = engine.advance_once(&mut conversation, &outbox).await;
-            match step {
+            match engine.advance_once(&mut conversation, &outbox).await {
                 Ok(None) => {
+                    progressed = true;
                     if calls_api || !outbox.is_empty() {
-                        save(&conversation, outbox.take()).await?;
+                        self.commit(
+                            conversation_id,
+                            &conversation,
+                            consumed_up_to,
+                            outbox.take(),
+                            false,
+                        )
+                        .await?;
                     }
                 }
                 Ok(Some(status)) => break status,
                 Err(error) => {
+                    progressed = true;
                     tracing::warn!(error = %error, "turn failed");
                     break conversation.status().clone();
                 }
             }
         };
-        save(&conversation, outbox.take()).await?;
-        inner.store.release(conversation_id, &inner.owner).await?;
+        if progressed {
+            self.commit(
+                conversation_id,
+                &conversation,
+                consumed_up_to,
+                outbox.take(),
+                true,
+            )
+            .await?;
+        } else {
+            // Nothing to do after all (another runner got there first).
+            inner.store.release(conversation_id, &inner.owner).await?;
+        }
         Ok(status)
+    }
+
+    /// Saves a turn's progress under the lease. The last save of a turn gives
+    /// the lease up in the same write, so a crash right after it leaves
+    /// nothing held.
+    async fn commit(
+        &self,
+        conversation_id: &str,
+        conversation: &Conversation,
+        consumed_up_to: u64,
+        outgoing: Vec<(Direction, String)>,
+        last: bool,
+    ) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let wake_at = match conversation.status() {
+            Status::Sleeping { until } => Some(*until),
+            // Mid-turn: due at once should this runner die.
+            Status::Running => Some(now),
+            _ => None,
+        };
+        let lease_until = if last { now } else { now + inner.options.lease };
+        inner
+            .store
+            .save(
+                conversation_id,
+                &inner.owner,
+                Save {
+                    conversation,
+                    consumed_up_to,
+                    outgoing: &outgoing,
+                    wake_at,
+                    lease_until,
+                },
+            )
+            .await
     }
 }
