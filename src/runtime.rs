@@ -145,6 +145,15 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// What every save of one turn shares.
+struct TurnWrite<'a> {
+    conversation_id: &'a str,
+    /// Inbox entries taken into the state by this turn.
+    consumed_up_to: u64,
+    /// Replies produced since the last save.
+    outbox: &'a Outbox,
+}
+
 /// Collects a step's events for the next save.
 #[derive(Default)]
 struct Outbox(Mutex<Vec<(Direction, String)>>);
@@ -305,7 +314,8 @@ impl Runtime {
             let poll = now + self.inner.options.scheduler_poll;
             let next = match self.inner.store.next_wake().await {
                 Ok(Some(at)) if at > now => at.min(poll),
-                Ok(Some(_)) => now + Duration::from_millis(10).min(self.inner.options.scheduler_poll),
+                // Due but held by a runner mid-turn: look again at the next poll.
+                Ok(Some(_)) => poll,
                 _ => poll,
             };
             tokio::select! {
@@ -372,66 +382,36 @@ impl Runtime {
             }
         }
         let outbox = Outbox::default();
+        let turn = TurnWrite {
+            conversation_id,
+            consumed_up_to,
+            outbox: &outbox,
+        };
         // The first save moves the inbox into the state, so a crash after it
         // cannot apply a message twice.
-        let mut progressed = consumed_up_to > 0;
-        if progressed {
-            self.commit(
-                conversation_id,
-                &conversation,
-                consumed_up_to,
-                outbox.take(),
-                false,
-            )
-            .await?;
+        if consumed_up_to > 0 {
+            self.commit(&turn, &conversation, false).await?;
         }
         let status = loop {
             let calls_api = engine.calls_api_next(&conversation);
             if calls_api {
-                self.commit(
-                    conversation_id,
-                    &conversation,
-                    consumed_up_to,
-                    outbox.take(),
-                    false,
-                )
-                .await?;
+                self.commit(&turn, &conversation, false).await?;
             }
             match engine.advance_once(&mut conversation, &outbox).await {
-                Ok(None) => {
-                    progressed = true;
-                    if calls_api || !outbox.is_empty() {
-                        self.commit(
-                            conversation_id,
-                            &conversation,
-                            consumed_up_to,
-                            outbox.take(),
-                            false,
-                        )
-                        .await?;
-                    }
+                Ok(None) if calls_api || !outbox.is_empty() => {
+                    self.commit(&turn, &conversation, false).await?;
                 }
+                Ok(None) => {}
                 Ok(Some(status)) => break status,
                 Err(error) => {
-                    progressed = true;
                     tracing::warn!(error = %error, "turn failed");
                     break conversation.status().clone();
                 }
             }
         };
-        if progressed {
-            self.commit(
-                conversation_id,
-                &conversation,
-                consumed_up_to,
-                outbox.take(),
-                true,
-            )
-            .await?;
-        } else {
-            // Nothing to do after all (another runner got there first).
-            inner.store.release(conversation_id, &inner.owner).await?;
-        }
+        // Always written, even when there was nothing to do: it also clears a
+        // wake-up left by a runner that died after the state had moved on.
+        self.commit(&turn, &conversation, true).await?;
         Ok(status)
     }
 
@@ -440,17 +420,18 @@ impl Runtime {
     /// nothing held.
     async fn commit(
         &self,
-        conversation_id: &str,
+        turn: &TurnWrite<'_>,
         conversation: &Conversation,
-        consumed_up_to: u64,
-        outgoing: Vec<(Direction, String)>,
         last: bool,
     ) -> Result<(), StoreError> {
+        let outgoing = turn.outbox.take();
         let inner = &*self.inner;
         let now = inner.clock.now();
         let wake_at = match conversation.status() {
             Status::Sleeping { until } => Some(*until),
-            // Mid-turn: due at once should this runner die.
+            // Mid-turn (a reply may still be queued inside the state): due at
+            // once should this runner die before its last save.
+            _ if !last => Some(now),
             Status::Running => Some(now),
             _ => None,
         };
@@ -458,14 +439,15 @@ impl Runtime {
         inner
             .store
             .save(
-                conversation_id,
+                turn.conversation_id,
                 &inner.owner,
                 Save {
                     conversation,
-                    consumed_up_to,
+                    consumed_up_to: turn.consumed_up_to,
                     outgoing: &outgoing,
                     wake_at,
                     lease_until,
+                    now,
                 },
             )
             .await

@@ -142,7 +142,7 @@ impl Store for MemoryStore {
         }
         record.state = Some(state);
         record.inbox.retain(|e| e.seq > save.consumed_up_to);
-        let at_ms = unix_ms(SystemTime::now());
+        let at_ms = unix_ms(save.now);
         for (direction, text) in save.outgoing {
             record.append(*direction, text, at_ms);
         }

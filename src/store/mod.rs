@@ -10,16 +10,24 @@
 //!   The message is durable before any step runs, so it cannot be lost.
 //! - A runner [`Store::acquire`]s a conversation's lease before advancing it
 //!   and [`Store::save`]s under that lease; a save from a runner whose lease
-//!   expired or was taken over is refused ([`StoreError::LeaseLost`]), so two
-//!   runners can never both commit a turn.
+//!   was taken over (after it expired) is refused ([`StoreError::LeaseLost`]),
+//!   so two runners can never both commit a turn.
 //! - [`Store::save`] commits the state, the transcript entries the turn
 //!   produced, the inbox entries it consumed and the wake-up time in one
 //!   atomic write: a reply is "sent" exactly when its transcript entry is
 //!   committed, so a crash can repeat an API call but never a reply.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 use std::time::SystemTime;
 
@@ -85,8 +93,11 @@ pub struct Save<'a> {
     /// picked up when its lease expires); `None` when it waits for the user
     /// or has ended.
     pub wake_at: Option<SystemTime>,
-    /// The lease is extended to this time.
+    /// The lease is extended to this time (the last save of a turn passes
+    /// `now`, giving the lease up in the same write).
     pub lease_until: SystemTime,
+    /// The caller's clock, for the transcript entries' times.
+    pub now: SystemTime,
 }
 
 /// Why a store operation failed.
@@ -141,7 +152,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<Claim>, StoreError>;
 
     /// Commits a turn's progress under `owner`'s lease, atomically; refused
-    /// with [`StoreError::LeaseLost`] when the lease is not (or no longer) `owner`'s.
+    /// with [`StoreError::LeaseLost`] when the lease is not `owner`'s (another
+    /// runner took it over after it expired).
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError>;
 
     /// Gives the lease up.

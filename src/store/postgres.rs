@@ -1,0 +1,400 @@
+//! A store in Postgres (through sqlx): for hosts that run several processes
+//! against one database.
+//!
+//! Every write is one transaction that first locks the conversation's row
+//! (the upsert in `enqueue` and `acquire`, the lease-checking `UPDATE` in
+//! `save`), so writes to one conversation are serialized and the lease is
+//! checked on the row's latest version.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms};
+use crate::conversation::Conversation;
+
+/// A [`Store`] in a Postgres database.
+///
+/// The schema is created (and later migrated) by [`PostgresStore::connect`],
+/// in the first schema of the connection's `search_path` (`public` unless
+/// the URL says otherwise, e.g. `?options[search_path]=chatflow`).
+///
+/// ```no_run
+/// use std::time::SystemTime;
+/// use chatflow::store::{PostgresStore, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = PostgresStore::connect("postgres://chatflow:secret@localhost/chatflow").await?;
+/// store.enqueue("user-1", "m1", "hello", SystemTime::now()).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a pool of up to 10 connections)
+    /// and brings its schema up to date. Processes starting together are
+    /// safe: migrations run under a database-wide advisory lock.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), chatflow::store::StoreError> {
+    /// let store = chatflow::store::PostgresStore::connect("postgres://localhost/chatflow").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new().connect(url).await.map_err(backend)?;
+        Self::from_pool(pool).await
+    }
+
+    /// A store on a pool the host configured itself; brings the schema up
+    /// to date.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::postgres::PgPoolOptions::new()
+    ///     .max_connections(32)
+    ///     .connect("postgres://localhost/chatflow")
+    ///     .await?;
+    /// let store = chatflow::store::PostgresStore::from_pool(pool).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(backend)?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// The connection pool, e.g. for the host's own queries on the tables.
+    ///
+    /// ```no_run
+    /// # async fn f(store: chatflow::store::PostgresStore) -> Result<(), sqlx::Error> {
+    /// let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM conversations")
+    ///     .fetch_one(store.pool())
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn ms(time: SystemTime) -> i64 {
+    to_i64(unix_ms(time))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn time(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(to_u64(ms))
+}
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::In => "in",
+        Direction::Out => "out",
+        Direction::Handoff => "handoff",
+    }
+}
+
+fn parse_direction(id: &str, name: &str) -> Result<Direction, StoreError> {
+    match name {
+        "in" => Ok(Direction::In),
+        "out" => Ok(Direction::Out),
+        "handoff" => Ok(Direction::Handoff),
+        other => Err(StoreError::Corrupt {
+            id: id.to_string(),
+            message: format!("unknown transcript direction {other:?}"),
+        }),
+    }
+}
+
+/// Message texts are stored as UTF-8 bytes (Postgres text cannot hold NUL).
+fn text_of(id: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
+    String::from_utf8(bytes).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        message: format!("message text is not UTF-8: {e}"),
+    })
+}
+
+fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
+    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn enqueue(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        now: SystemTime,
+    ) -> Result<Option<u64>, StoreError> {
+        let at_ms = ms(now);
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Locks the conversation's row first: concurrent writers to this
+        // conversation queue here, and the MAX(seq) below sees their rows.
+        let inbox_seq: i64 = sqlx::query_scalar(
+            "INSERT INTO conversations (id, next_inbox_seq) VALUES ($1, 2)
+             ON CONFLICT (id) DO UPDATE SET next_inbox_seq = conversations.next_inbox_seq + 1
+             RETURNING next_inbox_seq - 1",
+        )
+        .bind(conversation_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let fresh = sqlx::query(
+            "INSERT INTO seen_messages (conversation_id, message_id) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(conversation_id)
+        .bind(message_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(None);
+        }
+        sqlx::query("INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(conversation_id)
+            .bind(inbox_seq)
+            .bind(text.as_bytes())
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, 'in', $2, $3 FROM transcript WHERE conversation_id = $1
+             RETURNING seq",
+        )
+        .bind(conversation_id)
+        .bind(text.as_bytes())
+        .bind(at_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(to_u64(seq)))
+    }
+
+    async fn acquire(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Creates the row if missing; takes the lease only when it is free,
+        // expired or already ours (no row comes back otherwise). The
+        // condition is evaluated on the row's latest version, under its lock.
+        let taken: Option<Option<String>> = sqlx::query_scalar(
+            "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE
+                SET lease_owner = EXCLUDED.lease_owner, lease_until_ms = EXCLUDED.lease_until_ms
+                WHERE conversations.lease_owner IS NULL
+                   OR conversations.lease_owner = EXCLUDED.lease_owner
+                   OR conversations.lease_until_ms <= $4
+             RETURNING state",
+        )
+        .bind(conversation_id)
+        .bind(owner)
+        .bind(ms(lease_until))
+        .bind(ms(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(state) = taken else {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT seq, text FROM inbox WHERE conversation_id = $1 ORDER BY seq")
+            .bind(conversation_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        let inbox = rows
+            .into_iter()
+            .map(|row| {
+                Ok(InboxEntry {
+                    seq: to_u64(row.try_get("seq").map_err(backend)?),
+                    text: text_of(conversation_id, row.try_get("text").map_err(backend)?)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // As in the memory store, the lease stays taken even when the state
+        // turns out to be unreadable.
+        let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
+        Ok(Some(Claim { conversation, inbox }))
+    }
+
+    async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
+        let state = serde_json::to_string(save.conversation).map_err(backend)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The lease check and the state write are one statement: the UPDATE
+        // locks the row (as SELECT ... FOR UPDATE would) and re-checks the
+        // owner on its latest version, so a takeover that committed first
+        // makes this match nothing.
+        let held = sqlx::query(
+            "UPDATE conversations SET state = $3, wake_at_ms = $4, lease_until_ms = $5
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(conversation_id)
+        .bind(owner)
+        .bind(&state)
+        .bind(save.wake_at.map(ms))
+        .bind(ms(save.lease_until))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        if !held {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        }
+        sqlx::query("DELETE FROM inbox WHERE conversation_id = $1 AND seq <= $2")
+            .bind(conversation_id)
+            .bind(to_i64(save.consumed_up_to))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if !save.outgoing.is_empty() {
+            let last: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = $1")
+                    .bind(conversation_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            // The turn's own time is not in `Save`: like the memory store,
+            // stamp outgoing entries with the wall clock.
+            let at_ms = ms(save.now);
+            for (seq, (direction, text)) in (last + 1..).zip(save.outgoing) {
+                sqlx::query(
+                    "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(conversation_id)
+                .bind(seq)
+                .bind(direction_name(*direction))
+                .bind(text.as_bytes())
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE conversations SET lease_owner = NULL, lease_until_ms = NULL
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(conversation_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        // Overdue since: the wake-up time if it has come, or the arrival of
+        // the oldest unapplied message, whichever is earlier. SKIP LOCKED
+        // passes over conversations a writer holds right now (a pollers'
+        // race is settled by the lease in `acquire`).
+        sqlx::query_scalar(
+            "WITH pending (id, since) AS (
+                 SELECT id, wake_at_ms FROM conversations WHERE wake_at_ms <= $1
+                 UNION ALL
+                 SELECT conversation_id, MIN(at_ms) FROM inbox GROUP BY conversation_id
+             ),
+             overdue (id, since) AS (SELECT id, MIN(since) FROM pending GROUP BY id)
+             SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
+             WHERE c.lease_owner IS NULL OR c.lease_until_ms <= $1
+             ORDER BY o.since, c.id
+             LIMIT $2
+             FOR UPDATE OF c SKIP LOCKED",
+        )
+        .bind(ms(now))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
+        let earliest: Option<i64> = sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(earliest.map(time))
+    }
+
+    async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+        let state: Option<Option<String>> =
+            sqlx::query_scalar("SELECT state FROM conversations WHERE id = $1")
+                .bind(conversation_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        state.flatten().map(|s| decode(conversation_id, &s)).transpose()
+    }
+
+    async fn transcript(
+        &self,
+        conversation_id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, direction, text, at_ms FROM transcript
+             WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(conversation_id)
+        .bind(to_i64(after_seq))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let direction: String = row.try_get("direction").map_err(backend)?;
+                Ok(TranscriptEntry {
+                    seq: to_u64(row.try_get("seq").map_err(backend)?),
+                    direction: parse_direction(conversation_id, &direction)?,
+                    text: text_of(conversation_id, row.try_get("text").map_err(backend)?)?,
+                    at_ms: to_u64(row.try_get("at_ms").map_err(backend)?),
+                })
+            })
+            .collect()
+    }
+}

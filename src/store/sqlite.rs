@@ -1,0 +1,428 @@
+//! A store in SQLite (through sqlx): conversations survive a restart, and
+//! the processes of one host may share the database file.
+//!
+//! Every write is one transaction whose first statement writes, so it takes
+//! SQLite's write lock before it reads anything (the effect of
+//! `BEGIN IMMEDIATE`): concurrent writers wait for each other (up to the busy
+//! timeout) instead of failing on a stale snapshot.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
+use sqlx::{ConnectOptions, Row};
+
+use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms};
+use crate::conversation::Conversation;
+
+/// A [`Store`] in a SQLite database.
+///
+/// The schema is created (and later migrated) by [`SqliteStore::connect`].
+/// A file database runs in WAL mode; `sqlite::memory:` gives a fresh
+/// in-memory database, for tests and demos.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use chatflow::store::{SqliteStore, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A file would be `sqlite://chatflow.db?mode=rwc`.
+/// let store = SqliteStore::connect("sqlite::memory:").await?;
+/// assert_eq!(store.enqueue("user-1", "m1", "hello", SystemTime::now()).await?, Some(1));
+/// // A redelivered webhook changes nothing.
+/// assert_eq!(store.enqueue("user-1", "m1", "hello", SystemTime::now()).await?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// For an in-memory database: a connection outside the pool that keeps
+    /// the database alive should the pool close its connection (sqlx closes
+    /// a connection whose operation was cancelled mid-way).
+    _keeper: Option<Arc<Mutex<SqliteConnection>>>,
+}
+
+impl SqliteStore {
+    /// Opens the database at `url` and brings its schema up to date.
+    ///
+    /// `sqlite://path/to/file.db?mode=rwc` creates the file if missing
+    /// (without `mode=rwc` it must exist); `sqlite::memory:` is a new
+    /// in-memory database that lives as long as the store and its clones.
+    /// File databases are put in WAL mode; connections have foreign keys on
+    /// and a 10 s busy timeout.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), chatflow::store::StoreError> {
+    /// let store = chatflow::store::SqliteStore::connect("sqlite://chatflow.db?mode=rwc").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(backend)?
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if !in_memory {
+            let pool = SqlitePoolOptions::new()
+                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
+                .await
+                .map_err(backend)?;
+            return Self::from_pool(pool).await;
+        }
+        // An in-memory database lives as long as a connection to it: hold
+        // one outside the pool. The pool has one connection too, as
+        // connections sharing an in-memory database lock whole tables.
+        let keeper = options.connect().await.map_err(backend)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
+        let mut store = Self::from_pool(pool).await?;
+        store._keeper = Some(Arc::new(Mutex::new(keeper)));
+        Ok(store)
+    }
+
+    /// A store on a pool the host configured itself; brings the schema up
+    /// to date. The pool's connections should have foreign keys on and a
+    /// busy timeout (sqlx's defaults).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = sqlx::sqlite::SqlitePoolOptions::new()
+    ///     .max_connections(4)
+    ///     .connect("sqlite://chatflow.db?mode=rwc")
+    ///     .await?;
+    /// let store = chatflow::store::SqliteStore::from_pool(pool).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(backend)?;
+        Ok(SqliteStore { pool, _keeper: None })
+    }
+
+    /// The connection pool, e.g. for the host's own queries on the tables.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = chatflow::store::SqliteStore::connect("sqlite::memory:").await?;
+    /// let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM conversations")
+    ///     .fetch_one(store.pool())
+    ///     .await?;
+    /// assert_eq!(n, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn ms(time: SystemTime) -> i64 {
+    to_i64(unix_ms(time))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn time(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(to_u64(ms))
+}
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::In => "in",
+        Direction::Out => "out",
+        Direction::Handoff => "handoff",
+    }
+}
+
+fn parse_direction(id: &str, name: &str) -> Result<Direction, StoreError> {
+    match name {
+        "in" => Ok(Direction::In),
+        "out" => Ok(Direction::Out),
+        "handoff" => Ok(Direction::Handoff),
+        other => Err(StoreError::Corrupt {
+            id: id.to_string(),
+            message: format!("unknown transcript direction {other:?}"),
+        }),
+    }
+}
+
+fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
+    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        now: SystemTime,
+    ) -> Result<Option<u64>, StoreError> {
+        let at_ms = ms(now);
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Writes first: takes the write lock, and the row the rest hangs on.
+        let inbox_seq: i64 = sqlx::query_scalar(
+            "INSERT INTO conversations (id, next_inbox_seq) VALUES (?1, 2)
+             ON CONFLICT (id) DO UPDATE SET next_inbox_seq = conversations.next_inbox_seq + 1
+             RETURNING next_inbox_seq - 1",
+        )
+        .bind(conversation_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let fresh = sqlx::query(
+            "INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(conversation_id)
+        .bind(message_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(None);
+        }
+        sqlx::query("INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES (?1, ?2, ?3, ?4)")
+            .bind(conversation_id)
+            .bind(inbox_seq)
+            .bind(text)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, 'in', ?2, ?3 FROM transcript WHERE conversation_id = ?1
+             RETURNING seq",
+        )
+        .bind(conversation_id)
+        .bind(text)
+        .bind(at_ms)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(to_u64(seq)))
+    }
+
+    async fn acquire(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Creates the row if missing; takes the lease only when it is free,
+        // expired or already ours (no row comes back otherwise).
+        let taken: Option<Option<String>> = sqlx::query_scalar(
+            "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE
+                SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
+                WHERE conversations.lease_owner IS NULL
+                   OR conversations.lease_owner = excluded.lease_owner
+                   OR conversations.lease_until_ms <= ?4
+             RETURNING state",
+        )
+        .bind(conversation_id)
+        .bind(owner)
+        .bind(ms(lease_until))
+        .bind(ms(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let Some(state) = taken else {
+            tx.rollback().await.map_err(backend)?;
+            return Ok(None);
+        };
+        let inbox = sqlx::query("SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq")
+            .bind(conversation_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(backend)?
+            .into_iter()
+            .map(|row| {
+                Ok(InboxEntry {
+                    seq: to_u64(row.try_get("seq")?),
+                    text: row.try_get("text")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        // As in the memory store, the lease stays taken even when the state
+        // turns out to be unreadable.
+        let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
+        Ok(Some(Claim { conversation, inbox }))
+    }
+
+    async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
+        let state = serde_json::to_string(save.conversation).map_err(backend)?;
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The lease check and the state write are one statement, under the
+        // write lock: nothing can take the lease over in between.
+        let held = sqlx::query(
+            "UPDATE conversations SET state = ?3, wake_at_ms = ?4, lease_until_ms = ?5
+             WHERE id = ?1 AND lease_owner = ?2",
+        )
+        .bind(conversation_id)
+        .bind(owner)
+        .bind(&state)
+        .bind(save.wake_at.map(ms))
+        .bind(ms(save.lease_until))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        if !held {
+            tx.rollback().await.map_err(backend)?;
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        }
+        sqlx::query("DELETE FROM inbox WHERE conversation_id = ?1 AND seq <= ?2")
+            .bind(conversation_id)
+            .bind(to_i64(save.consumed_up_to))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if !save.outgoing.is_empty() {
+            let last: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = ?1")
+                    .bind(conversation_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            // The turn's own time is not in `Save`: like the memory store,
+            // stamp outgoing entries with the wall clock.
+            let at_ms = ms(save.now);
+            for (seq, (direction, text)) in (last + 1..).zip(save.outgoing) {
+                sqlx::query(
+                    "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .bind(conversation_id)
+                .bind(seq)
+                .bind(direction_name(*direction))
+                .bind(text)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE conversations SET lease_owner = NULL, lease_until_ms = NULL
+             WHERE id = ?1 AND lease_owner = ?2",
+        )
+        .bind(conversation_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        // Overdue since: the wake-up time if it has come, or the arrival of
+        // the oldest unapplied message, whichever is earlier.
+        sqlx::query_scalar(
+            "WITH pending (id, since) AS (
+                 SELECT id, wake_at_ms FROM conversations WHERE wake_at_ms <= ?1
+                 UNION ALL
+                 SELECT conversation_id, MIN(at_ms) FROM inbox GROUP BY conversation_id
+             ),
+             overdue (id, since) AS (SELECT id, MIN(since) FROM pending GROUP BY id)
+             SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
+             WHERE c.lease_owner IS NULL OR c.lease_until_ms <= ?1
+             ORDER BY o.since, c.id
+             LIMIT ?2",
+        )
+        .bind(ms(now))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)
+    }
+
+    async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
+        let earliest: Option<i64> = sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(earliest.map(time))
+    }
+
+    async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
+        let state: Option<Option<String>> =
+            sqlx::query_scalar("SELECT state FROM conversations WHERE id = ?1")
+                .bind(conversation_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        state.flatten().map(|s| decode(conversation_id, &s)).transpose()
+    }
+
+    async fn transcript(
+        &self,
+        conversation_id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, direction, text, at_ms FROM transcript
+             WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
+        )
+        .bind(conversation_id)
+        .bind(to_i64(after_seq))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.into_iter()
+            .map(|row| {
+                let direction: String = row.try_get("direction").map_err(backend)?;
+                Ok(TranscriptEntry {
+                    seq: to_u64(row.try_get("seq").map_err(backend)?),
+                    direction: parse_direction(conversation_id, &direction)?,
+                    text: row.try_get("text").map_err(backend)?,
+                    at_ms: to_u64(row.try_get("at_ms").map_err(backend)?),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,1114 @@
+//! One conformance suite for every [`Store`]: the consistency model of
+//! `chatflow::store` (exactly-once enqueue, leases, atomic saves) checked the
+//! same way on memory, SQLite (in memory and in a WAL file) and Postgres.
+//!
+//! Each store is one line at the bottom: `conformance!(name, harness)`.
+//! Postgres runs when `CHATFLOW_TEST_POSTGRES_URL` is set, each test in a
+//! fresh schema; without it the Postgres tests pass with a skip message,
+//! except under `CI=true`, where they fail.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chatflow::store::{InboxEntry, MemoryStore, PostgresStore, SqliteStore, Store};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::SqlitePool;
+
+/// A store under test, with raw access to its database (to plant corrupt
+/// state) and what to clean up afterwards.
+pub struct Harness {
+    store: Arc<dyn Store>,
+    raw: Raw,
+    cleanup: Cleanup,
+}
+
+enum Raw {
+    None,
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+enum Cleanup {
+    None,
+    Files(PathBuf),
+    Schema { admin: PgPool, schema: String },
+}
+
+impl Harness {
+    fn memory() -> Option<Harness> {
+        Some(Harness {
+            store: Arc::new(MemoryStore::new()),
+            raw: Raw::None,
+            cleanup: Cleanup::None,
+        })
+    }
+
+    async fn sqlite_memory() -> Option<Harness> {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        Some(Harness {
+            raw: Raw::Sqlite(store.pool().clone()),
+            store: Arc::new(store),
+            cleanup: Cleanup::None,
+        })
+    }
+
+    async fn sqlite_file() -> Option<Harness> {
+        let path = std::env::temp_dir().join(format!(
+            "chatflow-conformance-{}-{:016x}.db",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let store = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        Some(Harness {
+            raw: Raw::Sqlite(store.pool().clone()),
+            store: Arc::new(store),
+            cleanup: Cleanup::Files(path),
+        })
+    }
+
+    async fn postgres() -> Option<Harness> {
+        let url = match std::env::var("CHATFLOW_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+                panic!("CI=true but CHATFLOW_TEST_POSTGRES_URL is not set: the Postgres store must be tested")
+            }
+            _ => {
+                eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://… to test the Postgres store");
+                return None;
+            }
+        };
+        // A fresh schema per test: tests and runs never see each other's rows.
+        let schema = format!("chatflow_test_{}_{:016x}", std::process::id(), fastrand::u64(..));
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .expect("cannot connect to CHATFLOW_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let store = PostgresStore::connect(&format!("{url}{separator}options[search_path]={schema}"))
+            .await
+            .unwrap();
+        Some(Harness {
+            raw: Raw::Postgres(store.pool().clone()),
+            store: Arc::new(store),
+            cleanup: Cleanup::Schema { admin, schema },
+        })
+    }
+
+    /// Overwrites a conversation's stored state with `text`; false when the
+    /// store has no way to (the memory store).
+    async fn plant_state(&self, id: &str, text: &str) -> bool {
+        match &self.raw {
+            Raw::None => false,
+            Raw::Sqlite(pool) => {
+                sqlx::query("UPDATE conversations SET state = ?1 WHERE id = ?2")
+                    .bind(text)
+                    .bind(id)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                true
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query("UPDATE conversations SET state = $1 WHERE id = $2")
+                    .bind(text)
+                    .bind(id)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                true
+            }
+        }
+    }
+
+    /// Runs after a test passed (a failed test leaves its database to look at).
+    async fn finish(self) {
+        drop(self.store);
+        match self.raw {
+            Raw::None => {}
+            Raw::Sqlite(pool) => pool.close().await,
+            Raw::Postgres(pool) => pool.close().await,
+        }
+        match self.cleanup {
+            Cleanup::None => {}
+            Cleanup::Files(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Cleanup::Schema { admin, schema } => {
+                sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                admin.close().await;
+            }
+        }
+    }
+}
+
+/// The suite: one async function per property, each given a fresh store.
+mod suite {
+    use std::collections::BTreeSet;
+    use std::task::Poll;
+
+    use chatflow::store::{Direction, Save, StoreError, TranscriptEntry};
+    use chatflow::{
+        Clock, Conversation, Engine, EngineOptions, Flow, ReplyMode, Runtime, Status, VirtualClock,
+    };
+
+    use super::*;
+
+    /// 2026-01-01T00:00:00Z plus `ms`.
+    fn t(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_000 + ms)
+    }
+
+    fn t_ms(ms: u64) -> u64 {
+        1_767_225_600_000 + ms
+    }
+
+    fn engine() -> Engine {
+        let flow = Flow::from_json(
+            r#"{"name": "store-test", "steps": [{"type": "question", "name": "Ask", "text": "?"}]}"#,
+        )
+        .unwrap();
+        Engine::builder(flow).build().unwrap()
+    }
+
+    /// A conversation state that differs by `marker`.
+    fn state(id: &str, marker: &str) -> Conversation {
+        let mut conversation = engine().start(id);
+        conversation.push_reply(marker);
+        conversation
+    }
+
+    fn save<'a>(
+        conversation: &'a Conversation,
+        consumed_up_to: u64,
+        outgoing: &'a [(Direction, String)],
+        wake_at: Option<SystemTime>,
+        lease_until: SystemTime,
+    ) -> Save<'a> {
+        Save {
+            conversation,
+            consumed_up_to,
+            outgoing,
+            wake_at,
+            lease_until,
+            now: lease_until,
+        }
+    }
+
+    fn inbox(entries: &[(u64, &str)]) -> Vec<InboxEntry> {
+        entries
+            .iter()
+            .map(|(seq, text)| InboxEntry {
+                seq: *seq,
+                text: text.to_string(),
+            })
+            .collect()
+    }
+
+    fn texts(entries: &[TranscriptEntry]) -> Vec<(u64, Direction, &str)> {
+        entries
+            .iter()
+            .map(|e| (e.seq, e.direction, e.text.as_str()))
+            .collect()
+    }
+
+    /// Saves a state with this wake-up time under a short lease, then releases.
+    async fn park(store: &dyn Store, id: &str, wake_at: Option<SystemTime>) {
+        let conversation = state(id, "parked");
+        store.acquire(id, "setup", t(1), t(0)).await.unwrap().unwrap();
+        store
+            .save(id, "setup", save(&conversation, 0, &[], wake_at, t(1)))
+            .await
+            .unwrap();
+        store.release(id, "setup").await.unwrap();
+    }
+
+    pub async fn enqueue_records_each_message_once_per_conversation(h: &Harness) {
+        let store = &*h.store;
+        assert_eq!(store.enqueue("c1", "m1", "hello", t(10)).await.unwrap(), Some(1));
+        // A redelivery (even with other text) changes nothing.
+        assert_eq!(
+            store.enqueue("c1", "m1", "hello again", t(11)).await.unwrap(),
+            None
+        );
+        assert_eq!(store.enqueue("c1", "m2", "second", t(12)).await.unwrap(), Some(2));
+        // Message ids are per conversation.
+        assert_eq!(
+            store.enqueue("c2", "m1", "elsewhere", t(13)).await.unwrap(),
+            Some(1)
+        );
+        assert_eq!(store.enqueue("c1", "m2", "second", t(14)).await.unwrap(), None);
+
+        assert_eq!(
+            store.transcript("c1", 0).await.unwrap(),
+            [
+                TranscriptEntry {
+                    seq: 1,
+                    direction: Direction::In,
+                    text: "hello".into(),
+                    at_ms: t_ms(10),
+                },
+                TranscriptEntry {
+                    seq: 2,
+                    direction: Direction::In,
+                    text: "second".into(),
+                    at_ms: t_ms(12),
+                },
+            ]
+        );
+        let claim = store.acquire("c1", "r", t(1000), t(20)).await.unwrap().unwrap();
+        assert_eq!(claim.conversation, None);
+        assert_eq!(claim.inbox, inbox(&[(1, "hello"), (2, "second")]));
+        let claim = store.acquire("c2", "r", t(1000), t(20)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(1, "elsewhere")]));
+        // Enqueueing alone stores no state.
+        assert_eq!(store.load("c1").await.unwrap(), None);
+    }
+
+    pub async fn inbox_keeps_arrival_order_and_never_reuses_a_seq(h: &Harness) {
+        let store = &*h.store;
+        for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+            store
+                .enqueue("c", &format!("m{i}"), text, t(i as u64))
+                .await
+                .unwrap();
+        }
+        let claim = store.acquire("c", "r", t(1000), t(10)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(1, "one"), (2, "two"), (3, "three")]));
+        let conversation = state("c", "x");
+        store
+            .save("c", "r", save(&conversation, 2, &[], None, t(1000)))
+            .await
+            .unwrap();
+        let claim = store.acquire("c", "r", t(1000), t(20)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(3, "three")]));
+        // Emptied, the inbox still counts on: seq 4, not 1.
+        store
+            .save("c", "r", save(&conversation, 3, &[], None, t(1000)))
+            .await
+            .unwrap();
+        store.enqueue("c", "m3", "four", t(30)).await.unwrap();
+        let claim = store.acquire("c", "r", t(1000), t(40)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(4, "four")]));
+        // Consuming up to a seq leaves later messages, even ones that
+        // arrived after the claim.
+        store.enqueue("c", "m4", "five", t(50)).await.unwrap();
+        store
+            .save("c", "r", save(&conversation, 4, &[], None, t(1000)))
+            .await
+            .unwrap();
+        let claim = store.acquire("c", "r", t(1000), t(60)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(5, "five")]));
+    }
+
+    pub async fn a_lease_excludes_other_owners_until_it_expires(h: &Harness) {
+        let store = &*h.store;
+        // A conversation nobody has seen can be taken: no state, no inbox.
+        let claim = store.acquire("c", "a", t(100), t(0)).await.unwrap().unwrap();
+        assert_eq!((claim.conversation, claim.inbox), (None, vec![]));
+        assert!(store.acquire("c", "b", t(500), t(50)).await.unwrap().is_none());
+        assert!(store.acquire("c", "b", t(500), t(99)).await.unwrap().is_none());
+        // Taking it again renews it.
+        assert!(store.acquire("c", "a", t(200), t(60)).await.unwrap().is_some());
+        assert!(store.acquire("c", "b", t(500), t(150)).await.unwrap().is_none());
+        // Expired (at its end time exactly): anyone may take it over.
+        assert!(store.acquire("c", "b", t(500), t(200)).await.unwrap().is_some());
+        assert!(store.acquire("c", "a", t(600), t(210)).await.unwrap().is_none());
+        // A refused acquire changes nothing: b still holds it until 500.
+        assert!(store.acquire("c", "a", t(600), t(499)).await.unwrap().is_none());
+        assert!(store.acquire("c", "a", t(600), t(500)).await.unwrap().is_some());
+        // Leases are per conversation.
+        assert!(
+            store
+                .acquire("other", "b", t(600), t(210))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    pub async fn a_save_after_a_takeover_is_refused_and_commits_nothing(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        let before = state("c", "before");
+        store.acquire("c", "a", t(100), t(0)).await.unwrap().unwrap();
+        store
+            .save("c", "a", save(&before, 0, &[], Some(t(5000)), t(100)))
+            .await
+            .unwrap();
+        // a stalls past its lease; b takes over.
+        let claim = store.acquire("c", "b", t(1000), t(150)).await.unwrap().unwrap();
+        assert_eq!(claim.conversation.as_ref(), Some(&before));
+        let after = state("c", "after");
+        let outgoing = [(Direction::Out, "from a".to_string())];
+        let refused = store
+            .save("c", "a", save(&after, 1, &outgoing, Some(t(1)), t(10_000)))
+            .await;
+        assert!(
+            matches!(&refused, Err(StoreError::LeaseLost(id)) if id == "c"),
+            "{refused:?}"
+        );
+        // Nothing of a's turn: state, transcript, inbox, wake-up, lease.
+        assert_eq!(store.load("c").await.unwrap(), Some(before.clone()));
+        assert_eq!(
+            texts(&store.transcript("c", 0).await.unwrap()),
+            [(1, Direction::In, "hi")]
+        );
+        assert_eq!(store.next_wake().await.unwrap(), Some(t(5000)));
+        assert!(store.acquire("c", "a", t(2000), t(999)).await.unwrap().is_none());
+        let claim = store.acquire("c", "b", t(1000), t(200)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(1, "hi")]));
+        // b's saves go through.
+        store
+            .save("c", "b", save(&after, 1, &[], None, t(1000)))
+            .await
+            .unwrap();
+        assert_eq!(store.load("c").await.unwrap(), Some(after));
+
+        // Saving without ever holding the lease, or on an unknown
+        // conversation, is refused too.
+        let other = state("x", "x");
+        for (id, owner) in [("c", "stranger"), ("unknown", "b")] {
+            let refused = store.save(id, owner, save(&other, 0, &[], None, t(1000))).await;
+            assert!(matches!(refused, Err(StoreError::LeaseLost(_))), "{refused:?}");
+        }
+        assert_eq!(store.load("unknown").await.unwrap(), None);
+    }
+
+    pub async fn a_save_commits_state_transcript_inbox_and_wake_up_together(h: &Harness) {
+        let store = &*h.store;
+        for (i, text) in ["a", "b", "c"].into_iter().enumerate() {
+            store
+                .enqueue("c", &format!("m{i}"), text, t(i as u64))
+                .await
+                .unwrap();
+        }
+        store.acquire("c", "r", t(100), t(10)).await.unwrap().unwrap();
+        let conversation = state("c", "saved");
+        let outgoing = [
+            (Direction::Out, "reply".to_string()),
+            (Direction::Handoff, "support".to_string()),
+        ];
+        store
+            .save("c", "r", save(&conversation, 2, &outgoing, Some(t(500)), t(1000)))
+            .await
+            .unwrap();
+
+        assert_eq!(store.load("c").await.unwrap(), Some(conversation.clone()));
+        let transcript = store.transcript("c", 0).await.unwrap();
+        assert_eq!(
+            texts(&transcript),
+            [
+                (1, Direction::In, "a"),
+                (2, Direction::In, "b"),
+                (3, Direction::In, "c"),
+                (4, Direction::Out, "reply"),
+                (5, Direction::Handoff, "support"),
+            ]
+        );
+        // Replies are stamped with the caller's clock (`Save::now`, here t(1000)).
+        let ms = |time: SystemTime| time.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
+        for entry in &transcript[3..] {
+            assert_eq!(entry.at_ms, ms(t(1000)), "{entry:?}");
+        }
+        assert_eq!(store.next_wake().await.unwrap(), Some(t(500)));
+        // The lease was extended to 1000.
+        assert!(
+            store
+                .acquire("c", "other", t(2000), t(999))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let claim = store.acquire("c", "r", t(2000), t(20)).await.unwrap().unwrap();
+        assert_eq!(claim.conversation, Some(conversation.clone()));
+        assert_eq!(claim.inbox, inbox(&[(3, "c")]));
+        // A user message after the replies takes the next transcript seq.
+        assert_eq!(store.enqueue("c", "m9", "d", t(30)).await.unwrap(), Some(6));
+
+        // Clearing the wake-up; an empty save adds no transcript entries.
+        store
+            .save("c", "r", save(&conversation, 2, &[], None, t(2000)))
+            .await
+            .unwrap();
+        assert_eq!(store.next_wake().await.unwrap(), None);
+        assert_eq!(store.transcript("c", 0).await.unwrap().len(), 6);
+    }
+
+    pub async fn release_frees_only_the_owners_lease(h: &Harness) {
+        let store = &*h.store;
+        store.acquire("c", "a", t(1000), t(0)).await.unwrap().unwrap();
+        // Someone else's release is ignored; so is an unknown conversation's.
+        store.release("c", "b").await.unwrap();
+        store.release("unknown", "a").await.unwrap();
+        assert!(store.acquire("c", "b", t(1000), t(10)).await.unwrap().is_none());
+        store.release("c", "a").await.unwrap();
+        assert!(store.acquire("c", "b", t(1000), t(10)).await.unwrap().is_some());
+        // After release the old owner may not save.
+        let conversation = state("c", "x");
+        store.release("c", "b").await.unwrap();
+        let refused = store
+            .save("c", "b", save(&conversation, 0, &[], None, t(1000)))
+            .await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost(_))), "{refused:?}");
+        // Releasing twice is fine.
+        store.release("c", "b").await.unwrap();
+    }
+
+    pub async fn due_lists_what_needs_a_runner_most_overdue_first(h: &Harness) {
+        let store = &*h.store;
+        let now = t(1000);
+        assert_eq!(store.due(now, 10).await.unwrap(), Vec::<String>::new());
+
+        park(store, "early", Some(t(900))).await;
+        park(store, "late", Some(t(990))).await;
+        park(store, "future", Some(t(2000))).await;
+        park(store, "ended", None).await;
+        // A wake-up that has come and a message: listed once.
+        park(store, "both", Some(t(960))).await;
+        store.enqueue("both", "m", "hi", t(970)).await.unwrap();
+        // Only messages waiting (never run), or messages before a future wake-up.
+        store.enqueue("inbox", "m", "hi", t(995)).await.unwrap();
+        park(store, "future-with-inbox", Some(t(2000))).await;
+        store
+            .enqueue("future-with-inbox", "m", "hi", t(998))
+            .await
+            .unwrap();
+        // Messages already applied do not count.
+        store.enqueue("consumed", "m", "hi", t(10)).await.unwrap();
+        store
+            .acquire("consumed", "r", t(20), t(10))
+            .await
+            .unwrap()
+            .unwrap();
+        let conversation = state("consumed", "x");
+        store
+            .save("consumed", "r", save(&conversation, 1, &[], None, t(20)))
+            .await
+            .unwrap();
+        store.release("consumed", "r").await.unwrap();
+        // Held by a live runner: not listed.
+        let conversation = state("leased", "x");
+        store
+            .acquire("leased", "other", t(5000), t(0))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .save(
+                "leased",
+                "other",
+                save(&conversation, 0, &[], Some(t(800)), t(5000)),
+            )
+            .await
+            .unwrap();
+        // Held by a runner whose lease ran out: listed.
+        let conversation = state("expired", "x");
+        store
+            .acquire("expired", "dead", t(999), t(0))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .save(
+                "expired",
+                "dead",
+                save(&conversation, 0, &[], Some(t(950)), t(1000)),
+            )
+            .await
+            .unwrap();
+
+        let expected = ["early", "expired", "both", "late", "inbox", "future-with-inbox"];
+        assert_eq!(store.due(now, 10).await.unwrap(), expected);
+        assert_eq!(store.due(now, 2).await.unwrap(), expected[..2]);
+        assert_eq!(store.due(now, 0).await.unwrap(), Vec::<String>::new());
+        // Taking a lease hides a conversation; releasing it shows it again.
+        store.acquire("early", "r", t(2000), now).await.unwrap().unwrap();
+        assert_eq!(store.due(now, 10).await.unwrap(), expected[1..]);
+        store.release("early", "r").await.unwrap();
+        assert_eq!(store.due(now, 10).await.unwrap(), expected);
+        // Once the live lease ends, the leased one is the most overdue.
+        let later = t(5000);
+        assert_eq!(store.due(later, 1).await.unwrap(), ["leased"]);
+        // `due` takes nothing: the list is the same when asked again.
+        assert_eq!(store.due(later, 1).await.unwrap(), ["leased"]);
+    }
+
+    pub async fn next_wake_is_the_earliest_wake_up(h: &Harness) {
+        let store = &*h.store;
+        assert_eq!(store.next_wake().await.unwrap(), None);
+        store.enqueue("waiting", "m", "hi", t(0)).await.unwrap();
+        assert_eq!(store.next_wake().await.unwrap(), None);
+        park(store, "a", Some(t(500))).await;
+        park(store, "none", None).await;
+        assert_eq!(store.next_wake().await.unwrap(), Some(t(500)));
+        // Leased or not, past or future: the earliest.
+        let conversation = state("b", "x");
+        store.acquire("b", "r", t(10_000), t(0)).await.unwrap().unwrap();
+        store
+            .save("b", "r", save(&conversation, 0, &[], Some(t(300)), t(10_000)))
+            .await
+            .unwrap();
+        assert_eq!(store.next_wake().await.unwrap(), Some(t(300)));
+        store
+            .save("b", "r", save(&conversation, 0, &[], Some(t(700)), t(10_000)))
+            .await
+            .unwrap();
+        assert_eq!(store.next_wake().await.unwrap(), Some(t(500)));
+        park(store, "a", None).await;
+        assert_eq!(store.next_wake().await.unwrap(), Some(t(700)));
+    }
+
+    pub async fn load_and_transcript_read_without_the_lease(h: &Harness) {
+        let store = &*h.store;
+        assert_eq!(store.load("unknown").await.unwrap(), None);
+        assert_eq!(store.transcript("unknown", 0).await.unwrap(), vec![]);
+        for i in 0..5u64 {
+            store
+                .enqueue("c", &format!("m{i}"), &format!("text {i}"), t(i))
+                .await
+                .unwrap();
+        }
+        let conversation = state("c", "loaded");
+        store.acquire("c", "r", t(1000), t(10)).await.unwrap().unwrap();
+        store
+            .save(
+                "c",
+                "r",
+                save(&conversation, 5, &[(Direction::Out, "out".into())], None, t(1000)),
+            )
+            .await
+            .unwrap();
+        // Another runner holds the lease; reading still works.
+        assert_eq!(store.load("c").await.unwrap(), Some(conversation));
+        let seqs = |entries: Vec<TranscriptEntry>| entries.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.transcript("c", 0).await.unwrap()), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs(store.transcript("c", 4).await.unwrap()), [5, 6]);
+        assert_eq!(seqs(store.transcript("c", 6).await.unwrap()), Vec::<u64>::new());
+        assert_eq!(
+            seqs(store.transcript("c", u64::MAX).await.unwrap()),
+            Vec::<u64>::new()
+        );
+        let tail = store.transcript("c", 4).await.unwrap();
+        assert_eq!(
+            texts(&tail),
+            [(5, Direction::In, "text 4"), (6, Direction::Out, "out")]
+        );
+        assert_eq!(tail[0].at_ms, t_ms(4));
+    }
+
+    pub async fn unreadable_state_is_reported_as_corrupt(h: &Harness) {
+        let store = &*h.store;
+        park(store, "bad", None).await;
+        park(store, "good", None).await;
+        if !h.plant_state("bad", "{not json").await {
+            eprintln!("skipped: this store offers no way to plant a corrupt state");
+            return;
+        }
+        let corrupt = |result: Result<_, StoreError>| matches!(result, Err(StoreError::Corrupt { id, .. }) if id == "bad");
+        assert!(corrupt(store.load("bad").await.map(|_| ())));
+        assert!(corrupt(
+            store.acquire("bad", "r", t(100), t(10)).await.map(|_| ())
+        ));
+        // Well-formed JSON that is not a conversation is corrupt too.
+        assert!(h.plant_state("bad", r#"{"id": 5}"#).await);
+        assert!(corrupt(store.load("bad").await.map(|_| ())));
+        // Others are unaffected.
+        assert!(store.load("good").await.unwrap().is_some());
+        assert_eq!(
+            store.enqueue("bad", "m", "still recorded", t(20)).await.unwrap(),
+            Some(1)
+        );
+    }
+
+    pub async fn texts_and_ids_round_trip_verbatim(h: &Harness) {
+        let store = &*h.store;
+        let long = "long ".repeat(20_000);
+        let samples = [
+            "",
+            "plain",
+            "quotes ' \" ` and ; DROP TABLE conversations; --",
+            "unicode: héllo, 你好, 🙂, \u{202e}rtl",
+            "nul \0 in the middle",
+            "newlines\r\nand\ttabs",
+            long.as_str(),
+        ];
+        let id = "conversation 'ü' \"🙂\" %_";
+        for (i, text) in samples.iter().enumerate() {
+            let message_id = format!("message '{i}' 🙂 %");
+            assert!(
+                store
+                    .enqueue(id, &message_id, text, t(i as u64))
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+            assert!(
+                store
+                    .enqueue(id, &message_id, text, t(i as u64))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let claim = store
+            .acquire(id, "owner 'ü'", t(100), t(10))
+            .await
+            .unwrap()
+            .unwrap();
+        let got: Vec<&str> = claim.inbox.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(got, samples);
+        let mut conversation = state(id, "");
+        for text in samples {
+            conversation.push_reply(text);
+        }
+        let outgoing: Vec<_> = samples.iter().map(|s| (Direction::Out, s.to_string())).collect();
+        store
+            .save(id, "owner 'ü'", save(&conversation, 7, &outgoing, None, t(100)))
+            .await
+            .unwrap();
+        assert_eq!(store.load(id).await.unwrap(), Some(conversation));
+        let transcript = store.transcript(id, 0).await.unwrap();
+        let got: Vec<&str> = transcript.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(got, [samples, samples].concat());
+    }
+
+    pub async fn concurrent_enqueues_are_recorded_once_with_gap_free_seqs(h: &Harness) {
+        const N: usize = 40;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            // Every message is delivered twice, at once.
+            for _ in 0..2 {
+                let store = h.store.clone();
+                tasks.push(tokio::spawn(async move {
+                    store
+                        .enqueue("c", &format!("m{i}"), &format!("text {i}"), t(i as u64))
+                        .await
+                        .unwrap()
+                }));
+            }
+        }
+        let mut seqs = Vec::new();
+        for task in tasks {
+            seqs.extend(task.await.unwrap());
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
+        let transcript = h.store.transcript("c", 0).await.unwrap();
+        assert_eq!(transcript.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+        let distinct: BTreeSet<&str> = transcript.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(distinct.len(), N);
+        // The inbox holds the same messages, numbered 1..=N in the same order.
+        let claim = h.store.acquire("c", "r", t(1000), t(100)).await.unwrap().unwrap();
+        let expected: Vec<InboxEntry> = transcript
+            .iter()
+            .zip(1..)
+            .map(|(e, seq)| InboxEntry {
+                seq,
+                text: e.text.clone(),
+            })
+            .collect();
+        assert_eq!(claim.inbox, expected);
+    }
+
+    pub async fn concurrent_acquires_grant_one_lease(h: &Harness) {
+        h.store.enqueue("c", "m", "hi", t(0)).await.unwrap();
+        for round in 0..3u64 {
+            let mut tasks = Vec::new();
+            for owner in 0..12 {
+                let store = h.store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let now = t(round * 1000);
+                    let claim = store
+                        .acquire(
+                            "c",
+                            &format!("owner-{round}-{owner}"),
+                            now + Duration::from_millis(500),
+                            now,
+                        )
+                        .await
+                        .unwrap();
+                    claim.map(|_| owner)
+                }));
+            }
+            let mut winners = Vec::new();
+            for task in tasks {
+                winners.extend(task.await.unwrap());
+            }
+            assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+            // Only the winner can save.
+            let conversation = state("c", "x");
+            let mut saved = 0;
+            for owner in 0..12 {
+                let result = h
+                    .store
+                    .save(
+                        "c",
+                        &format!("owner-{round}-{owner}"),
+                        save(&conversation, 0, &[], None, t(round * 1000 + 500)),
+                    )
+                    .await;
+                match result {
+                    Ok(()) => saved += 1,
+                    Err(StoreError::LeaseLost(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!(saved, 1);
+        }
+    }
+
+    /// Polls `future` until it is ready or for a random number of times, then
+    /// drops it: a cancellation at a random await point.
+    async fn cut<F: Future>(future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        let mut polls = fastrand::usize(1..12);
+        std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+            Poll::Ready(output) => Poll::Ready(Some(output)),
+            Poll::Pending if polls == 1 => Poll::Ready(None),
+            Poll::Pending => {
+                polls -= 1;
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Operations dropped half-way (a host's request future cancelled, a
+    /// timeout) either happened or did not, and leave the store usable.
+    pub async fn cancelled_operations_commit_all_or_nothing(h: &Harness) {
+        const N: u64 = 40;
+        for i in 0..N {
+            let (message_id, text) = (format!("m{i}"), format!("text {i}"));
+            cut(h.store.enqueue("c", &message_id, &text, t(i))).await;
+        }
+        // Redeliver everything: what was recorded is a duplicate now.
+        for i in 0..N {
+            h.store
+                .enqueue("c", &format!("m{i}"), &format!("text {i}"), t(i))
+                .await
+                .unwrap();
+        }
+        let transcript = h.store.transcript("c", 0).await.unwrap();
+        let mut inbound: Vec<&str> = transcript.iter().map(|e| e.text.as_str()).collect();
+        inbound.sort();
+        let mut expected: Vec<String> = (0..N).map(|i| format!("text {i}")).collect();
+        expected.sort();
+        assert_eq!(inbound, expected);
+        assert_eq!(
+            transcript.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=N).collect::<Vec<_>>()
+        );
+
+        // Saves of three replies each, cut at random: each lands whole or not at all.
+        let conversation = state("c", "x");
+        let mut landed = 0;
+        for i in 0..N {
+            let now = t(1000 + i);
+            let acquire = h.store.acquire("c", "r", now + Duration::from_secs(60), now);
+            if !matches!(cut(acquire).await, Some(Ok(Some(_)))) {
+                continue;
+            }
+            let outgoing: Vec<_> = ["a", "b", "c"]
+                .iter()
+                .map(|part| (Direction::Out, format!("{i}{part}")))
+                .collect();
+            let save = h.store.save(
+                "c",
+                "r",
+                save(
+                    &conversation,
+                    i + 1,
+                    &outgoing,
+                    None,
+                    now + Duration::from_secs(60),
+                ),
+            );
+            if matches!(cut(save).await, Some(Ok(()))) {
+                landed += 1;
+            }
+        }
+        let replies: Vec<String> = h
+            .store
+            .transcript("c", N)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(replies.len() % 3, 0, "{replies:?}");
+        for triple in replies.chunks(3) {
+            let i = triple[0].trim_end_matches('a');
+            assert_eq!(triple, [format!("{i}a"), format!("{i}b"), format!("{i}c")]);
+        }
+        assert!(replies.len() / 3 >= landed);
+        // Still usable: a full turn goes through.
+        h.store
+            .acquire("c", "r2", t(100_000), t(99_000))
+            .await
+            .unwrap()
+            .unwrap();
+        h.store
+            .save("c", "r2", save(&conversation, N, &[], None, t(100_000)))
+            .await
+            .unwrap();
+        assert!(
+            h.store
+                .acquire("c", "r3", t(100_000), t(99_000))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    const SMOKE: &str = r#"{"name": "smoke", "steps": [
+      {"type": "question", "name": "Ask", "text": "Say something"},
+      {"type": "delay", "name": "Wait", "seconds": 30},
+      {"type": "message", "name": "Echo", "text": "You said <<step.Ask.response>>", "next": "Ask"}
+    ]}"#;
+
+    pub async fn the_runtime_runs_on_the_store(h: &Harness) {
+        let clock = Arc::new(VirtualClock::new());
+        let engine = Engine::builder(Flow::from_json(SMOKE).unwrap())
+            .shared_clock(clock.clone())
+            .build()
+            .unwrap();
+        let runtime = Runtime::new(engine, h.store.clone());
+        let replies = |turn: &chatflow::Turn| turn.replies.iter().map(|r| r.text.clone()).collect::<Vec<_>>();
+
+        let turn = runtime.handle_message("user", Some("m1"), "hello").await.unwrap();
+        assert!(!turn.duplicate);
+        assert_eq!(turn.status, Status::AwaitingReply);
+        assert_eq!(
+            replies(&turn),
+            ["Say something", "You said hello", "Say something"]
+        );
+        // It slept through the Delay, in virtual time.
+        assert_eq!(clock.elapsed(), Duration::from_secs(30));
+
+        let again = runtime.handle_message("user", Some("m1"), "hello").await.unwrap();
+        assert!(again.duplicate && again.replies.is_empty());
+        assert_eq!(again.status, Status::AwaitingReply);
+
+        let turn = runtime.handle_message("user", Some("m2"), "again").await.unwrap();
+        assert_eq!(replies(&turn), ["You said again", "Say something"]);
+        assert_eq!(turn.replies[0].seq, 6);
+
+        let store = &*h.store;
+        let transcript = store.transcript("user", 0).await.unwrap();
+        assert_eq!(
+            texts(&transcript),
+            [
+                (1, Direction::In, "hello"),
+                (2, Direction::Out, "Say something"),
+                (3, Direction::Out, "You said hello"),
+                (4, Direction::Out, "Say something"),
+                (5, Direction::In, "again"),
+                (6, Direction::Out, "You said again"),
+                (7, Direction::Out, "Say something"),
+            ]
+        );
+        let parked = store.load("user").await.unwrap().unwrap();
+        assert_eq!(parked.status(), &Status::AwaitingReply);
+        assert_eq!(parked.current_step(), Some("Ask"));
+        // Waiting for the user: nothing due, no wake-up, lease released.
+        assert_eq!(store.due(clock.now(), 10).await.unwrap(), Vec::<String>::new());
+        assert_eq!(store.next_wake().await.unwrap(), None);
+        assert!(
+            store
+                .acquire("user", "someone", clock.now(), clock.now())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    const ECHO: &str = r#"{"name": "echo", "steps": [
+      {"type": "question", "name": "Ask", "text": "?"},
+      {"type": "message", "name": "Echo", "text": "echo <<step.Ask.response>>", "next": "Ask"}
+    ]}"#;
+
+    pub async fn two_runtimes_apply_concurrent_messages_once_in_order(h: &Harness) {
+        let runtime = || {
+            let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
+                .options(EngineOptions {
+                    reply_mode: ReplyMode::OnePerQuestion,
+                    ..EngineOptions::default()
+                })
+                .build()
+                .unwrap();
+            Runtime::new(engine, h.store.clone())
+        };
+        // Two "processes" sharing the store.
+        let runtimes = [runtime(), runtime()];
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let runtime = runtimes[i % 2].clone();
+            let other = runtimes[(i + 1) % 2].clone();
+            let conversation = format!("c{}", i % 2);
+            tasks.push(tokio::spawn(async move {
+                let id = format!("m{i}");
+                runtime
+                    .handle_message(&conversation, Some(&id), &format!("message {i}"))
+                    .await
+                    .unwrap();
+                // Redelivered to the other process.
+                other
+                    .handle_message(&conversation, Some(&id), "redelivered")
+                    .await
+                    .unwrap()
+            }));
+        }
+        for task in tasks {
+            assert!(task.await.unwrap().duplicate);
+        }
+        for c in ["c0", "c1"] {
+            let transcript = h.store.transcript(c, 0).await.unwrap();
+            let inbound: Vec<&str> = transcript
+                .iter()
+                .filter(|e| e.direction == Direction::In)
+                .map(|e| e.text.as_str())
+                .collect();
+            let echoes: Vec<&str> = transcript
+                .iter()
+                .filter_map(|e| e.text.strip_prefix("echo "))
+                .collect();
+            assert_eq!(inbound.len(), 8, "{c}: {transcript:?}");
+            assert_eq!(echoes, inbound, "{c}");
+            assert_eq!(
+                transcript.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (1..=transcript.len() as u64).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    const SLEEPY: &str = r#"{"name": "sleepy", "steps": [
+      {"type": "question", "name": "Ask", "text": "?"},
+      {"type": "delay", "name": "Wait", "seconds": 3600},
+      {"type": "message", "name": "After", "text": "done with <<step.Ask.response>>"}
+    ]}"#;
+
+    pub async fn a_parked_conversation_resumes_in_another_runtime(h: &Harness) {
+        let clock = Arc::new(VirtualClock::new());
+        let make = || {
+            let engine = Engine::builder(Flow::from_json(SLEEPY).unwrap())
+                .shared_clock(clock.clone())
+                .build()
+                .unwrap();
+            Runtime::new(engine, h.store.clone())
+        };
+        let store = &*h.store;
+        // The first process parks the conversation in its Delay and dies
+        // there (or a little later: any point after that save is fine).
+        let first = make();
+        let task = tokio::spawn(async move { first.handle_message("c", Some("m1"), "x").await });
+        let sleeping =
+            |c: Option<Conversation>| c.is_some_and(|c| matches!(c.status(), Status::Sleeping { .. }));
+        while !sleeping(store.load("c").await.unwrap()) && !task.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        let _ = task.await;
+        // The second process, after the dead one's lease ran out: it runs
+        // what is due, jumping the clock to each wake-up, until nothing is.
+        let second = make();
+        clock.advance(Duration::from_secs(3600));
+        loop {
+            if second.wake_due().await.unwrap() > 0 {
+                continue;
+            }
+            let now = clock.now();
+            match store.next_wake().await.unwrap() {
+                Some(at) if at > now => clock.advance(at.duration_since(now).unwrap()),
+                _ => break,
+            }
+        }
+        let transcript = store.transcript("c", 0).await.unwrap();
+        let done = transcript.iter().filter(|e| e.text == "done with x").count();
+        let parked = store
+            .load("c")
+            .await
+            .unwrap()
+            .map(|c| serde_json::to_string(&c).unwrap());
+        let wake = store.next_wake().await.unwrap();
+        assert_eq!(
+            done,
+            1,
+            "{transcript:?}, {parked:?}, next wake {wake:?}, now {:?}",
+            clock.now()
+        );
+        assert_eq!(
+            store.load("c").await.unwrap().unwrap().status(),
+            &Status::Finished
+        );
+        assert_eq!(store.next_wake().await.unwrap(), None);
+        assert_eq!(store.due(clock.now(), 10).await.unwrap(), Vec::<String>::new());
+    }
+}
+
+/// Runs every suite function against one store: `conformance!(name, harness)`,
+/// where `harness` is an expression giving a future of `Option<Harness>`
+/// (`None` skips).
+macro_rules! conformance {
+    ($name:ident, $harness:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            conformance!(@tests $harness;
+                enqueue_records_each_message_once_per_conversation,
+                inbox_keeps_arrival_order_and_never_reuses_a_seq,
+                a_lease_excludes_other_owners_until_it_expires,
+                a_save_after_a_takeover_is_refused_and_commits_nothing,
+                a_save_commits_state_transcript_inbox_and_wake_up_together,
+                release_frees_only_the_owners_lease,
+                due_lists_what_needs_a_runner_most_overdue_first,
+                next_wake_is_the_earliest_wake_up,
+                load_and_transcript_read_without_the_lease,
+                unreadable_state_is_reported_as_corrupt,
+                texts_and_ids_round_trip_verbatim,
+                concurrent_enqueues_are_recorded_once_with_gap_free_seqs,
+                concurrent_acquires_grant_one_lease,
+                cancelled_operations_commit_all_or_nothing,
+                the_runtime_runs_on_the_store,
+                two_runtimes_apply_concurrent_messages_once_in_order,
+                a_parked_conversation_resumes_in_another_runtime,
+            );
+        }
+    };
+    (@tests $harness:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(harness) = $harness.await {
+                    super::suite::$test(&harness).await;
+                    harness.finish().await;
+                }
+            }
+        )*
+    };
+}
+
+conformance!(memory, async { Harness::memory() });
+conformance!(sqlite_memory, Harness::sqlite_memory());
+conformance!(sqlite_file, Harness::sqlite_file());
+conformance!(postgres, Harness::postgres());
