@@ -418,6 +418,11 @@ fn install_metrics() -> Result<PrometheusHandle, String> {
         "POST /chat answers, by HTTP status"
     );
     metrics::describe_gauge!("chatflow_turns_in_flight", "Turns running now");
+    metrics::describe_counter!("chatflow_steps_total", "Flow steps run by this process");
+    metrics::describe_gauge!(
+        "chatflow_conversations",
+        "Stored conversations: sleeping in a Delay, or parked (waiting for the user, handed off, ended)"
+    );
     metrics::describe_counter!(
         "chatflow_api_calls_total",
         "Api step requests, by HTTP status or error kind"
@@ -797,6 +802,12 @@ async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
 }
 
 async fn render_metrics(State(app): State<Arc<App>>) -> Response {
+    metrics::counter!("chatflow_steps_total").absolute(app.runtime.engine().steps_run());
+    let now = app.runtime.engine().clock().now();
+    if let Ok(counts) = app.runtime.store().counts(now).await {
+        metrics::gauge!("chatflow_conversations", "state" => "sleeping").set(counts.sleeping as f64);
+        metrics::gauge!("chatflow_conversations", "state" => "parked").set(counts.parked as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         app.metrics.render(),

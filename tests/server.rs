@@ -441,6 +441,9 @@ async fn a_conversation_gets_an_answer_then_a_handoff() {
         "chatflow_api_calls_total{status=\"200\"}",
         "chatflow_api_seconds_bucket",
         "chatflow_turns_in_flight 0",
+        "chatflow_conversations{state=\"parked\"} 1",
+        "chatflow_conversations{state=\"sleeping\"} 0",
+        "chatflow_steps_total ",
     ] {
         assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
     }

@@ -576,6 +576,15 @@ mod suite {
         assert_eq!(store.next_wake().await.unwrap(), Some(t(500)));
         park(store, "a", None).await;
         assert_eq!(store.next_wake().await.unwrap(), Some(t(700)));
+        // Counts: "b" sleeps until 700; "a" and "none" are parked; "waiting"
+        // has no state yet.
+        assert_eq!(
+            store.counts(t(600)).await.unwrap(),
+            chatflow::store::ConversationCounts {
+                sleeping: 1,
+                parked: 2
+            }
+        );
     }
 
     pub async fn load_and_transcript_read_without_the_lease(h: &Harness) {

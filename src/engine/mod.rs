@@ -134,6 +134,8 @@ pub(crate) struct EngineInner {
     /// longest first so a secret containing another is masked whole.
     pub(crate) secret_forms: Vec<String>,
     pub(crate) options: EngineOptions,
+    /// Steps run by this engine, for metrics.
+    pub(crate) steps_run: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Engine {
@@ -249,6 +251,7 @@ impl EngineBuilder {
                 secrets: self.secrets,
                 secret_forms,
                 options: self.options,
+                steps_run: Default::default(),
             }),
         })
     }
@@ -282,6 +285,11 @@ impl Engine {
     /// The flow this engine runs.
     pub fn flow(&self) -> &Flow {
         &self.inner.flow
+    }
+
+    /// How many steps this engine has run, over all conversations.
+    pub fn steps_run(&self) -> u64 {
+        self.inner.steps_run.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The engine's clock.

@@ -256,6 +256,9 @@ impl Engine {
             });
         }
         conversation.steps_since_reply += 1;
+        self.inner
+            .steps_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let span = tracing::debug_span!("step", step = %step.name, kind = step.kind.type_name());
         // Entered only for the synchronous part; the call carries the span across awaits.
         let next = span.in_scope(|| self.local_step(step, conversation, events))?;

@@ -7,7 +7,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms};
+use super::{
+    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms,
+};
 use crate::conversation::Conversation;
 
 /// A [`Store`] in memory. Conversations are kept as their serialized JSON,
@@ -200,6 +202,20 @@ impl Store for MemoryStore {
             );
         }
         Ok(out)
+    }
+
+    async fn counts(&self, now: SystemTime) -> Result<ConversationCounts, StoreError> {
+        let inner = self.lock();
+        let now_ms = unix_ms(now);
+        let mut counts = ConversationCounts::default();
+        for record in inner.conversations.values().filter(|r| r.state.is_some()) {
+            match record.wake_at {
+                Some(at) if at > now_ms => counts.sleeping += 1,
+                Some(_) => {}
+                None => counts.parked += 1,
+            }
+        }
+        Ok(counts)
     }
 
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {

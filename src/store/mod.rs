@@ -100,6 +100,15 @@ pub struct Save<'a> {
     pub now: SystemTime,
 }
 
+/// Conversations by what they wait for (see [`Store::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConversationCounts {
+    /// In a Delay.
+    pub sleeping: u64,
+    /// Waiting for the user, handed off or ended.
+    pub parked: u64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -163,6 +172,10 @@ pub trait Store: Send + Sync {
     /// those whose `wake_at` has come, and those with unapplied messages. At
     /// most `limit`, the most overdue first.
     async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// How many stored conversations are sleeping (their `wake_at` is in the
+    /// future) and how many wait with no wake-up (for the user, or ended).
+    async fn counts(&self, now: SystemTime) -> Result<ConversationCounts, StoreError>;
 
     /// The earliest `wake_at` of any conversation.
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError>;

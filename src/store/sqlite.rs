@@ -381,6 +381,22 @@ impl Store for SqliteStore {
         .map_err(backend)
     }
 
+    async fn counts(&self, now: SystemTime) -> Result<super::ConversationCounts, StoreError> {
+        let (sleeping, parked): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN wake_at_ms > ?1 THEN 1 ELSE 0 END), 0),
+                    COALESCE(SUM(CASE WHEN wake_at_ms IS NULL THEN 1 ELSE 0 END), 0)
+             FROM conversations WHERE state IS NOT NULL",
+        )
+        .bind(ms(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(super::ConversationCounts {
+            sleeping: u64::try_from(sleeping).unwrap_or(0),
+            parked: u64::try_from(parked).unwrap_or(0),
+        })
+    }
+
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
         let earliest: Option<i64> = sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations")
             .fetch_one(&self.pool)
