@@ -1016,6 +1016,80 @@ mod suite {
       {"type": "message", "name": "After", "text": "done with <<step.Ask.response>>"}
     ]}"#;
 
+    /// A clock whose sleeps never end: a runtime on it parks conversations
+    /// in their Delay and stays there, as a process that died would.
+    struct StuckClock(Arc<VirtualClock>);
+
+    #[async_trait::async_trait]
+    impl chatflow::Clock for StuckClock {
+        fn now(&self) -> SystemTime {
+            self.0.now()
+        }
+
+        async fn sleep_until(&self, _deadline: SystemTime) {
+            std::future::pending::<()>().await
+        }
+    }
+
+    pub async fn each_due_conversation_is_resumed_by_exactly_one_runtime(h: &Harness) {
+        let clock = Arc::new(VirtualClock::new());
+        let engine = |c: Arc<dyn chatflow::Clock>| {
+            Engine::builder(Flow::from_json(SLEEPY).unwrap())
+                .shared_clock(c)
+                .build()
+                .unwrap()
+        };
+        let store = &*h.store;
+        let dying = Runtime::new(engine(Arc::new(StuckClock(clock.clone()))), h.store.clone());
+        let ids: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (dying, id) = (dying.clone(), id.clone());
+                tokio::spawn(async move { dying.handle_message(&id, Some("m1"), "x").await })
+            })
+            .collect();
+        while store.counts(clock.now()).await.unwrap().sleeping < ids.len() as u64 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for task in &tasks {
+            task.abort();
+        }
+        // Two processes wake up at once when the Delays end.
+        clock.advance(Duration::from_secs(3600));
+        let a = Runtime::new(engine(clock.clone()), h.store.clone());
+        let b = Runtime::new(engine(clock.clone()), h.store.clone());
+        let (ra, rb) = tokio::join!(
+            async {
+                let mut n = 0;
+                while let Ok(k) = a.wake_due().await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                }
+                n
+            },
+            async {
+                let mut n = 0;
+                while let Ok(k) = b.wake_due().await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                }
+                n
+            }
+        );
+        assert!(ra + rb >= ids.len(), "{ra} + {rb}");
+        for id in &ids {
+            let transcript = store.transcript(id, 0).await.unwrap();
+            let done = transcript.iter().filter(|e| e.text == "done with x").count();
+            assert_eq!(done, 1, "{id}: {transcript:?}");
+            assert_eq!(store.load(id).await.unwrap().unwrap().status(), &Status::Finished);
+        }
+    }
+
     pub async fn a_parked_conversation_resumes_in_another_runtime(h: &Harness) {
         let clock = Arc::new(VirtualClock::new());
         let make = || {
@@ -1101,6 +1175,7 @@ macro_rules! conformance {
                 the_runtime_runs_on_the_store,
                 two_runtimes_apply_concurrent_messages_once_in_order,
                 a_parked_conversation_resumes_in_another_runtime,
+                each_due_conversation_is_resumed_by_exactly_one_runtime,
             );
         }
     };
