@@ -260,7 +260,7 @@ impl Runtime {
             });
         };
         let status = loop {
-            match self.run_turn(conversation_id).await? {
+            match self.run_turn(conversation_id, inner.options.busy_timeout).await? {
                 Status::Sleeping { until } => inner.clock.sleep_until(until).await,
                 status => break status,
             }
@@ -288,10 +288,16 @@ impl Runtime {
             .store
             .due(inner.clock.now(), inner.options.scheduler_batch)
             .await?;
+        let mut advanced = 0;
         for id in &due {
-            self.run_turn(id).await?;
+            // One held by another runner is that runner's to finish: skip it.
+            match self.run_turn(id, Duration::ZERO).await {
+                Ok(_) => advanced += 1,
+                Err(RuntimeError::Busy(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(due.len())
+        Ok(advanced)
     }
 
     /// Resumes due conversations until `shutdown` completes: the scheduler
@@ -327,14 +333,19 @@ impl Runtime {
 
     /// Runs one turn of a conversation under its lease: until it waits for
     /// the user, sleeps, hands off, ends or fails.
-    async fn run_turn(&self, conversation_id: &str) -> Result<Status, RuntimeError> {
+    /// Runs one turn; waits up to `busy_wait` for a conversation another
+    /// runner holds, then gives up with [`RuntimeError::Busy`].
+    async fn run_turn(&self, conversation_id: &str, busy_wait: Duration) -> Result<Status, RuntimeError> {
         let local = {
             let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
             running.entry(conversation_id.to_string()).or_default().clone()
         };
         let turn = local.lock().await;
         let span = tracing::info_span!("turn", conversation = conversation_id);
-        let result = self.run_turn_locked(conversation_id).instrument(span).await;
+        let result = self
+            .run_turn_locked(conversation_id, busy_wait)
+            .instrument(span)
+            .await;
         drop(turn);
         // Forget the conversation's lock when no other turn waits on it, so
         // the map does not grow with every conversation ever seen. Clones
@@ -346,7 +357,11 @@ impl Runtime {
         result
     }
 
-    async fn run_turn_locked(&self, conversation_id: &str) -> Result<Status, RuntimeError> {
+    async fn run_turn_locked(
+        &self,
+        conversation_id: &str,
+        busy_wait: Duration,
+    ) -> Result<Status, RuntimeError> {
         let inner = &*self.inner;
         let waiting_since = std::time::Instant::now();
         let claim = loop {
@@ -358,7 +373,7 @@ impl Runtime {
                 .await?
             {
                 Some(claim) => break claim,
-                None if waiting_since.elapsed() >= inner.options.busy_timeout => {
+                None if waiting_since.elapsed() >= busy_wait => {
                     return Err(RuntimeError::Busy(conversation_id.to_string()));
                 }
                 // Another process is running a turn: it will reach a save
