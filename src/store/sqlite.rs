@@ -16,7 +16,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 
-use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms};
+use super::sql::*;
+use super::{Claim, InboxEntry, Save, Store, StoreError, TranscriptEntry};
 use crate::conversation::Conversation;
 
 /// A [`Store`] in a SQLite database.
@@ -129,46 +130,6 @@ impl SqliteStore {
     /// ```
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
-    }
-}
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-fn ms(time: SystemTime) -> i64 {
-    to_i64(unix_ms(time))
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn time(ms: i64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(to_u64(ms))
-}
-
-fn direction_name(direction: Direction) -> &'static str {
-    match direction {
-        Direction::In => "in",
-        Direction::Out => "out",
-        Direction::Handoff => "handoff",
-    }
-}
-
-fn parse_direction(id: &str, name: &str) -> Result<Direction, StoreError> {
-    match name {
-        "in" => Ok(Direction::In),
-        "out" => Ok(Direction::Out),
-        "handoff" => Ok(Direction::Handoff),
-        other => Err(StoreError::Corrupt {
-            id: id.to_string(),
-            message: format!("unknown transcript direction {other:?}"),
-        }),
     }
 }
 
