@@ -18,21 +18,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use chatflow::mock::MockOpenAi;
 use chatflow::{Engine, Event, Flow, Status};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const DEFAULT_FLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/flows/openai_assistant.json");
-const DEMO_INSTRUCTIONS: &str = "You are a friendly customer-support assistant. Answer briefly. \
-     When the user asks for a person or the question needs an account change, reply with HANDOFF.";
+mod common;
 
-/// Flow variable ← environment variable, for the values the shipped flows use.
-const ENV_VARS: &[(&str, &str)] = &[
-    ("openai_base_url", "OPENAI_BASE_URL"),
-    ("assistant_id", "OPENAI_ASSISTANT_ID"),
-    ("model", "OPENAI_MODEL"),
-    ("instructions", "OPENAI_INSTRUCTIONS"),
-];
+const DEFAULT_FLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/flows/openai_assistant.json");
 
 struct Args {
     flow: String,
@@ -72,37 +63,11 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), String> {
     let args = parse_args()?;
     let flow = Flow::from_path(&args.flow).map_err(|e| e.to_string())?;
-    let mut builder = Engine::builder(flow.clone());
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let builder = Engine::builder(flow.clone());
 
-    // Without a key, talk to the built-in mock so the demo runs offline.
-    let _mock;
-    match env("OPENAI_API_KEY") {
-        Some(key) => builder = builder.secret("OPENAI_API_KEY", key),
-        None => {
-            let mock = MockOpenAi::start().await;
-            eprintln!(
-                "support_bot: OPENAI_API_KEY is not set; talking to the built-in demo assistant at {}",
-                mock.base_url()
-            );
-            builder = builder
-                .secret("OPENAI_API_KEY", mock.api_key())
-                .var("openai_base_url", mock.base_url())
-                .var("assistant_id", mock.assistant_id())
-                .var("model", "demo-model")
-                .var("instructions", DEMO_INSTRUCTIONS);
-            _mock = mock;
-        }
-    }
-    for (var, name) in ENV_VARS {
-        if let Some(value) = env(name) {
-            builder = builder.var(*var, value);
-        }
-    }
-    if let Some(marker) = args.handoff_marker {
-        builder = builder.var("handoff_marker", marker);
-    }
-    let engine = builder.build().map_err(|e| explain_missing(e, &flow))?;
+    // Without a key, the built-in mock answers; it lives as long as `_mock`.
+    let (builder, _mock) = common::configure_openai(builder, "support_bot", args.handoff_marker).await;
+    let engine = builder.build().map_err(|e| common::explain_missing(e, &flow))?;
 
     let print = |event: Event| {
         let mut out = std::io::stdout().lock();
@@ -144,28 +109,4 @@ async fn run() -> Result<(), String> {
             .receive(&mut conversation, line)
             .map_err(|e| e.to_string())?;
     }
-}
-
-/// Names missing values by the environment variable that sets them.
-fn explain_missing(error: chatflow::BuildError, flow: &Flow) -> String {
-    let missing: Vec<String> = flow
-        .required_vars()
-        .filter(|v| {
-            !ENV_VARS
-                .iter()
-                .any(|(var, name)| var == v && std::env::var(name).is_ok())
-        })
-        .map(|v| match ENV_VARS.iter().find(|(var, _)| *var == v) {
-            Some((_, name)) => format!("{name} (the flow's var.{v})"),
-            None => format!("var.{v}"),
-        })
-        .collect();
-    if missing.is_empty() {
-        return error.to_string();
-    }
-    format!(
-        "the flow \"{}\" needs {} to be set",
-        flow.name(),
-        missing.join(", ")
-    )
 }

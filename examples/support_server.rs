@@ -53,13 +53,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chatflow::http::{HttpClient, HttpError, HttpRequest, HttpResponse, ReqwestClient};
-use chatflow::mock::MockOpenAi;
 use chatflow::store::{Direction, MemoryStore, PostgresStore, SqliteStore, Store};
 use chatflow::{Engine, Flow, Runtime, RuntimeError, Status, Turn};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+
+mod common;
+use common::env;
 
 const DEFAULT_FLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/flows/openai_assistant.json");
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -68,20 +70,10 @@ const DEFAULT_TURN_TIMEOUT_SECS: f64 = 60.0;
 const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 30.0;
 const MAX_CONVERSATION_ID_BYTES: usize = 128;
 const MAX_MESSAGE_ID_BYTES: usize = 256;
-const DEMO_INSTRUCTIONS: &str = "You are a friendly customer-support assistant. Answer briefly. \
-     When the user asks for a person or the question needs an account change, reply with HANDOFF.";
 const USAGE: &str = "usage: support_server [--flow PATH] [--listen ADDR] [--handoff-marker TEXT]\n\
      env: DATABASE_URL (sqlite://FILE | postgres://... | memory), CHATFLOW_TURN_TIMEOUT_SECS, \
      CHATFLOW_API_TOKEN, CHATFLOW_SHUTDOWN_GRACE_SECS, RUST_LOG, OPENAI_API_KEY, OPENAI_BASE_URL, \
      OPENAI_ASSISTANT_ID, OPENAI_MODEL, OPENAI_INSTRUCTIONS";
-
-/// Flow variable ← environment variable, for the values the shipped flows use.
-const ENV_VARS: &[(&str, &str)] = &[
-    ("openai_base_url", "OPENAI_BASE_URL"),
-    ("assistant_id", "OPENAI_ASSISTANT_ID"),
-    ("model", "OPENAI_MODEL"),
-    ("instructions", "OPENAI_INSTRUCTIONS"),
-];
 
 /// Histogram buckets, in seconds, for turn and API call latencies.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -114,11 +106,6 @@ fn parse_args() -> Result<Option<Args>, String> {
         }
     }
     Ok(Some(args))
-}
-
-/// A non-empty environment variable.
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// A duration in (fractional) seconds from the environment.
@@ -164,37 +151,11 @@ async fn run() -> Result<(), String> {
 
     let flow = Flow::from_path(&args.flow).map_err(|e| e.to_string())?;
     let http = ReqwestClient::new().map_err(|e| format!("HTTP client: {e}"))?;
-    let mut builder = Engine::builder(flow.clone()).http_client(MetricsClient(http));
+    let builder = Engine::builder(flow.clone()).http_client(MetricsClient(http));
 
-    // Without a key, talk to the built-in mock so the demo runs offline. The
-    // mock lives as long as the server.
-    let _mock;
-    match env("OPENAI_API_KEY") {
-        Some(key) => builder = builder.secret("OPENAI_API_KEY", key),
-        None => {
-            let mock = MockOpenAi::start().await;
-            eprintln!(
-                "support_server: OPENAI_API_KEY is not set; serving the built-in demo assistant at {}",
-                mock.base_url()
-            );
-            builder = builder
-                .secret("OPENAI_API_KEY", mock.api_key())
-                .var("openai_base_url", mock.base_url())
-                .var("assistant_id", mock.assistant_id())
-                .var("model", "demo-model")
-                .var("instructions", DEMO_INSTRUCTIONS);
-            _mock = mock;
-        }
-    }
-    for (var, name) in ENV_VARS {
-        if let Some(value) = env(name) {
-            builder = builder.var(*var, value);
-        }
-    }
-    if let Some(marker) = args.handoff_marker {
-        builder = builder.var("handoff_marker", marker);
-    }
-    let engine = builder.build().map_err(|e| explain_missing(e, &flow))?;
+    // Without a key, the built-in mock answers; it lives as long as `_mock`.
+    let (builder, _mock) = common::configure_openai(builder, "support_server", args.handoff_marker).await;
+    let engine = builder.build().map_err(|e| common::explain_missing(e, &flow))?;
 
     let database_url = env("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_string());
     let store = open_store(&database_url).await?;
@@ -813,28 +774,4 @@ async fn render_metrics(State(app): State<Arc<App>>) -> Response {
         app.metrics.render(),
     )
         .into_response()
-}
-
-/// Names missing values by the environment variable that sets them.
-fn explain_missing(error: chatflow::BuildError, flow: &Flow) -> String {
-    let missing: Vec<String> = flow
-        .required_vars()
-        .filter(|v| {
-            !ENV_VARS
-                .iter()
-                .any(|(var, name)| var == v && std::env::var(name).is_ok())
-        })
-        .map(|v| match ENV_VARS.iter().find(|(var, _)| *var == v) {
-            Some((_, name)) => format!("{name} (the flow's var.{v})"),
-            None => format!("var.{v}"),
-        })
-        .collect();
-    if missing.is_empty() {
-        return error.to_string();
-    }
-    format!(
-        "the flow \"{}\" needs {} to be set",
-        flow.name(),
-        missing.join(", ")
-    )
 }
