@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{
-    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms,
+    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode,
+    unix_ms,
 };
 use crate::conversation::Conversation;
 
@@ -64,13 +65,6 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
-    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
 }
 
 #[async_trait]

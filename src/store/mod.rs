@@ -196,6 +196,14 @@ pub trait Store: Send + Sync {
 // Runtimes hold stores as trait objects.
 fn _assert_object_safe(_: &dyn Store) {}
 
+/// A stored state read back; a state that does not parse is [`StoreError::Corrupt`].
+pub(crate) fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
+    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
 pub(crate) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

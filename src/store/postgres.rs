@@ -13,7 +13,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::sql::*;
-use super::{Claim, InboxEntry, Save, Store, StoreError, TranscriptEntry};
+use super::{Claim, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
 
 /// A [`Store`] in a Postgres database.
@@ -95,13 +95,6 @@ fn text_of(id: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
     String::from_utf8(bytes).map_err(|e| StoreError::Corrupt {
         id: id.to_string(),
         message: format!("message text is not UTF-8: {e}"),
-    })
-}
-
-fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
-    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
     })
 }
 

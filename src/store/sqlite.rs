@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Row};
 
 use super::sql::*;
-use super::{Claim, InboxEntry, Save, Store, StoreError, TranscriptEntry};
+use super::{Claim, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
 
 /// A [`Store`] in a SQLite database.
@@ -131,13 +131,6 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
-}
-
-fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
-    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
 }
 
 #[async_trait]
