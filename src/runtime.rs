@@ -397,6 +397,11 @@ impl Runtime {
             }
         }
         let outbox = Outbox::default();
+        // A conversation stored under an edited flow continues at its step,
+        // found by name, or fails saying the step is gone.
+        if let Err(error) = engine.adopt(&mut conversation, &outbox) {
+            tracing::warn!(error = %error, "conversation cannot continue under this flow");
+        }
         let turn = TurnWrite {
             conversation_id,
             consumed_up_to,

@@ -369,3 +369,47 @@ async fn after_the_end_a_message_starts_again_and_after_a_handoff_it_waits_for_p
         "hello?"
     );
 }
+
+#[tokio::test]
+async fn a_stored_conversation_follows_the_flow_change_policy() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runtime_for = |flow: &str| {
+        Runtime::new(
+            Engine::builder(Flow::from_json(flow).unwrap()).build().unwrap(),
+            store.clone(),
+        )
+    };
+    // Parked at "Ask" under the original flow.
+    runtime_for(ECHO).handle_message("c", None, "one").await.unwrap();
+    runtime_for(ECHO)
+        .handle_message("gone", None, "one")
+        .await
+        .unwrap();
+
+    // "Ask" moved (a step was added before it): the conversation continues there.
+    let moved = ECHO.replace(
+        r#"{"type": "question", "name": "Ask""#,
+        r#"{"type": "message", "name": "Hello", "text": "hello"}, {"type": "question", "name": "Ask""#,
+    );
+    let turn = runtime_for(&moved)
+        .handle_message("c", None, "two")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&turn.replies),
+        [(Direction::Out, "echo two".into()), (Direction::Out, "?".into())]
+    );
+
+    // "Ask" is gone: the conversation ends with an error naming it.
+    let renamed = ECHO
+        .replace("\"Ask\"", "\"Question\"")
+        .replace("step.Ask", "step.Question");
+    let turn = runtime_for(&renamed)
+        .handle_message("gone", None, "two")
+        .await
+        .unwrap();
+    let Status::Failed { error } = &turn.status else {
+        panic!("{:?}", turn.status)
+    };
+    assert!(error.contains("no longer has step \"Ask\""), "{error}");
+}

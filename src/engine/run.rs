@@ -74,8 +74,7 @@ impl Engine {
         mut inbox: Option<&mut UnboundedReceiver<String>>,
         park_at_delay: bool,
     ) -> Result<Status, RunError> {
-        self.check_flow(conversation)
-            .inspect_err(|e| self.fail(conversation, events, e))?;
+        self.adopt(conversation, events)?;
         loop {
             if let Some(rx) = inbox.as_deref_mut() {
                 while let Ok(text) = rx.try_recv() {
@@ -144,6 +143,17 @@ impl Engine {
             && self
                 .current(conversation)
                 .is_some_and(|s| matches!(s.kind, CompiledKind::Api(_)))
+    }
+
+    /// Makes a loaded conversation this engine's: checks its flow and, after
+    /// a flow edit, finds its step again by name; fails it when it cannot.
+    pub(crate) fn adopt(
+        &self,
+        conversation: &mut Conversation,
+        events: &dyn EventSink,
+    ) -> Result<(), RunError> {
+        self.check_flow(conversation)
+            .inspect_err(|e| self.fail(conversation, events, e))
     }
 
     /// Makes sure the conversation belongs to this flow; after a flow edit,
