@@ -96,7 +96,7 @@ mod mock_openai {
         // The first attempt to start a run is rate limited: the engine waits 2 s and retries.
         mock.push_fault(Endpoint::CreateRun, Fault::RateLimited { retry_after_secs: 2 });
 
-        // Virtual time: the flow's 10 s Delays and the retry wait take no real time.
+        // Virtual time: the flow's Delays and the retry wait take no real time.
         let clock = Arc::new(VirtualClock::new());
         let engine = Engine::builder(Flow::from_path("flows/openai_assistant.json")?)
             .shared_clock(clock.clone())
@@ -113,7 +113,7 @@ mod mock_openai {
             Status::AwaitingReply
         );
         assert_eq!(events.texts()[1], "You asked: Where is my order?");
-        assert_eq!(clock.elapsed(), Duration::from_secs(12)); // 2 s retry-after + one 10 s Delay
+        assert_eq!(clock.elapsed(), Duration::from_millis(2250)); // 2 s retry-after + one Delay (the backoff's 0.25 s)
 
         engine.receive(&mut conversation, "I want a human")?;
         let status = engine.run(&mut conversation, &events).await?;

@@ -78,8 +78,8 @@ async fn the_guide_flow_holds_a_whole_conversation() {
     assert_eq!(conversation.current_step(), Some("Answer"));
     assert_eq!(
         clock.elapsed(),
-        Duration::from_secs(10),
-        "one empty poll, one Delay"
+        Duration::from_millis(250),
+        "one empty poll, one Delay: the backoff's first wait"
     );
 
     engine
@@ -250,11 +250,18 @@ async fn a_run_that_never_finishes_is_abandoned_after_a_bounded_wait() {
     let status = engine.run(&mut conversation, &events).await.unwrap();
     assert!(matches!(status, Status::HandedOff { .. }), "{status:?}");
     assert!(events.texts().last().unwrap().starts_with("Sorry"));
+    // 41 jumps back, 42 waits: 0.25 + 0.5 + 1 + 2 + 4 + 8, then 8 s 36 times.
     assert_eq!(
         clock.elapsed(),
-        Duration::from_secs(31 * 10),
-        "30 jumps back, 31 waits"
+        Duration::from_millis(15_750 + 36 * 8_000),
+        "about five minutes, as with the guide's 31 waits of 10 s"
     );
+    let polls = mock
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == Some(Endpoint::ListMessages))
+        .count();
+    assert_eq!(polls, 42, "the first poll and 41 jumps back");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::conversation::{Assignment, Conversation, Cursor, Status};
 use crate::error::RunError;
 use crate::event::{Event, EventSink};
 use crate::flow::{CompiledApi, CompiledKind, CompiledStep};
-use crate::http::{Header, HttpError, HttpRequest, HttpResponse};
+use crate::http::{Header, HttpError, HttpRequest, HttpResponse, sse};
 use crate::template::{RenderError, Root, Scope, Secrets, lookup};
 
 /// Template values of one conversation: its own results and contact
@@ -432,14 +432,20 @@ impl Engine {
             break outcome;
         };
         let name = step.name.to_string();
+        // A streamed answer keeps the event it waited for; a failed stream
+        // is a failed call (on_error applies), never retried.
+        let outcome = outcome.and_then(|response| {
+            let body = streamed_body(api, &response).map_err(HttpError::EventStream)?;
+            Ok((response, body))
+        });
         match outcome {
-            Ok(response) if response.is_success() => {
-                let value = self.kept(step_index, response_value(inner, &response, None));
+            Ok((response, body)) if response.is_success() => {
+                let value = self.kept(step_index, response_value(inner, &response, body, None));
                 conversation.steps.insert(name, value);
                 self.go_to(conversation, step.next, events);
                 Ok(())
             }
-            Ok(response) => {
+            Ok((response, _)) => {
                 let detail = error_detail(inner, &response);
                 let message = match &detail {
                     Some(detail) => format!("{} answered {}: {detail}", request.method, response.status),
@@ -448,7 +454,7 @@ impl Engine {
                 let error = json!({"kind": "status", "message": message, "status": response.status});
                 conversation.steps.insert(
                     name.clone(),
-                    self.kept(step_index, response_value(inner, &response, Some(error))),
+                    self.kept(step_index, response_value(inner, &response, None, Some(error))),
                 );
                 if let Some(target) = api.on_error {
                     self.go_to(conversation, Some(target), events);
@@ -558,21 +564,45 @@ impl Engine {
             body,
             timeout: api.timeout.unwrap_or(inner.options.api_timeout),
             max_response_bytes: api.max_response_bytes.unwrap_or(inner.options.max_response_bytes),
+            stream_until: api.stream_until.clone(),
         })
     }
 }
 
+/// The data of the event a step with `stream_until` keeps from a
+/// successful `text/event-stream` answer; `None` for every other answer
+/// (read as usual). A client that stopped early and one that read the whole
+/// stream give the same event.
+fn streamed_body(api: &CompiledApi, response: &HttpResponse) -> Result<Option<Value>, String> {
+    let streamed = !api.stream_until.is_empty()
+        && response.is_success()
+        && response.header("content-type").is_some_and(sse::is_event_stream);
+    if !streamed {
+        return Ok(None);
+    }
+    let events = sse::parse(&response.body);
+    let selected = sse::select(&events, &api.stream_until).map_err(|e| e.to_string())?;
+    tracing::debug!(event = %selected.name, events = events.len(), "kept a streamed event");
+    Ok(Some(selected.data))
+}
+
 /// What an Api step keeps: status, body (JSON, or text when it is not
-/// JSON), headers, and the error when the call failed.
+/// JSON; for a stream, the kept event's data),
+/// headers, and the error when the call failed.
 /// A server that echoes a secret back must not make the stored state hold
 /// it: strings are redacted after JSON parsing, so escaped forms (`sk\/x`,
 /// `\u0073k`) are caught too, and so are headers.
-fn response_value(inner: &EngineInner, response: &HttpResponse, error: Option<Value>) -> Value {
-    let mut body = if response.body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&response.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned()))
+fn response_value(
+    inner: &EngineInner,
+    response: &HttpResponse,
+    streamed: Option<Value>,
+    error: Option<Value>,
+) -> Value {
+    let mut body = match streamed {
+        Some(data) => data,
+        None if response.body.is_empty() => Value::Null,
+        None => serde_json::from_slice(&response.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned())),
     };
     inner.redact_value(&mut body);
     let mut headers = serde_json::Map::new();
@@ -623,6 +653,7 @@ fn redact_http_error(inner: &EngineInner, error: HttpError) -> HttpError {
         HttpError::Connect(m) => HttpError::Connect(inner.redact(&m)),
         HttpError::InvalidRequest(m) => HttpError::InvalidRequest(inner.redact(&m)),
         HttpError::Transport(m) => HttpError::Transport(inner.redact(&m)),
+        HttpError::EventStream(m) => HttpError::EventStream(inner.redact(&m)),
         other => other,
     }
 }

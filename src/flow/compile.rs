@@ -79,6 +79,8 @@ pub(crate) struct CompiledApi {
     pub(crate) retry: super::RetrySettings,
     pub(crate) max_response_bytes: Option<usize>,
     pub(crate) error_hints: BTreeMap<u16, String>,
+    /// The events that end a streamed answer (empty: read the whole body).
+    pub(crate) stream_until: Vec<String>,
 }
 
 impl CompiledKind {
@@ -579,6 +581,14 @@ fn compile_api(api: &Api, check: &mut StepCheck<'_>) -> Option<CompiledApi> {
     if api.max_response_bytes == Some(0) {
         check.problem("max_response_bytes", "must be more than 0".into());
     }
+    for (i, name) in api.stream_until.iter().enumerate() {
+        if name.trim().is_empty() || name.contains(['\r', '\n']) {
+            check.problem(
+                &format!("stream_until[{i}]"),
+                format!("{name:?} is not an event name"),
+            );
+        }
+    }
     Some(CompiledApi {
         method: api.method,
         url: url?,
@@ -591,6 +601,7 @@ fn compile_api(api: &Api, check: &mut StepCheck<'_>) -> Option<CompiledApi> {
         retry: retry.clone(),
         max_response_bytes: api.max_response_bytes,
         error_hints,
+        stream_until: api.stream_until.clone(),
     })
 }
 

@@ -112,6 +112,16 @@ pub struct ContactUpdate {
 /// `step.<name>.response` (the JSON body, or the text when it is not JSON)
 /// and `step.<name>.headers`; on failure also `step.<name>.error`
 /// (`kind`, `message`).
+///
+/// With `stream_until`, a `text/event-stream` answer (a run or response
+/// created with `"stream": true`) becomes the JSON data of the first event
+/// named there:
+///
+/// ```json
+/// {"type": "api", "name": "Get GPT response", "method": "POST", "url": "<<var.base_url>>/responses",
+///  "body": {"model": "<<var.model>>", "input": "<<contact.question>>", "stream": true},
+///  "stream_until": ["response.completed", "response.failed", "response.incomplete"]}
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
@@ -145,6 +155,42 @@ pub struct Api {
     /// (`{"404": "this API was retired; use …"}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub error_hints: BTreeMap<String, String>,
+    /// The server-sent events that end the wait, by name (the `event:` field,
+    /// or the data's `"type"` when there is none); in JSON one name or a
+    /// list. When the answer is `text/event-stream`, the step's response is
+    /// the JSON data of the first such event, and the transport may stop
+    /// reading there. A stream that ends without one gives its last JSON
+    /// event (a failed run's `thread.run.failed` run, say); an `error` event
+    /// before one fails the step (`error.kind` `event_stream`). An answer of
+    /// another type is read as usual.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub stream_until: Vec<String>,
+}
+
+/// A string or a list of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let expected = "an event name or a list of them";
+    match Value::deserialize(deserializer)? {
+        Value::String(one) => Ok(vec![one]),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(name) => Ok(name),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected {expected}, found a list with {}",
+                    json_kind(&other)
+                ))),
+            })
+            .collect(),
+        other => Err(serde::de::Error::custom(format!(
+            "expected {expected}, found {}",
+            json_kind(&other)
+        ))),
+    }
 }
 
 /// Retry settings of an Api step or of the engine; unset fields take the

@@ -4,9 +4,14 @@
 //! The default transport is [`ReqwestClient`] (feature `reqwest`, on by
 //! default). A host swaps in its own client — a proxy, request signing, a
 //! recorder for tests — by implementing [`HttpClient`].
+//!
+//! Server-sent events ([`sse`]): a request may name the events its step
+//! waits for ([`HttpRequest::stream_until`]), so that a transport can stop
+//! reading a `text/event-stream` response as soon as one of them arrives.
 
 #[cfg(feature = "reqwest")]
 mod reqwest_client;
+pub mod sse;
 
 #[cfg(feature = "reqwest")]
 pub use reqwest_client::ReqwestClient;
@@ -101,6 +106,16 @@ pub struct HttpRequest {
     /// The largest response body the client may read; a larger one is
     /// [`HttpError::BodyTooLarge`].
     pub max_response_bytes: usize,
+    /// The events the step waits for in a `text/event-stream` response (its
+    /// `stream_until`); empty for a step that reads the whole body.
+    ///
+    /// A client may stop reading such a response once an event named here,
+    /// or an `error` event, has arrived ([`sse::SseEvent::ends`]), and return
+    /// what it read so far as the body: that is what gets a streamed answer
+    /// to the user without waiting for the stream to close. A client that
+    /// ignores this field and returns the whole body works too: the engine
+    /// picks the same event from it.
+    pub stream_until: Vec<String>,
 }
 
 impl HttpRequest {
@@ -115,7 +130,26 @@ impl HttpRequest {
             body: None,
             timeout: Duration::from_secs(30),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            stream_until: Vec::new(),
         }
+    }
+
+    /// This request with [`HttpRequest::stream_until`] set.
+    ///
+    /// ```
+    /// use chatflow::http::{HttpRequest, Method};
+    ///
+    /// let request = HttpRequest::new(Method::Post, "https://api.example.com/v1/responses")
+    ///     .with_stream_until(["response.completed"]);
+    /// assert_eq!(request.stream_until, ["response.completed"]);
+    /// ```
+    pub fn with_stream_until<I, S>(mut self, events: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.stream_until = events.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The value of the first header with this name (case-insensitive).
@@ -135,6 +169,8 @@ impl fmt::Debug for HttpRequest {
             .field("headers", &self.headers)
             .field("body_bytes", &self.body.as_ref().map(Vec::len))
             .field("timeout", &self.timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("stream_until", &self.stream_until)
             .finish()
     }
 }
@@ -205,6 +241,11 @@ pub enum HttpError {
     /// Any other transport failure (connection reset mid-response, TLS, …).
     #[error("transport error: {0}")]
     Transport(String),
+    /// A `text/event-stream` response gave the step no response: it sent an
+    /// `error` event, the awaited event's data was not JSON, or no event
+    /// carried JSON. Not retried: the server processed the request.
+    #[error("event stream: {0}")]
+    EventStream(String),
 }
 
 impl HttpError {
@@ -217,6 +258,7 @@ impl HttpError {
             HttpError::BodyTooLarge { .. } => "body_too_large",
             HttpError::InvalidRequest(_) => "invalid_request",
             HttpError::Transport(_) => "transport",
+            HttpError::EventStream(_) => "event_stream",
         }
     }
 }
@@ -224,7 +266,8 @@ impl HttpError {
 /// Sends HTTP requests for Api steps.
 ///
 /// Implementations must honour [`HttpRequest::timeout`] and
-/// [`HttpRequest::max_response_bytes`]. The engine holds the client as
+/// [`HttpRequest::max_response_bytes`], and may honour
+/// [`HttpRequest::stream_until`]. The engine holds the client as
 /// `Arc<dyn HttpClient>` and calls it from many conversations at once.
 ///
 /// ```

@@ -2,10 +2,16 @@
 
 use async_trait::async_trait;
 
+use super::sse::{self, SseParser};
 use super::{HttpClient, HttpError, HttpRequest, HttpResponse, Method};
 
 /// An [`HttpClient`] on reqwest. Holds one connection pool: build it once
 /// and share it (the engine does).
+///
+/// For a request with [`HttpRequest::stream_until`], a `text/event-stream`
+/// response is parsed as it arrives, and the client returns as soon as an
+/// awaited (or `error`) event is complete, without waiting for the server to
+/// close the stream. The body returned is what was read up to then.
 #[derive(Debug, Clone)]
 pub struct ReqwestClient {
     client: reqwest::Client,
@@ -93,6 +99,13 @@ impl HttpClient for ReqwestClient {
                 return Err(HttpError::BodyTooLarge { limit });
             }
             let status = response.status().as_u16();
+            let streaming = !request.stream_until.is_empty()
+                && response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(sse::is_event_stream);
+            let mut parser = streaming.then(SseParser::new);
             let headers = response
                 .headers()
                 .iter()
@@ -109,6 +122,15 @@ impl HttpClient for ReqwestClient {
                     return Err(HttpError::BodyTooLarge { limit });
                 }
                 body.extend_from_slice(&chunk);
+                if let Some(parser) = &mut parser
+                    && parser
+                        .push(&chunk)
+                        .iter()
+                        .any(|event| event.ends(&request.stream_until))
+                {
+                    tracing::debug!(url = %request.display_url, "awaited event arrived; stopped reading the stream");
+                    break;
+                }
             }
             Ok(HttpResponse {
                 status,

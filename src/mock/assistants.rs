@@ -1,6 +1,7 @@
 //! The Assistants API v2: threads, messages and runs.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
@@ -10,7 +11,7 @@ use super::json::{
     opt_bool, opt_int_min, opt_number, opt_object, opt_str, reject_unknown, req_str,
 };
 use super::reply::{Reply, ReplyInput, call_reply};
-use super::state::State;
+use super::state::{Answer, Completion, State};
 
 /// The model runs report when the request names none (the assistant's model).
 const DEFAULT_MODEL: &str = "gpt-4o-mini";
@@ -120,6 +121,8 @@ struct Run {
     /// Decided at creation by the reply function, applied at the final poll.
     outcome: Reply,
     polls: u32,
+    /// When it was created, on the mock's clock (for a run duration).
+    started: SystemTime,
     cancel_requested: bool,
     /// The empty assistant message the run fills in.
     placeholder: String,
@@ -204,7 +207,7 @@ impl Thread {
     }
 
     /// One observation of the thread: advances its active run, if any.
-    fn poll(&mut self, polls_until_complete: u32) {
+    fn poll(&mut self, completion: &Completion) {
         let Some(run_id) = self.active_run.clone() else {
             return;
         };
@@ -213,15 +216,29 @@ impl Thread {
             return;
         };
         run.polls = run.polls.saturating_add(1);
+        run.started_at.get_or_insert_with(now);
+        if !run.cancel_requested && !completion.due(run.polls, run.started) {
+            run.status = RunStatus::InProgress;
+            return;
+        }
+        self.settle();
+    }
+
+    /// Gives the active run its final state (the decided outcome, or
+    /// `cancelled` when a cancel was asked for) and frees the thread.
+    fn settle(&mut self) {
+        let Some(run_id) = self.active_run.take() else {
+            return;
+        };
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
         let now = now();
         run.started_at.get_or_insert(now);
         let outcome = if run.cancel_requested {
             Reply::Cancel
-        } else if run.polls >= polls_until_complete {
-            run.outcome.clone()
         } else {
-            run.status = RunStatus::InProgress;
-            return;
+            run.outcome.clone()
         };
         run.expires_at = None;
         let keep_placeholder = match outcome {
@@ -261,8 +278,86 @@ impl Thread {
             let placeholder = run.placeholder.clone();
             self.messages.retain(|m| m.id != placeholder);
         }
-        self.active_run = None;
     }
+
+    /// The run as its stream tells it: created, queued, in progress, the
+    /// answer message (created, in progress, deltas, completed) inside a
+    /// message-creation step, then the final state and `done`. Settles the run.
+    fn stream_run(&mut self, run_id: &str, step_id: String) -> Vec<(String, String)> {
+        let mut events = Vec::new();
+        let Some(run) = self.runs.get_mut(run_id) else {
+            return events;
+        };
+        let queued = run.to_json();
+        events.push(Answer::event("thread.run.created", &queued));
+        events.push(Answer::event("thread.run.queued", &queued));
+        run.status = RunStatus::InProgress;
+        run.started_at = Some(now());
+        events.push(Answer::event("thread.run.in_progress", &run.to_json()));
+        let answer = match &run.outcome {
+            Reply::Text(text) => Some(text.clone()),
+            _ => None,
+        };
+        let placeholder = run.placeholder.clone();
+        let step = |status: &str, completed_at: Option<u64>, usage: Value| {
+            json!({
+                "id": step_id, "object": "thread.run.step", "created_at": run.created_at,
+                "run_id": run.id, "assistant_id": run.assistant_id, "thread_id": run.thread_id,
+                "type": "message_creation", "status": status, "cancelled_at": null,
+                "completed_at": completed_at, "expires_at": null, "failed_at": null, "last_error": null,
+                "step_details": {"type": "message_creation", "message_creation": {"message_id": placeholder}},
+                "usage": usage,
+            })
+        };
+        let step_created = step("in_progress", None, Value::Null);
+        if let Some(text) = &answer
+            && let Some(message) = self.messages.iter().find(|m| m.id == placeholder)
+        {
+            events.push(Answer::event("thread.run.step.created", &step_created));
+            events.push(Answer::event("thread.run.step.in_progress", &step_created));
+            let created = message.to_json(&self.id);
+            events.push(Answer::event("thread.message.created", &created));
+            events.push(Answer::event("thread.message.in_progress", &created));
+            for (i, piece) in pieces(text).into_iter().enumerate() {
+                let mut part = json!({"index": 0, "type": "text", "text": {"value": piece}});
+                if i == 0 {
+                    part["text"]["annotations"] = json!([]);
+                }
+                let delta = json!({"id": placeholder, "object": "thread.message.delta", "delta": {"content": [part]}});
+                events.push(Answer::event("thread.message.delta", &delta));
+            }
+        }
+        self.settle();
+        let Some(run) = self.runs.get(run_id) else {
+            return events;
+        };
+        if answer.is_some()
+            && let Some(message) = self.messages.iter().find(|m| m.id == placeholder)
+        {
+            events.push(Answer::event(
+                "thread.message.completed",
+                &message.to_json(&self.id),
+            ));
+            let mut step = step_created;
+            step["status"] = json!("completed");
+            step["completed_at"] = json!(run.completed_at);
+            step["usage"] = run.to_json()["usage"].clone();
+            events.push(Answer::event("thread.run.step.completed", &step));
+        }
+        let last = format!("thread.run.{}", run.status.as_str());
+        events.push(Answer::event(&last, &run.to_json()));
+        events.push(("done".to_owned(), "[DONE]".to_owned()));
+        events
+    }
+}
+
+/// A text cut into the pieces a stream delivers it in: words with their spaces.
+pub(crate) fn pieces(text: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = text.split_inclusive(' ').collect();
+    if out.is_empty() {
+        out.push("");
+    }
+    out
 }
 
 impl Run {
@@ -462,12 +557,12 @@ pub(crate) fn list_messages(
     query: &[(String, String)],
 ) -> Result<Value, ApiError> {
     let params = ListParams::parse(query)?;
-    let polls = state.config.polls_until_complete;
+    let completion = state.config.completion();
     let thread = state
         .threads
         .get_mut(thread_id)
         .ok_or_else(|| no_thread(thread_id))?;
-    thread.poll(polls);
+    thread.poll(&completion);
     let selected: Vec<&Message> = thread
         .messages
         .iter()
@@ -483,8 +578,10 @@ pub(crate) fn list_messages(
     Ok(list_body(data, has_more))
 }
 
-/// `POST /threads/{thread_id}/runs`: decides the outcome now, applies it at the final poll.
-pub(crate) fn create_run(state: &mut State, thread_id: &str, body: &[u8]) -> Result<Value, ApiError> {
+/// `POST /threads/{thread_id}/runs`: decides the outcome now, applies it at
+/// the final poll; with `"stream": true`, at once, answering with the run's
+/// event stream.
+pub(crate) fn create_run(state: &mut State, thread_id: &str, body: &[u8]) -> Result<Answer, ApiError> {
     let obj = body_object(body)?;
     reject_unknown(&obj, RUN_KEYS, "")?;
     let assistant_id = req_str(&obj, "assistant_id", "")?;
@@ -528,13 +625,8 @@ pub(crate) fn create_run(state: &mut State, thread_id: &str, body: &[u8]) -> Res
     );
     let tool_choice = given("tool_choice", json!("auto"));
     let response_format = given("response_format", json!("auto"));
-    if stream == Some(true) {
-        return Err(ApiError::invalid(
-            "Streaming is not supported by this mock: leave out 'stream' or set it to false.",
-            Some("stream"),
-            Some("unsupported_value"),
-        ));
-    }
+    let stream = stream == Some(true);
+    let started = state.config.clock.now();
 
     let thread = state
         .threads
@@ -605,6 +697,7 @@ pub(crate) fn create_run(state: &mut State, thread_id: &str, body: &[u8]) -> Res
         parallel_tool_calls,
         outcome,
         polls: 0,
+        started,
         cancel_requested: false,
         placeholder,
         prompt_tokens,
@@ -619,14 +712,22 @@ pub(crate) fn create_run(state: &mut State, thread_id: &str, body: &[u8]) -> Res
     };
     let body = run.to_json();
     thread.runs.insert(run_id.clone(), run);
-    thread.active_run = Some(run_id);
+    thread.active_run = Some(run_id.clone());
     state.runs_created += 1;
-    Ok(body)
+    if stream {
+        let step_id = state.ids.next("step");
+        let thread = state
+            .threads
+            .get_mut(thread_id)
+            .ok_or_else(|| no_thread(thread_id))?;
+        return Ok(Answer::Events(thread.stream_run(&run_id, step_id)));
+    }
+    Ok(Answer::Json(body))
 }
 
 /// `GET /threads/{thread_id}/runs/{run_id}` (one poll if this run is the active one).
 pub(crate) fn get_run(state: &mut State, thread_id: &str, run_id: &str) -> Result<Value, ApiError> {
-    let polls = state.config.polls_until_complete;
+    let completion = state.config.completion();
     let thread = state
         .threads
         .get_mut(thread_id)
@@ -635,7 +736,7 @@ pub(crate) fn get_run(state: &mut State, thread_id: &str, run_id: &str) -> Resul
         return Err(no_run(run_id));
     }
     if thread.active_run.as_deref() == Some(run_id) {
-        thread.poll(polls);
+        thread.poll(&completion);
     }
     thread
         .runs

@@ -32,7 +32,29 @@
 //! polls 1 to n-1, and reaches its final state at poll n, where n is
 //! [`MockOpenAiBuilder::polls_until_complete`] (default 1). Background
 //! responses (`"background": true`) advance the same way on
-//! `GET /v1/responses/{id}`.
+//! `GET /v1/responses/{id}`. With [`MockOpenAiBuilder::run_duration`], a
+//! run also needs that much time on the mock's clock
+//! ([`MockOpenAiBuilder::clock`]) before a poll can end it.
+//!
+//! # Streaming
+//!
+//! A run or response created with `"stream": true` is answered with
+//! `Content-Type: text/event-stream` and the events the service sends:
+//! `thread.run.created`, `thread.run.queued`, `thread.run.in_progress`,
+//! `thread.run.step.created`, `thread.message.created`,
+//! `thread.message.delta`…, `thread.message.completed`,
+//! `thread.run.step.completed`, `thread.run.completed` (or
+//! `thread.run.failed`, `…expired`, `…cancelled`, `…incomplete`), then
+//! `event: done` / `data: [DONE]`; for a response, `response.created`,
+//! `response.in_progress`, `response.output_item.added`,
+//! `response.content_part.added`, `response.output_text.delta`…,
+//! `response.output_text.done`, `response.content_part.done`,
+//! `response.output_item.done` and `response.completed` (or
+//! `response.failed` / `response.incomplete`), each data carrying its
+//! `type` and `sequence_number`. The run or response is settled at once
+//! (the answer is stored in the thread or conversation, and counted), and
+//! the stream is sent [`MockOpenAiBuilder::run_duration`] after the request
+//! (default: at once), in real time.
 
 mod assistants;
 mod error;
@@ -43,7 +65,9 @@ mod state;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::{Clock, SystemClock};
 
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -185,6 +209,8 @@ pub struct MockOpenAiBuilder {
     api_key: String,
     assistant_id: String,
     polls_until_complete: u32,
+    run_duration: Option<Duration>,
+    clock: Arc<dyn Clock>,
     reply: ReplyFn,
 }
 
@@ -194,6 +220,8 @@ impl Default for MockOpenAiBuilder {
             api_key: DEFAULT_API_KEY.to_owned(),
             assistant_id: DEFAULT_ASSISTANT_ID.to_owned(),
             polls_until_complete: 1,
+            run_duration: None,
+            clock: Arc::new(SystemClock),
             reply: Arc::new(demo_reply),
         }
     }
@@ -220,6 +248,45 @@ impl MockOpenAiBuilder {
         self
     }
 
+    /// How long a run (or background or streamed response) takes. A polled
+    /// one ends at the first poll at least this long after its creation on
+    /// the mock's [`clock`](MockOpenAiBuilder::clock) (and not before poll
+    /// [`polls_until_complete`](MockOpenAiBuilder::polls_until_complete)). A
+    /// streamed one's events are sent this long after the request, in real
+    /// time: an HTTP answer cannot wait on a virtual clock. Default: none.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use chatflow::VirtualClock;
+    /// use chatflow::mock::MockOpenAi;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Runs end at the first poll 3 s (virtual) after they started: give the
+    /// // engine the same clock, and its Delays decide when that poll comes.
+    /// let clock = Arc::new(VirtualClock::new());
+    /// let mock = MockOpenAi::builder()
+    ///     .run_duration(Duration::from_secs(3))
+    ///     .clock(clock.clone())
+    ///     .start()
+    ///     .await;
+    /// # drop(mock);
+    /// # }
+    /// ```
+    pub fn run_duration(mut self, duration: Duration) -> Self {
+        self.run_duration = Some(duration);
+        self
+    }
+
+    /// The clock a [`run_duration`](MockOpenAiBuilder::run_duration) is
+    /// measured on (default [`SystemClock`]); pass the engine's
+    /// [`crate::VirtualClock`] to run polling loops in virtual time.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The function deciding every answer (default [`demo_reply`]). It runs
     /// when a run or response is created, with the conversation so far.
     pub fn reply_with<F>(mut self, f: F) -> Self
@@ -236,6 +303,8 @@ impl MockOpenAiBuilder {
             api_key: self.api_key.clone(),
             assistant_id: self.assistant_id.clone(),
             polls_until_complete: self.polls_until_complete,
+            run_duration: self.run_duration,
+            clock: self.clock,
             reply: self.reply,
         })));
         // A server of its own rather than one from wiremock's pool, so that
@@ -262,6 +331,7 @@ impl fmt::Debug for MockOpenAiBuilder {
         f.debug_struct("MockOpenAiBuilder")
             .field("assistant_id", &self.assistant_id)
             .field("polls_until_complete", &self.polls_until_complete)
+            .field("run_duration", &self.run_duration)
             .finish_non_exhaustive()
     }
 }
@@ -284,6 +354,9 @@ pub struct RecordedRequest {
     pub body_text: String,
     /// The endpoint the request was routed to; `None` for an unknown route.
     pub endpoint: Option<Endpoint>,
+    /// When the mock received it (real time). A streamed run's events go out
+    /// [`MockOpenAiBuilder::run_duration`] later.
+    pub received_at: Instant,
 }
 
 impl RecordedRequest {
@@ -316,6 +389,7 @@ impl RecordedRequest {
             body: serde_json::from_slice(&request.body).ok(),
             body_text,
             endpoint,
+            received_at: Instant::now(),
         }
     }
 }

@@ -8,7 +8,7 @@ use super::json::{
     opt_bool, opt_int_min, opt_number, opt_str, reject_unknown, req_str,
 };
 use super::reply::{Reply, ReplyInput, call_reply};
-use super::state::State;
+use super::state::{Answer, State};
 
 /// The properties `POST /responses` accepts: `CreateResponse` and the schemas it extends.
 const RESPONSE_KEYS: &[&str] = &[
@@ -119,6 +119,8 @@ pub(crate) struct StoredResponse {
     /// Decided at creation, applied at once or (background) at the final poll.
     outcome: Reply,
     polls: u32,
+    /// When it was created, on the mock's clock (for a run duration).
+    started: std::time::SystemTime,
     /// This request's input messages, with ids, appended to the conversation on completion.
     input: Vec<Item>,
     output_id: String,
@@ -215,6 +217,80 @@ impl StoredResponse {
             "conversation": self.conversation.as_ref().map(|id| json!({"id": id})),
         })
     }
+}
+
+/// The events of a streamed response, from `response.created` to its final
+/// event. The response must be settled already; the events before the last
+/// show it in progress. The stream has no event for a cancelled response: it
+/// ends with `response.failed`, whose response says `cancelled`.
+fn stream_events(response: &StoredResponse) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    let mut sequence = 0u64;
+    let mut push = |name: &str, mut data: Value| {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(sequence);
+        sequence += 1;
+        events.push(Answer::event(name, &data));
+    };
+    let mut in_progress = response.to_json();
+    for (key, value) in [
+        ("status", json!("in_progress")),
+        ("completed_at", Value::Null),
+        ("error", Value::Null),
+        ("incomplete_details", Value::Null),
+        ("output", json!([])),
+        ("usage", Value::Null),
+    ] {
+        in_progress[key] = value;
+    }
+    push("response.created", json!({"response": in_progress}));
+    push("response.in_progress", json!({"response": in_progress}));
+    for (output_index, item) in response.output.iter().enumerate() {
+        let text = item.text();
+        let mut added = item.to_json();
+        added["status"] = json!("in_progress");
+        added["content"] = json!([]);
+        push(
+            "response.output_item.added",
+            json!({"output_index": output_index, "item": added}),
+        );
+        let at = |extra: Value| {
+            let mut data = json!({"item_id": item.id, "output_index": output_index, "content_index": 0});
+            if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+                data.extend(extra);
+            }
+            data
+        };
+        push(
+            "response.content_part.added",
+            at(json!({"part": output_text("")})),
+        );
+        for piece in super::assistants::pieces(&text) {
+            push(
+                "response.output_text.delta",
+                at(json!({"delta": piece, "logprobs": []})),
+            );
+        }
+        push(
+            "response.output_text.done",
+            at(json!({"text": text, "logprobs": []})),
+        );
+        push(
+            "response.content_part.done",
+            at(json!({"part": output_text(&text)})),
+        );
+        push(
+            "response.output_item.done",
+            json!({"output_index": output_index, "item": item.to_json()}),
+        );
+    }
+    let last = match response.status {
+        "completed" => "response.completed",
+        "incomplete" => "response.incomplete",
+        _ => "response.failed",
+    };
+    push(last, json!({"response": response.to_json()}));
+    events
 }
 
 fn output_text(text: &str) -> Value {
@@ -368,8 +444,9 @@ pub(crate) fn list_items(
     ))
 }
 
-/// `POST /responses`: synchronous, or queued with `"background": true`.
-pub(crate) fn create_response(state: &mut State, body: &[u8]) -> Result<Value, ApiError> {
+/// `POST /responses`: synchronous, queued with `"background": true`, or
+/// streamed with `"stream": true` (settled at once, answered with its events).
+pub(crate) fn create_response(state: &mut State, body: &[u8]) -> Result<Answer, ApiError> {
     let obj = body_object(body)?;
     reject_unknown(&obj, RESPONSE_KEYS, "")?;
     let model = req_str(&obj, "model", "")?;
@@ -394,13 +471,6 @@ pub(crate) fn create_response(state: &mut State, body: &[u8]) -> Result<Value, A
     let temperature = opt_number(&obj, "temperature", 0.0, 2.0)?;
     let top_p = opt_number(&obj, "top_p", 0.0, 1.0)?;
     let max_output_tokens = opt_int_min(&obj, "max_output_tokens", 16)?;
-    if stream {
-        return Err(ApiError::invalid(
-            "Streaming is not supported by this mock: leave out 'stream' or set it to false.",
-            Some("stream"),
-            Some("unsupported_value"),
-        ));
-    }
     if background && !store {
         return Err(ApiError::invalid(
             "Background mode requires 'store' to be true.",
@@ -467,6 +537,7 @@ pub(crate) fn create_response(state: &mut State, body: &[u8]) -> Result<Value, A
         status: "queued",
         outcome,
         polls: 0,
+        started: state.config.clock.now(),
         input,
         output_id: state.ids.next("msg"),
         output: Vec::new(),
@@ -476,11 +547,15 @@ pub(crate) fn create_response(state: &mut State, body: &[u8]) -> Result<Value, A
         context,
         input_tokens,
     };
-    if !background {
+    if !background || stream {
         response.finish(&mut state.conversations);
     }
     state.responses_created += 1;
-    let body = response.to_json();
+    let body = if stream {
+        Answer::Events(stream_events(&response))
+    } else {
+        Answer::Json(response.to_json())
+    };
     // `store: false` responses cannot be fetched again, as with the service.
     if store {
         state.responses.insert(response.id.clone(), response);
@@ -490,14 +565,14 @@ pub(crate) fn create_response(state: &mut State, body: &[u8]) -> Result<Value, A
 
 /// `GET /responses/{response_id}` (one poll of a pending background response).
 pub(crate) fn get_response(state: &mut State, id: &str) -> Result<Value, ApiError> {
-    let polls_until_complete = state.config.polls_until_complete;
+    let completion = state.config.completion();
     let response = state
         .responses
         .get_mut(id)
         .ok_or_else(|| ApiError::not_found(format!("Response with id '{id}' not found.")))?;
     if response.is_pending() {
         response.polls = response.polls.saturating_add(1);
-        if response.polls >= polls_until_complete {
+        if completion.due(response.polls, response.started) {
             response.finish(&mut state.conversations);
         } else {
             response.status = "in_progress";

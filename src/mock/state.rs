@@ -2,6 +2,8 @@
 //! record, route, inject faults, check credentials, dispatch.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use wiremock::{Request, ResponseTemplate};
@@ -17,7 +19,60 @@ pub(crate) struct Config {
     pub api_key: String,
     pub assistant_id: String,
     pub polls_until_complete: u32,
+    /// How long a run or background response takes (on `clock`); a streamed
+    /// one is sent this long after the request, in real time.
+    pub run_duration: Option<Duration>,
+    pub clock: Arc<dyn crate::Clock>,
     pub reply: ReplyFn,
+}
+
+impl Config {
+    /// When runs and background responses are due, as of now.
+    pub fn completion(&self) -> Completion {
+        Completion {
+            polls: self.polls_until_complete,
+            duration: self.run_duration,
+            now: self.clock.now(),
+        }
+    }
+}
+
+/// Whether a pending run or background response reaches its final state at a poll.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    polls: u32,
+    duration: Option<Duration>,
+    now: SystemTime,
+}
+
+impl Completion {
+    /// Due at the n-th poll or later, once its duration has passed since `started`.
+    pub fn due(&self, polls: u32, started: SystemTime) -> bool {
+        polls >= self.polls
+            && self
+                .duration
+                .is_none_or(|d| started.checked_add(d).is_none_or(|end| self.now >= end))
+    }
+}
+
+/// A successful answer: a JSON object, or a `text/event-stream` body.
+pub(crate) enum Answer {
+    Json(Value),
+    /// `(event, data)` pairs, sent as `event: …` / `data: …` blocks.
+    Events(Vec<(String, String)>),
+}
+
+impl From<Value> for Answer {
+    fn from(value: Value) -> Self {
+        Answer::Json(value)
+    }
+}
+
+impl Answer {
+    /// An event whose data is JSON.
+    pub fn event(name: &str, data: &Value) -> (String, String) {
+        (name.to_owned(), data.to_string())
+    }
 }
 
 /// Per-prefix counters: `thread_1`, `msg_1`, `run_1`, … unique within one mock.
@@ -149,7 +204,7 @@ impl State {
         if let Some(endpoint) = endpoint {
             match self.faults.get_mut(&endpoint).and_then(VecDeque::pop_front) {
                 Some(Fault::Delay(d)) => delay = Some(d),
-                Some(fault) => return finish(Err(fault_error(fault)), &request_id, None),
+                Some(fault) => return finish(Err(fault_error(fault)), &request_id, None, None),
                 None => {}
             }
         }
@@ -167,10 +222,10 @@ impl State {
         if let Err(error) = &result {
             tracing::debug!(%method, %path, status = error.status, message = %error.message, "mock OpenAI rejected a request");
         }
-        finish(result, &request_id, delay)
+        finish(result, &request_id, delay, self.config.run_duration)
     }
 
-    fn dispatch(&mut self, route: &Route<'_>, request: &Request) -> Result<Value, ApiError> {
+    fn dispatch(&mut self, route: &Route<'_>, request: &Request) -> Result<Answer, ApiError> {
         let body = request.body.as_slice();
         let query = || -> Vec<(String, String)> {
             request
@@ -179,23 +234,24 @@ impl State {
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect()
         };
-        match *route {
+        let json = match *route {
+            Route::CreateRun(thread) => return assistants::create_run(self, thread, body),
+            Route::CreateResponse => return responses::create_response(self, body),
             Route::CreateThread => assistants::create_thread(self, body),
             Route::CreateMessage(thread) => assistants::create_message(self, thread, body),
             Route::ListMessages(thread) => assistants::list_messages(self, thread, &query()),
-            Route::CreateRun(thread) => assistants::create_run(self, thread, body),
             Route::GetRun(thread, run) => assistants::get_run(self, thread, run),
             Route::CancelRun(thread, run) => assistants::cancel_run(self, thread, run),
             Route::CreateConversation => responses::create_conversation(self, body),
             Route::ListConversationItems(conversation) => responses::list_items(self, conversation, &query()),
-            Route::CreateResponse => responses::create_response(self, body),
             Route::GetResponse(id) => responses::get_response(self, id),
             Route::Unknown => Err(ApiError::not_found(format!(
                 "Invalid URL ({} {})",
                 request.method.as_str(),
                 request.url.path()
             ))),
-        }
+        };
+        json.map(Answer::Json)
     }
 
     fn check_auth(&self, request: &Request) -> Result<(), ApiError> {
@@ -307,18 +363,37 @@ fn fault_error(fault: Fault) -> ApiError {
     }
 }
 
+/// The HTTP answer. A stream is sent `stream_delay` late (on top of any
+/// delay fault): the time its run takes.
 fn finish(
-    result: Result<Value, ApiError>,
+    result: Result<Answer, ApiError>,
     request_id: &str,
-    delay: Option<std::time::Duration>,
+    delay: Option<Duration>,
+    stream_delay: Option<Duration>,
 ) -> ResponseTemplate {
+    let mut delay = delay.unwrap_or_default();
     let template = match result {
-        Ok(body) => ResponseTemplate::new(200).set_body_json(body),
+        Ok(Answer::Json(body)) => ResponseTemplate::new(200).set_body_json(body),
+        Ok(Answer::Events(events)) => {
+            delay = delay.saturating_add(stream_delay.unwrap_or_default());
+            let mut body = String::new();
+            for (event, data) in events {
+                body.push_str("event: ");
+                body.push_str(&event);
+                body.push_str("\ndata: ");
+                body.push_str(&data);
+                body.push_str("\n\n");
+            }
+            ResponseTemplate::new(200)
+                .set_body_raw(body, "text/event-stream; charset=utf-8")
+                .insert_header("cache-control", "no-cache")
+        }
         Err(error) => error.into_template(),
     };
     let template = template.insert_header("x-request-id", request_id);
-    match delay {
-        Some(delay) => template.set_delay(delay),
-        None => template,
+    if delay.is_zero() {
+        template
+    } else {
+        template.set_delay(delay)
     }
 }
