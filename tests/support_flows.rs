@@ -422,3 +422,31 @@ fn the_support_bot_example_runs_with_piped_input() {
     assert_eq!(mock.threads_created(), 1);
     drop(runtime);
 }
+
+#[tokio::test]
+async fn the_backoff_notices_a_three_second_run_within_a_second() {
+    let clock = Arc::new(VirtualClock::new());
+    let mock = MockOpenAi::builder()
+        .run_duration(Duration::from_secs(3))
+        .clock(clock.clone())
+        .reply_with(scripted)
+        .start()
+        .await;
+    let engine = engine(flow("openai_assistant.json"), &mock, clock.clone());
+    let events = EventLog::new();
+    let mut conversation = engine.start("c");
+    engine.receive(&mut conversation, "hello").unwrap();
+    assert_eq!(
+        engine.run(&mut conversation, &events).await.unwrap(),
+        Status::AwaitingReply
+    );
+    assert_eq!(events.texts()[1], "Answer to: hello");
+    // Checks at 0, 0.25, 0.75, 1.75 and 3.75 s: the fifth sees the answer.
+    assert_eq!(clock.elapsed(), Duration::from_millis(3750));
+    let polls = mock
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == Some(Endpoint::ListMessages))
+        .count();
+    assert_eq!(polls, 5);
+}
