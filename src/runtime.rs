@@ -5,11 +5,12 @@
 //! # What survives a crash
 //!
 //! A turn saves the conversation (with the replies it produced, as
-//! transcript entries) before and after every Api call and after every step
-//! that sends something, under the conversation's lease. After a crash, the
+//! transcript entries) before every Api call that follows unsaved progress,
+//! and at its end, under the conversation's lease. After a crash, the
 //! lease expires and the next runner continues from the last save:
 //!
-//! - an Api call that was in flight runs again (at least once);
+//! - an Api call whose response was not yet saved (in flight, or answered
+//!   just before the crash) runs again: calls happen at least once;
 //! - a reply is never sent twice: it counts as sent when its transcript
 //!   entry is committed, together with the state that moved past it;
 //! - a user message is never lost: it is stored before any step runs, and
@@ -407,21 +408,19 @@ impl Runtime {
             consumed_up_to,
             outbox: &outbox,
         };
-        // The first save moves the inbox into the state, so a crash after it
-        // cannot apply a message twice.
-        if consumed_up_to > 0 {
-            self.commit(&turn, &conversation, false).await?;
-        }
+        // Saves happen only where a crash would cost something: before an Api
+        // call (so replies, the consumed inbox and earlier responses are
+        // committed before the outside world is touched) and at the turn's
+        // end. Local steps between saves simply run again after a crash.
+        let mut unsaved = consumed_up_to > 0;
         let status = loop {
-            let calls_api = engine.calls_api_next(&conversation);
-            if calls_api {
+            if unsaved && engine.calls_api_next(&conversation) {
                 self.commit(&turn, &conversation, false).await?;
+                unsaved = false;
             }
+            let calls_api = engine.calls_api_next(&conversation);
             match engine.advance_once(&mut conversation, &outbox).await {
-                Ok(None) if calls_api || !outbox.is_empty() => {
-                    self.commit(&turn, &conversation, false).await?;
-                }
-                Ok(None) => {}
+                Ok(None) => unsaved |= calls_api || !outbox.is_empty(),
                 Ok(Some(status)) => break status,
                 Err(error) => {
                     tracing::warn!(error = %error, "turn failed");
