@@ -25,7 +25,7 @@
 //! - `GET /healthz`: `ok`. `GET /metrics`: Prometheus text.
 //!
 //! Environment: `DATABASE_URL` (`sqlite://FILE` — default
-//! `sqlite://chatflow.db?mode=rwc` —, `postgres://…` or `memory`),
+//! `sqlite://chatflow.db` —, `postgres://…` or `memory`),
 //! `CHATFLOW_TURN_TIMEOUT_SECS` (default 60), `CHATFLOW_API_TOKEN` (when set,
 //! `/chat` and `/conversations` need `Authorization: Bearer <token>`),
 //! `CHATFLOW_SHUTDOWN_GRACE_SECS` (how long a shutdown waits for turns still
@@ -65,7 +65,7 @@ use common::env;
 
 const DEFAULT_FLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/flows/openai_assistant.json");
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-const DEFAULT_DATABASE_URL: &str = "sqlite://chatflow.db?mode=rwc";
+const DEFAULT_DATABASE_URL: &str = "sqlite://chatflow.db";
 const DEFAULT_TURN_TIMEOUT_SECS: f64 = 60.0;
 const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 30.0;
 const MAX_CONVERSATION_ID_BYTES: usize = 128;

@@ -260,35 +260,44 @@ pub(crate) fn lookup<'v>(value: &'v Value, segments: &[Segment]) -> Option<&'v V
 /// The parts of `value` that `paths` can reach, and nothing else: what a
 /// conversation keeps of an API response so its stored state stays small.
 /// An empty path keeps everything below it; a filter (`[type=message]`)
-/// keeps the whole array it filters.
-pub(crate) fn project(value: &Value, paths: &[&[Segment]]) -> Value {
+/// keeps the whole array it filters. Kept parts are moved, not copied.
+pub(crate) fn project(value: Value, paths: &[&[Segment]]) -> Value {
     if paths.iter().any(|p| p.is_empty()) {
-        return value.clone();
+        return value;
     }
     match value {
-        Value::Object(map) => {
+        Value::Object(mut map) => {
             let mut out = serde_json::Map::new();
-            for (key, item) in map {
+            // Walk the paths, not the object: responses have many more keys
+            // than a flow reads.
+            for (i, path) in paths.iter().enumerate() {
+                let key = &path[0].key;
+                let seen = paths[..i]
+                    .iter()
+                    .any(|p| p[0].filter.is_none() && p[0].key == *key);
+                if path[0].filter.is_some() || seen {
+                    continue;
+                }
+                let Some(item) = map.remove(key.as_str()) else {
+                    continue;
+                };
                 let rests: Vec<&[Segment]> = paths
                     .iter()
                     .filter(|p| p[0].filter.is_none() && p[0].key == *key)
                     .map(|p| &p[1..])
                     .collect();
-                if !rests.is_empty() {
-                    out.insert(key.clone(), project(item, &rests));
-                }
+                out.insert(key.clone(), project(item, &rests));
             }
             Value::Object(out)
         }
         Value::Array(items) => {
             if paths.iter().any(|p| p[0].filter.is_some()) {
-                return value.clone();
+                return Value::Array(items);
             }
-            let last = paths.iter().filter_map(|p| p[0].index).max();
-            let Some(last) = last else {
+            let Some(last) = paths.iter().filter_map(|p| p[0].index).max() else {
                 return Value::Array(Vec::new());
             };
-            let kept = items.iter().take(last + 1).enumerate().map(|(i, item)| {
+            let kept = items.into_iter().take(last + 1).enumerate().map(|(i, item)| {
                 let rests: Vec<&[Segment]> = paths
                     .iter()
                     .filter(|p| p[0].index == Some(i))
@@ -302,7 +311,7 @@ pub(crate) fn project(value: &Value, paths: &[&[Segment]]) -> Value {
             });
             Value::Array(kept.collect())
         }
-        scalar => scalar.clone(),
+        scalar => scalar,
     }
 }
 
@@ -774,7 +783,7 @@ mod tests {
             }
         });
         assert_eq!(
-            project(&value, &paths),
+            project(value.clone(), &paths),
             json!({"response": {
                 "id": "x",
                 "data": [null, {"role": "b"}],
@@ -782,7 +791,7 @@ mod tests {
             }})
         );
         // An empty path keeps everything.
-        assert_eq!(project(&value, &[&[]]), value);
+        assert_eq!(project(value.clone(), &[&[]]), value);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl TempDir {
     }
 
     fn sqlite_url(&self) -> String {
-        format!("sqlite://{}?mode=rwc", self.0.join("chatflow.db").display())
+        format!("sqlite://{}", self.0.join("chatflow.db").display())
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::RunError;
 use crate::event::{Event, EventSink};
 use crate::flow::{CompiledApi, CompiledKind, CompiledStep};
 use crate::http::{Header, HttpError, HttpRequest, HttpResponse, sse};
-use crate::template::{RenderError, Root, Scope, Secrets, lookup};
+use crate::template::{RenderError, Root, Scope, Secrets, Segment, lookup, project};
 
 /// Template values of one conversation: its own results and contact
 /// attributes, and the engine's host values and secrets.
@@ -440,7 +440,7 @@ impl Engine {
         });
         match outcome {
             Ok((response, body)) if response.is_success() => {
-                let value = self.kept(step_index, response_value(inner, &response, body, None));
+                let value = self.kept_response(step_index, &response, body, None);
                 conversation.steps.insert(name, value);
                 self.go_to(conversation, step.next, events);
                 Ok(())
@@ -454,7 +454,7 @@ impl Engine {
                 let error = json!({"kind": "status", "message": message, "status": response.status});
                 conversation.steps.insert(
                     name.clone(),
-                    self.kept(step_index, response_value(inner, &response, None, Some(error))),
+                    self.kept_response(step_index, &response, None, Some(error)),
                 );
                 if let Some(target) = api.on_error {
                     self.go_to(conversation, Some(target), events);
@@ -490,22 +490,48 @@ impl Engine {
         }
     }
 
-    /// Only the parts of a step's result that some template reads, plus its
-    /// status and error: keeps parked conversations small.
-    fn kept(&self, step_index: usize, value: Value) -> Value {
-        let Some(Some(paths)) = self.inner.flow.program().retained.get(step_index) else {
-            return value;
+    /// What a conversation keeps of an Api step's response: the parts of its
+    /// body and headers some template reads, plus its status and error.
+    /// Keeps parked conversations small; headers are only collected when read.
+    /// A server that echoes a secret back must not make the stored state
+    /// hold it: strings are masked after JSON parsing, so escaped forms
+    /// (`sk\/x`, `\u0073k`) are caught too, and so are headers.
+    fn kept_response(
+        &self,
+        step_index: usize,
+        response: &HttpResponse,
+        streamed: Option<Value>,
+        error: Option<Value>,
+    ) -> Value {
+        let inner = &*self.inner;
+        let paths: Option<Vec<&[Segment]>> = match inner.flow.program().retained.get(step_index) {
+            Some(Some(paths)) => Some(paths.iter().map(Vec::as_slice).collect()),
+            _ => None,
         };
-        let paths: Vec<&[crate::template::Segment]> = paths.iter().map(Vec::as_slice).collect();
-        let mut kept = crate::template::project(&value, &paths);
-        if let (Some(kept), Value::Object(full)) = (kept.as_object_mut(), &value) {
-            for key in ["status", "error"] {
-                if let Some(v) = full.get(key) {
-                    kept.insert(key.to_string(), v.clone());
-                }
+        let reads = |key: &str| {
+            paths
+                .as_ref()
+                .is_none_or(|paths| paths.iter().any(|p| p.first().is_none_or(|s| s.key == key)))
+        };
+        let mut value = serde_json::Map::new();
+        if reads("response") {
+            value.insert("response".into(), response_body(response, streamed));
+        }
+        if reads("headers") {
+            value.insert("headers".into(), response_headers(inner, response));
+        }
+        let mut value = match &paths {
+            Some(paths) => project(Value::Object(value), paths),
+            None => Value::Object(value),
+        };
+        if let Value::Object(map) = &mut value {
+            map.insert("status".into(), response.status.into());
+            if let Some(error) = error {
+                map.insert("error".into(), error);
             }
         }
-        kept
+        inner.redact_value(&mut value);
+        value
     }
 
     fn build_request(
@@ -586,29 +612,23 @@ fn streamed_body(api: &CompiledApi, response: &HttpResponse) -> Result<Option<Va
     Ok(Some(selected.data))
 }
 
-/// What an Api step keeps: status, body (JSON, or text when it is not
-/// JSON; for a stream, the kept event's data),
-/// headers, and the error when the call failed.
-/// A server that echoes a secret back must not make the stored state hold
-/// it: strings are redacted after JSON parsing, so escaped forms (`sk\/x`,
-/// `\u0073k`) are caught too, and so are headers.
-fn response_value(
-    inner: &EngineInner,
-    response: &HttpResponse,
-    streamed: Option<Value>,
-    error: Option<Value>,
-) -> Value {
-    let mut body = match streamed {
+/// The body as JSON, or as text when it is not JSON; for a stream, the
+/// kept event's data.
+fn response_body(response: &HttpResponse, streamed: Option<Value>) -> Value {
+    match streamed {
         Some(data) => data,
         None if response.body.is_empty() => Value::Null,
         None => serde_json::from_slice(&response.body)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned())),
-    };
-    inner.redact_value(&mut body);
+    }
+}
+
+/// Headers by lower-case name; a repeated header (set-cookie) keeps all its
+/// values, comma-joined. Secrets are masked by the caller.
+fn response_headers(inner: &EngineInner, response: &HttpResponse) -> Value {
     let mut headers = serde_json::Map::new();
     for (name, value) in &response.headers {
         let value = inner.redact(value);
-        // A repeated header (set-cookie) keeps all its values, comma-joined.
         match headers.get_mut(&name.to_ascii_lowercase()) {
             Some(Value::String(existing)) => {
                 existing.push_str(", ");
@@ -619,11 +639,7 @@ fn response_value(
             }
         }
     }
-    let mut value = json!({"status": response.status, "response": body, "headers": headers});
-    if let Some(error) = error {
-        value["error"] = error;
-    }
-    value
+    Value::Object(headers)
 }
 
 /// The server's own error message: OpenAI's `{"error": {"message"}}` or a

@@ -8,13 +8,13 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{
-    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode,
-    unix_ms,
+    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms,
 };
 use crate::conversation::Conversation;
 
-/// A [`Store`] in memory. Conversations are kept as their serialized JSON,
-/// as a database would keep them, so what works here works there.
+/// A [`Store`] in memory. Conversations are kept as values, cloned in and
+/// out (the SQL stores keep the same values as JSON; one conformance suite
+/// runs on all of them).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -30,7 +30,7 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct Record {
-    state: Option<String>,
+    state: Option<Conversation>,
     inbox: Vec<InboxEntry>,
     next_inbox_seq: u64,
     transcript: Vec<TranscriptEntry>,
@@ -113,20 +113,13 @@ impl Store for MemoryStore {
             return Ok(None);
         }
         record.lease = Some((owner.to_string(), lease_until));
-        let conversation = record
-            .state
-            .as_deref()
-            .map(|s| decode(conversation_id, s))
-            .transpose()?;
         Ok(Some(Claim {
-            conversation,
+            conversation: record.state.clone(),
             inbox: record.inbox.clone(),
         }))
     }
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
-        let state =
-            serde_json::to_string(save.conversation).map_err(|e| StoreError::Backend(e.to_string()))?;
         let mut guard = self.lock();
         let inner = &mut *guard;
         let record = inner
@@ -136,7 +129,7 @@ impl Store for MemoryStore {
         if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
             return Err(StoreError::LeaseLost(conversation_id.to_string()));
         }
-        record.state = Some(state);
+        record.state = Some(save.conversation.clone());
         record.inbox.retain(|e| e.seq > save.consumed_up_to);
         let at_ms = unix_ms(save.now);
         for (direction, text) in save.outgoing {
@@ -222,12 +215,10 @@ impl Store for MemoryStore {
 
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
         let inner = self.lock();
-        inner
+        Ok(inner
             .conversations
             .get(conversation_id)
-            .and_then(|r| r.state.as_deref())
-            .map(|s| decode(conversation_id, s))
-            .transpose()
+            .and_then(|r| r.state.clone()))
     }
 
     async fn transcript(

@@ -32,7 +32,7 @@ use crate::conversation::Conversation;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// // A file would be `sqlite://chatflow.db?mode=rwc`.
+/// // A file would be `sqlite://chatflow.db` (created if missing).
 /// let store = SqliteStore::connect("sqlite::memory:").await?;
 /// assert_eq!(store.enqueue("user-1", "m1", "hello", SystemTime::now()).await?, Some(1));
 /// // A redelivered webhook changes nothing.
@@ -52,24 +52,25 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens the database at `url` and brings its schema up to date.
     ///
-    /// `sqlite://path/to/file.db?mode=rwc` creates the file if missing
-    /// (without `mode=rwc` it must exist); `sqlite::memory:` is a new
+    /// `sqlite://path/to/file.db` opens the file, creating it if missing
+    /// (`?mode=rw` requires it to exist); `sqlite::memory:` is a new
     /// in-memory database that lives as long as the store and its clones.
     /// File databases are put in WAL mode; connections have foreign keys on
     /// and a 10 s busy timeout.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), chatflow::store::StoreError> {
-    /// let store = chatflow::store::SqliteStore::connect("sqlite://chatflow.db?mode=rwc").await?;
+    /// let store = chatflow::store::SqliteStore::connect("sqlite://chatflow.db").await?;
     /// # Ok(())
     /// # }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(backend)?
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+        let mut options = SqliteConnectOptions::from_str(url).map_err(backend)?;
+        if !url.contains("mode=") {
+            options = options.create_if_missing(true);
+        }
+        let options = options.foreign_keys(true).busy_timeout(Duration::from_secs(10));
         if !in_memory {
             let pool = SqlitePoolOptions::new()
                 .connect_with(options.journal_mode(SqliteJournalMode::Wal))
