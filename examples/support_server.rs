@@ -40,8 +40,8 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -413,16 +413,87 @@ impl HttpClient for MetricsClient {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let started = Instant::now();
         let result = self.0.send(request).await;
-        let status = match &result {
-            Ok(response) => response.status.to_string(),
-            Err(error) => error.kind().to_string(),
+        let (seconds, calls) = match &result {
+            Ok(response) => API_BY_STATUS.get(response.status),
+            Err(error) => api_metrics(error.kind().to_string()),
         };
-        metrics::histogram!("chatflow_api_seconds", "status" => status.clone())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("chatflow_api_calls_total", "status" => status).increment(1);
+        seconds.record(started.elapsed().as_secs_f64());
+        calls.increment(1);
         result
     }
 }
+
+fn api_metrics(status: String) -> (metrics::Histogram, metrics::Counter) {
+    (
+        metrics::histogram!("chatflow_api_seconds", "status" => status.clone()),
+        metrics::counter!("chatflow_api_calls_total", "status" => status),
+    )
+}
+
+/// Metric handles by HTTP status, registered on first use: looking a
+/// labelled metric up in the recorder costs more than recording it, and
+/// these are recorded several times per turn.
+struct ByStatus<T> {
+    slots: LazyLock<Vec<OnceLock<T>>>,
+    make: fn(String) -> T,
+}
+
+impl<T: Clone> ByStatus<T> {
+    const fn new(make: fn(String) -> T) -> Self {
+        ByStatus {
+            slots: LazyLock::new(|| (0..600).map(|_| OnceLock::new()).collect()),
+            make,
+        }
+    }
+
+    fn get(&self, status: u16) -> T {
+        match self.slots.get(usize::from(status)) {
+            Some(slot) => slot.get_or_init(|| (self.make)(status.to_string())).clone(),
+            None => (self.make)(status.to_string()),
+        }
+    }
+}
+
+static API_BY_STATUS: ByStatus<(metrics::Histogram, metrics::Counter)> = ByStatus::new(api_metrics);
+static CHAT_BY_STATUS: ByStatus<metrics::Counter> =
+    ByStatus::new(|code| metrics::counter!("chatflow_chat_requests_total", "code" => code));
+
+/// The per-turn metrics, registered once (after the recorder is installed:
+/// handles made before it record nothing).
+struct TurnMetrics {
+    by_state: Vec<(&'static str, metrics::Counter)>,
+    errors: metrics::Counter,
+    duplicates: metrics::Counter,
+    seconds: metrics::Histogram,
+    messages_in: metrics::Counter,
+    messages_out: metrics::Counter,
+    handoffs: metrics::Counter,
+    in_flight: metrics::Gauge,
+}
+
+static TURN_METRICS: LazyLock<TurnMetrics> = LazyLock::new(|| TurnMetrics {
+    by_state: STATE_NAMES
+        .iter()
+        .map(|&name| (name, metrics::counter!("chatflow_turns_total", "status" => name)))
+        .collect(),
+    errors: metrics::counter!("chatflow_turns_total", "status" => "error"),
+    duplicates: metrics::counter!("chatflow_duplicates_total"),
+    seconds: metrics::histogram!("chatflow_turn_seconds"),
+    messages_in: metrics::counter!("chatflow_messages_total", "direction" => "in"),
+    messages_out: metrics::counter!("chatflow_messages_total", "direction" => "out"),
+    handoffs: metrics::counter!("chatflow_messages_total", "direction" => "handoff"),
+    in_flight: metrics::gauge!("chatflow_turns_in_flight"),
+});
+
+const STATE_NAMES: [&str; 7] = [
+    "running",
+    "awaiting_reply",
+    "sleeping",
+    "handed_off",
+    "finished",
+    "failed",
+    "other",
+];
 
 fn state_name(status: &Status) -> &'static str {
     match status {
@@ -437,20 +508,24 @@ fn state_name(status: &Status) -> &'static str {
 }
 
 fn record_turn(result: &Result<Turn, RuntimeError>, elapsed: Duration) {
+    let metrics = &*TURN_METRICS;
     let turn = match result {
         Ok(turn) => turn,
         Err(_) => {
-            metrics::counter!("chatflow_turns_total", "status" => "error").increment(1);
+            metrics.errors.increment(1);
             return;
         }
     };
     if turn.duplicate {
-        metrics::counter!("chatflow_duplicates_total").increment(1);
+        metrics.duplicates.increment(1);
         return;
     }
-    metrics::counter!("chatflow_messages_total", "direction" => "in").increment(1);
-    metrics::counter!("chatflow_turns_total", "status" => state_name(&turn.status)).increment(1);
-    metrics::histogram!("chatflow_turn_seconds").record(elapsed.as_secs_f64());
+    metrics.messages_in.increment(1);
+    let state = state_name(&turn.status);
+    if let Some((_, counter)) = metrics.by_state.iter().find(|(name, _)| *name == state) {
+        counter.increment(1);
+    }
+    metrics.seconds.record(elapsed.as_secs_f64());
     let (mut out, mut handoff) = (0u64, 0u64);
     for entry in &turn.replies {
         match entry.direction {
@@ -459,8 +534,8 @@ fn record_turn(result: &Result<Turn, RuntimeError>, elapsed: Duration) {
             Direction::In => {}
         }
     }
-    metrics::counter!("chatflow_messages_total", "direction" => "out").increment(out);
-    metrics::counter!("chatflow_messages_total", "direction" => "handoff").increment(handoff);
+    metrics.messages_out.increment(out);
+    metrics.handoffs.increment(handoff);
 }
 
 /// Counts turns running (including those whose request already timed out).
@@ -472,7 +547,7 @@ struct InFlightGuard(Arc<InFlight>);
 impl InFlight {
     fn enter(self: &Arc<Self>) -> InFlightGuard {
         let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge!("chatflow_turns_in_flight").set(n as f64);
+        TURN_METRICS.in_flight.set(n as f64);
         InFlightGuard(self.clone())
     }
 
@@ -496,7 +571,7 @@ impl InFlight {
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         let n = self.0.0.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        metrics::gauge!("chatflow_turns_in_flight").set(n as f64);
+        TURN_METRICS.in_flight.set(n as f64);
     }
 }
 
@@ -594,8 +669,7 @@ async fn chat(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let response = chat_inner(&app, &headers, body).await;
-    metrics::counter!("chatflow_chat_requests_total", "code" => response.status().as_u16().to_string())
-        .increment(1);
+    CHAT_BY_STATUS.get(response.status().as_u16()).increment(1);
     response
 }
 

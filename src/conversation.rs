@@ -107,7 +107,7 @@ pub struct Conversation {
     pub(crate) contact: BTreeMap<String, Value>,
     /// Results of the steps that ran, by step name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) steps: BTreeMap<String, Value>,
+    pub(crate) steps: BTreeMap<Arc<str>, Arc<Value>>,
     /// User messages not yet taken by a Question, oldest first.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub(crate) inbox: VecDeque<String>,
@@ -116,7 +116,7 @@ pub struct Conversation {
     pub(crate) steps_since_reply: u32,
     /// Per-step visit counts since the user last replied (GoTo bounds).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) visits: BTreeMap<String, u32>,
+    pub(crate) visits: BTreeMap<Arc<str>, u32>,
 }
 
 impl Conversation {
@@ -147,7 +147,7 @@ impl Conversation {
 
     /// A step's result (`{"response": …, "status": …}`), if it ran.
     pub fn step_result(&self, step: &str) -> Option<&Value> {
-        self.steps.get(step)
+        self.steps.get(step).map(|v| &**v)
     }
 
     /// Queues a user message. The next Question takes it; a message sent

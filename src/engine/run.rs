@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -26,7 +27,9 @@ pub(crate) struct ConversationScope<'a> {
 impl Scope for ConversationScope<'_> {
     fn resolve(&self, path: &crate::template::Path) -> Option<Cow<'_, Value>> {
         match &path.root {
-            Root::Step(name) => lookup(self.conversation.steps.get(name)?, &path.segments).map(Cow::Borrowed),
+            Root::Step(name) => {
+                lookup(self.conversation.steps.get(name.as_str())?, &path.segments).map(Cow::Borrowed)
+            }
             Root::Contact => keyed(&self.conversation.contact, path),
             Root::Var => keyed(&self.engine.vars, path),
             Root::Conversation => Some(Cow::Owned(Value::String(self.conversation.id.clone()))),
@@ -221,7 +224,7 @@ impl Engine {
         };
         conversation
             .steps
-            .insert(step.name.to_string(), json!({ "response": reply }));
+            .insert(step.name.clone(), Arc::new(json!({ "response": reply })));
         conversation.steps_since_reply = 0;
         conversation.visits.clear();
         let next = step.next;
@@ -332,7 +335,7 @@ impl Engine {
                 let duration = if durations.len() == 1 {
                     durations[0]
                 } else {
-                    let visits = conversation.visits.entry(step.name.to_string()).or_insert(0);
+                    let visits = conversation.visits.entry(step.name.clone()).or_insert(0);
                     *visits = visits.saturating_add(1);
                     let nth = (*visits as usize).saturating_sub(1).min(durations.len() - 1);
                     durations[nth]
@@ -345,7 +348,7 @@ impl Engine {
                 max_visits,
                 fallback,
             } => {
-                let visits = conversation.visits.entry(step.name.to_string()).or_insert(0);
+                let visits = conversation.visits.entry(step.name.clone()).or_insert(0);
                 *visits = visits.saturating_add(1);
                 let spent = max_visits.is_some_and(|max| *visits > max);
                 let target = if spent { *fallback } else { Some(*target) };
@@ -441,7 +444,7 @@ impl Engine {
         match outcome {
             Ok((response, body)) if response.is_success() => {
                 let value = self.kept_response(step_index, &response, body, None);
-                conversation.steps.insert(name, value);
+                conversation.steps.insert(step.name.clone(), Arc::new(value));
                 self.go_to(conversation, step.next, events);
                 Ok(())
             }
@@ -453,8 +456,8 @@ impl Engine {
                 };
                 let error = json!({"kind": "status", "message": message, "status": response.status});
                 conversation.steps.insert(
-                    name.clone(),
-                    self.kept_response(step_index, &response, None, Some(error)),
+                    step.name.clone(),
+                    Arc::new(self.kept_response(step_index, &response, None, Some(error))),
                 );
                 if let Some(target) = api.on_error {
                     self.go_to(conversation, Some(target), events);
@@ -472,8 +475,8 @@ impl Engine {
             Err(error) => {
                 let message = inner.redact(&error.to_string());
                 conversation.steps.insert(
-                    name.clone(),
-                    json!({"status": null, "error": {"kind": error.kind(), "message": message}}),
+                    step.name.clone(),
+                    Arc::new(json!({"status": null, "error": {"kind": error.kind(), "message": message}})),
                 );
                 if let Some(target) = api.on_error {
                     self.go_to(conversation, Some(target), events);
@@ -545,24 +548,28 @@ impl Engine {
             engine: inner,
             conversation,
         };
-        let render_error = |field: &str| {
-            let step = step.name.to_string();
-            let field = field.to_string();
-            move |source: RenderError| RunError::Render { step, field, source }
+        // Built only on failure: rendering runs for every call.
+        let render_error = |field: String, source: RenderError| RunError::Render {
+            step: step.name.to_string(),
+            field,
+            source,
         };
         let url = api
             .url
             .render_url(&scope, Secrets::Reveal)
-            .map_err(render_error("url"))?;
-        let display_url = api
-            .url
-            .render_url(&scope, Secrets::Mask)
-            .map_err(render_error("url"))?;
+            .map_err(|e| render_error("url".into(), e))?;
+        let display_url = if api.url.uses_secret() {
+            api.url
+                .render_url(&scope, Secrets::Mask)
+                .map_err(|e| render_error("url".into(), e))?
+        } else {
+            url.clone()
+        };
         let mut headers = Vec::with_capacity(api.headers.len() + 1);
         for (name, template) in &api.headers {
             let value = template
                 .render_header(&scope)
-                .map_err(render_error(&format!("headers.{name}")))?;
+                .map_err(|e| render_error(format!("headers.{name}"), e))?;
             headers.push(Header {
                 name: name.clone(),
                 value,
