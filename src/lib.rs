@@ -49,6 +49,7 @@ mod error;
 mod event;
 mod flow;
 pub mod http;
+mod projection;
 mod runtime;
 pub mod store;
 mod template;

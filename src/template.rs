@@ -71,8 +71,8 @@ pub(crate) enum Root {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Segment {
     pub(crate) key: String,
-    index: Option<usize>,
-    filter: Option<(String, String)>,
+    pub(crate) index: Option<usize>,
+    pub(crate) filter: Option<(String, String)>,
 }
 
 /// A parsed placeholder path, e.g. `step.Start GPT thread.response.id`.
@@ -255,64 +255,6 @@ pub(crate) fn lookup<'v>(value: &'v Value, segments: &[Segment]) -> Option<&'v V
             (Value::Array(items), None) => segment.index.and_then(|i| items.get(i)),
             _ => None,
         })
-}
-
-/// The parts of `value` that `paths` can reach, and nothing else: what a
-/// conversation keeps of an API response so its stored state stays small.
-/// An empty path keeps everything below it; a filter (`[type=message]`)
-/// keeps the whole array it filters. Kept parts are moved, not copied.
-pub(crate) fn project(value: Value, paths: &[&[Segment]]) -> Value {
-    if paths.iter().any(|p| p.is_empty()) {
-        return value;
-    }
-    match value {
-        Value::Object(mut map) => {
-            let mut out = serde_json::Map::new();
-            // Walk the paths, not the object: responses have many more keys
-            // than a flow reads.
-            for (i, path) in paths.iter().enumerate() {
-                let key = &path[0].key;
-                let seen = paths[..i]
-                    .iter()
-                    .any(|p| p[0].filter.is_none() && p[0].key == *key);
-                if path[0].filter.is_some() || seen {
-                    continue;
-                }
-                let Some(item) = map.remove(key.as_str()) else {
-                    continue;
-                };
-                let rests: Vec<&[Segment]> = paths
-                    .iter()
-                    .filter(|p| p[0].filter.is_none() && p[0].key == *key)
-                    .map(|p| &p[1..])
-                    .collect();
-                out.insert(key.clone(), project(item, &rests));
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => {
-            if paths.iter().any(|p| p[0].filter.is_some()) {
-                return Value::Array(items);
-            }
-            let Some(last) = paths.iter().filter_map(|p| p[0].index).max() else {
-                return Value::Array(Vec::new());
-            };
-            let kept = items.into_iter().take(last + 1).enumerate().map(|(i, item)| {
-                let rests: Vec<&[Segment]> = paths
-                    .iter()
-                    .filter(|p| p[0].index == Some(i))
-                    .map(|p| &p[1..])
-                    .collect();
-                if rests.is_empty() {
-                    Value::Null
-                } else {
-                    project(item, &rests)
-                }
-            });
-            Value::Array(kept.collect())
-        }
-        scalar => scalar,
-    }
 }
 
 /// Where placeholder values come from: implemented by the engine over a
@@ -758,40 +700,6 @@ mod tests {
             t.render_url(&s, Secrets::Reveal),
             Err(RenderError::DotSegmentInUrl { .. })
         ));
-    }
-
-    #[test]
-    fn projection_keeps_only_reachable_parts() {
-        let names: &[&str] = &["S"];
-        let parse = |t: &str| Template::parse(t, names).unwrap();
-        let templates = [
-            parse("<<step.S.response.data.1.role>>"),
-            parse("<<step.S.response.id>>"),
-            parse("<<step.S.response.output[type=message].text>>"),
-        ];
-        let paths: Vec<&[Segment]> = templates
-            .iter()
-            .flat_map(|t| t.paths())
-            .map(|p| p.segments.as_slice())
-            .collect();
-        let value = json!({
-            "status": 200,
-            "response": {
-                "id": "x", "object": "list", "big": "drop me",
-                "data": [{"role": "a", "extra": 1}, {"role": "b", "extra": 2}, {"role": "c"}],
-                "output": [{"type": "message", "text": "t"}, {"type": "other"}]
-            }
-        });
-        assert_eq!(
-            project(value.clone(), &paths),
-            json!({"response": {
-                "id": "x",
-                "data": [null, {"role": "b"}],
-                "output": [{"type": "message", "text": "t"}, {"type": "other"}]
-            }})
-        );
-        // An empty path keeps everything.
-        assert_eq!(project(value.clone(), &[&[]]), value);
     }
 
     #[test]

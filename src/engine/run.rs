@@ -15,7 +15,8 @@ use crate::error::RunError;
 use crate::event::{Event, EventSink};
 use crate::flow::{CompiledApi, CompiledKind, CompiledStep};
 use crate::http::{Header, HttpError, HttpRequest, HttpResponse, sse};
-use crate::template::{RenderError, Root, Scope, Secrets, Segment, lookup, project};
+use crate::projection::{parse_projected, project};
+use crate::template::{RenderError, Root, Scope, Secrets, Segment, lookup};
 
 /// Template values of one conversation: its own results and contact
 /// attributes, and the engine's host values and secrets.
@@ -516,9 +517,22 @@ impl Engine {
                 .as_ref()
                 .is_none_or(|paths| paths.iter().any(|p| p.first().is_none_or(|s| s.key == key)))
         };
+        // What the paths read below `response`; None keeps the whole body.
+        let body_paths: Option<Vec<&[Segment]>> = paths.as_ref().and_then(|paths| {
+            let mut below = Vec::new();
+            for path in paths {
+                match path.split_first() {
+                    None => return None,
+                    Some((first, rest)) if first.key == "response" => below.push(rest),
+                    Some(_) => {}
+                }
+            }
+            Some(below)
+        });
         let mut value = serde_json::Map::new();
         if reads("response") {
-            value.insert("response".into(), response_body(response, streamed));
+            let body = response_body(response, streamed, body_paths.as_deref());
+            value.insert("response".into(), body);
         }
         if reads("headers") {
             value.insert("headers".into(), response_headers(inner, response));
@@ -619,15 +633,16 @@ fn streamed_body(api: &CompiledApi, response: &HttpResponse) -> Result<Option<Va
     Ok(Some(selected.data))
 }
 
-/// The body as JSON, or as text when it is not JSON; for a stream, the
-/// kept event's data.
-fn response_body(response: &HttpResponse, streamed: Option<Value>) -> Value {
-    match streamed {
-        Some(data) => data,
-        None if response.body.is_empty() => Value::Null,
-        None => serde_json::from_slice(&response.body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned())),
-    }
+/// The body as JSON (only the parts `paths` reach, when given), or as text
+/// when it is not JSON; for a stream, the kept event's data.
+fn response_body(response: &HttpResponse, streamed: Option<Value>, paths: Option<&[&[Segment]]>) -> Value {
+    let parsed = match (streamed, paths) {
+        (Some(data), _) => return data,
+        _ if response.body.is_empty() => return Value::Null,
+        (None, Some(paths)) => parse_projected(&response.body, paths),
+        (None, None) => serde_json::from_slice(&response.body),
+    };
+    parsed.unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned()))
 }
 
 /// Headers by lower-case name; a repeated header (set-cookie) keeps all its
