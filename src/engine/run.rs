@@ -512,41 +512,45 @@ impl Engine {
             Some(Some(paths)) => Some(paths.iter().map(Vec::as_slice).collect()),
             _ => None,
         };
-        let reads = |key: &str| {
-            paths
-                .as_ref()
-                .is_none_or(|paths| paths.iter().any(|p| p.first().is_none_or(|s| s.key == key)))
-        };
-        // What the paths read below `response`; None keeps the whole body.
-        let body_paths: Option<Vec<&[Segment]>> = paths.as_ref().and_then(|paths| {
+        // What the paths read below `key`; None reads all of it.
+        let below = |key: &str| -> Option<Vec<&[Segment]>> {
+            let paths = paths.as_ref()?;
             let mut below = Vec::new();
             for path in paths {
                 match path.split_first() {
                     None => return None,
-                    Some((first, rest)) if first.key == "response" => below.push(rest),
+                    Some((first, rest)) if first.filter.is_none() && first.key == key => below.push(rest),
                     Some(_) => {}
                 }
             }
             Some(below)
-        });
-        let mut value = serde_json::Map::new();
-        if reads("response") {
-            let body = response_body(response, streamed, body_paths.as_deref());
-            value.insert("response".into(), body);
-        }
-        if reads("headers") {
-            value.insert("headers".into(), response_headers(inner, response));
-        }
-        let mut value = match &paths {
-            Some(paths) => project(Value::Object(value), paths),
-            None => Value::Object(value),
         };
-        if let Value::Object(map) = &mut value {
-            map.insert("status".into(), response.status.into());
-            if let Some(error) = error {
-                map.insert("error".into(), error);
-            }
+        let mut map = serde_json::Map::new();
+        let body_paths = below("response");
+        if body_paths.as_ref().is_none_or(|p| !p.is_empty()) {
+            // A parsed body comes projected already; a streamed one does not.
+            let was_streamed = streamed.is_some();
+            let body = response_body(response, streamed, body_paths.as_deref());
+            let body = match &body_paths {
+                Some(paths) if was_streamed => project(body, paths),
+                _ => body,
+            };
+            map.insert("response".into(), body);
         }
+        let header_paths = below("headers");
+        if header_paths.as_ref().is_none_or(|p| !p.is_empty()) {
+            let headers = response_headers(inner, response);
+            let headers = match &header_paths {
+                Some(paths) => project(headers, paths),
+                None => headers,
+            };
+            map.insert("headers".into(), headers);
+        }
+        map.insert("status".into(), response.status.into());
+        if let Some(error) = error {
+            map.insert("error".into(), error);
+        }
+        let mut value = Value::Object(map);
         inner.redact_value(&mut value);
         value
     }

@@ -122,10 +122,9 @@ impl Store for MemoryStore {
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let record = inner
-            .conversations
-            .entry(conversation_id.to_string())
-            .or_default();
+        let Some(record) = inner.conversations.get_mut(conversation_id) else {
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        };
         if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
             return Err(StoreError::LeaseLost(conversation_id.to_string()));
         }
@@ -135,14 +134,20 @@ impl Store for MemoryStore {
         for (direction, text) in save.outgoing {
             record.append(*direction, text, at_ms);
         }
-        if let Some(old) = record.wake_at.take() {
-            inner.wakes.remove(&(old, conversation_id.to_string()));
+        let wake_at = save.wake_at.map(unix_ms);
+        if record.wake_at != wake_at {
+            if let Some(old) = record.wake_at {
+                inner.wakes.remove(&(old, conversation_id.to_string()));
+            }
+            if let Some(new) = wake_at {
+                inner.wakes.insert((new, conversation_id.to_string()));
+            }
+            record.wake_at = wake_at;
         }
-        record.wake_at = save.wake_at.map(unix_ms);
-        if let Some(new) = record.wake_at {
-            inner.wakes.insert((new, conversation_id.to_string()));
+        // The lease is this owner's (checked above): only its end moves.
+        if let Some((_, until)) = &mut record.lease {
+            *until = save.lease_until;
         }
-        record.lease = Some((owner.to_string(), save.lease_until));
         Ok(())
     }
 
