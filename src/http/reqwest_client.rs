@@ -76,10 +76,9 @@ impl HttpClient for ReqwestClient {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidRequest(format!("bad URL {}: {e}", request.display_url)))?;
-        let mut builder = self
-            .client
-            .request(method(request.method), url)
-            .timeout(request.timeout);
+        // The deadline is the tokio timeout around the whole exchange below:
+        // a second timer inside reqwest would only cost.
+        let mut builder = self.client.request(method(request.method), url);
         for header in &request.headers {
             let name = reqwest::header::HeaderName::from_bytes(header.name.as_bytes())
                 .map_err(|_| HttpError::InvalidRequest(format!("bad header name `{}`", header.name)))?;
