@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Row};
 
@@ -72,8 +73,18 @@ impl SqliteStore {
         }
         let options = options.foreign_keys(true).busy_timeout(Duration::from_secs(10));
         if !in_memory {
+            // One connection: SQLite runs one writer at a time anyway, and
+            // writers on several connections wait in its busy handler (which
+            // sleeps for milliseconds) instead of in the pool's queue.
+            // WAL with synchronous=NORMAL survives a crash of the process
+            // (not of the machine) with every committed write.
             let pool = SqlitePoolOptions::new()
-                .connect_with(options.journal_mode(SqliteJournalMode::Wal))
+                .max_connections(1)
+                .connect_with(
+                    options
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal),
+                )
                 .await
                 .map_err(backend)?;
             return Self::from_pool(pool).await;
