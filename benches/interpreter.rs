@@ -48,7 +48,7 @@ struct NeverCalled;
 
 #[async_trait]
 impl HttpClient for NeverCalled {
-    async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    async fn send(&self, _request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         unreachable!("the benchmark flow makes no HTTP calls")
     }
 }

@@ -410,7 +410,7 @@ struct MetricsClient(ReqwestClient);
 
 #[async_trait]
 impl HttpClient for MetricsClient {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         let started = Instant::now();
         let result = self.0.send(request).await;
         let (seconds, calls) = match &result {

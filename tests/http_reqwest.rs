@@ -58,7 +58,7 @@ async fn request_arrives_exactly_and_response_comes_back() {
         },
     ];
     request.body = Some(BINARY.to_vec());
-    let response = client().send(request).await.expect("a response");
+    let response = client().send(&request).await.expect("a response");
 
     assert_eq!(response.status, 201);
     assert_eq!(response.body, b"\xff\x00answer");
@@ -107,7 +107,7 @@ async fn get_without_body_sends_no_body() {
         .await;
 
     let request = HttpRequest::new(Method::Get, format!("{}/ping", server.uri()));
-    let response = client().send(request).await.unwrap();
+    let response = client().send(&request).await.unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body: Value = serde_json::from_slice(&response.body).unwrap();
@@ -129,7 +129,7 @@ async fn non_success_statuses_are_responses_not_errors() {
     for (status, route) in [(404, "/missing"), (429, "/busy"), (500, "/broken")] {
         let request = HttpRequest::new(Method::Delete, format!("{}{route}", server.uri()));
         let response = client()
-            .send(request)
+            .send(&request)
             .await
             .unwrap_or_else(|e| panic!("{route}: {e}"));
         assert_eq!(response.status, status);
@@ -149,7 +149,7 @@ async fn a_slow_server_is_a_timeout() {
     let mut request = HttpRequest::new(Method::Get, format!("{}/slow", server.uri()));
     request.timeout = Duration::from_millis(200);
     let started = Instant::now();
-    let error = client().send(request).await.unwrap_err();
+    let error = client().send(&request).await.unwrap_err();
     let elapsed = started.elapsed();
 
     assert_eq!(error, HttpError::Timeout(Duration::from_millis(200)));
@@ -172,20 +172,20 @@ async fn a_body_over_the_cap_is_refused_by_its_content_length() {
 
     let url = format!("{}/big", server.uri());
     // Control: with room to spare the body comes back whole, with its length.
-    let response = client().send(HttpRequest::new(Method::Get, &url)).await.unwrap();
+    let response = client().send(&HttpRequest::new(Method::Get, &url)).await.unwrap();
     assert_eq!(response.header("content-length"), Some("2000"));
     assert_eq!(response.body.len(), BIG);
 
     let mut request = HttpRequest::new(Method::Get, &url);
     request.max_response_bytes = 1000;
-    let error = client().send(request).await.unwrap_err();
+    let error = client().send(&request).await.unwrap_err();
     assert_eq!(error, HttpError::BodyTooLarge { limit: 1000 });
     assert_eq!(error.kind(), "body_too_large");
 
     // Exactly at the cap is fine.
     let mut request = HttpRequest::new(Method::Get, &url);
     request.max_response_bytes = BIG;
-    assert_eq!(client().send(request).await.unwrap().body.len(), BIG);
+    assert_eq!(client().send(&request).await.unwrap().body.len(), BIG);
 }
 
 #[tokio::test]
@@ -204,14 +204,14 @@ async fn a_chunked_body_over_the_cap_is_refused_while_reading() {
 
     let url = format!("{}/chunked", server.uri());
     // Control: the response really has no content-length.
-    let response = client().send(HttpRequest::new(Method::Get, &url)).await.unwrap();
+    let response = client().send(&HttpRequest::new(Method::Get, &url)).await.unwrap();
     assert_eq!(response.header("content-length"), None, "{:?}", response.headers);
     assert_eq!(response.header("transfer-encoding"), Some("chunked"));
     assert_eq!(response.body, vec![b'y'; BIG]);
 
     let mut request = HttpRequest::new(Method::Get, &url);
     request.max_response_bytes = 1000;
-    let error = client().send(request).await.unwrap_err();
+    let error = client().send(&request).await.unwrap_err();
     assert_eq!(error, HttpError::BodyTooLarge { limit: 1000 });
 }
 
@@ -230,7 +230,7 @@ async fn connection_refused_is_a_connect_error_without_the_url_secret() {
     );
     request.display_url = format!("http://127.0.0.1:{port}/v1/things?key=***");
     request.body = Some(b"{}".to_vec());
-    let error = client().send(request).await.unwrap_err();
+    let error = client().send(&request).await.unwrap_err();
 
     assert!(matches!(error, HttpError::Connect(_)), "{error:?}");
     assert_eq!(error.kind(), "connect");
@@ -243,7 +243,7 @@ async fn connection_refused_is_a_connect_error_without_the_url_secret() {
 async fn invalid_urls_are_invalid_requests() {
     for url in ["not a url", "/relative/path", "http://[::1/broken", ""] {
         let error = client()
-            .send(HttpRequest::new(Method::Get, url))
+            .send(&HttpRequest::new(Method::Get, url))
             .await
             .unwrap_err();
         assert!(
@@ -266,7 +266,7 @@ async fn invalid_url_errors_show_the_display_url_only() {
     ] {
         let mut request = HttpRequest::new(Method::Get, url);
         request.display_url = display.into();
-        let error = client().send(request).await.unwrap_err();
+        let error = client().send(&request).await.unwrap_err();
         assert!(matches!(error, HttpError::InvalidRequest(_)), "{url}: {error:?}");
         let shown = format!("{error} {error:?}");
         assert!(!shown.contains("sk-secret-123"), "{shown}");
@@ -279,7 +279,7 @@ async fn invalid_headers_are_invalid_requests() {
     for bad in [header_of("bad name", "v"), header_of("X-Ok", "line\r\nbreak")] {
         let mut request = HttpRequest::new(Method::Get, server.uri());
         request.headers.push(bad.clone());
-        let error = client().send(request).await.unwrap_err();
+        let error = client().send(&request).await.unwrap_err();
         assert!(
             matches!(error, HttpError::InvalidRequest(_)),
             "{bad:?}: {error:?}"
@@ -391,7 +391,7 @@ async fn head_is_not_refused_for_the_length_of_a_body_it_does_not_get() {
         .await;
     let mut request = HttpRequest::new(Method::Head, format!("{}/big", server.uri()));
     request.max_response_bytes = 1000;
-    let response = client().send(request).await.unwrap();
+    let response = client().send(&request).await.unwrap();
     assert_eq!(response.status, 200);
     assert!(response.body.is_empty());
 }

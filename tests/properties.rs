@@ -26,8 +26,8 @@ impl Recorder {
 
 #[async_trait]
 impl HttpClient for Recorder {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.requests.lock().unwrap().push(request);
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.requests.lock().unwrap().push(request.clone());
         Ok(HttpResponse::json(200, &json!({"ok": true})))
     }
 }

@@ -37,7 +37,7 @@ struct HangAt {
 
 #[async_trait]
 impl HttpClient for HangAt {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         if self.calls.fetch_add(1, Ordering::SeqCst) == self.hang_at {
             std::future::pending::<()>().await;
         }

@@ -687,7 +687,7 @@ async fn the_reqwest_client_returns_at_the_awaited_event_while_the_stream_stays_
     ])
     .await;
     let client = ReqwestClient::new().unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), client.send(streaming_request(&url)))
+    let response = tokio::time::timeout(Duration::from_secs(10), client.send(&streaming_request(&url)))
         .await
         .expect("the client returns without the stream ending")
         .unwrap();
@@ -705,7 +705,7 @@ async fn the_reqwest_client_returns_at_an_error_event_too() {
     ])
     .await;
     let client = ReqwestClient::new().unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), client.send(streaming_request(&url)))
+    let response = tokio::time::timeout(Duration::from_secs(10), client.send(&streaming_request(&url)))
         .await
         .expect("an error event ends the wait")
         .unwrap();
@@ -720,7 +720,7 @@ async fn the_cap_holds_while_streaming() {
     let client = ReqwestClient::new().unwrap();
     let mut request = streaming_request(&url);
     request.max_response_bytes = 1000;
-    let error = tokio::time::timeout(Duration::from_secs(10), client.send(request))
+    let error = tokio::time::timeout(Duration::from_secs(10), client.send(&request))
         .await
         .expect("the cap ends the wait")
         .unwrap_err();
@@ -734,7 +734,7 @@ async fn the_cap_holds_while_streaming() {
     let (url, server) = endless_stream(events).await;
     let mut request = streaming_request(&url);
     request.max_response_bytes = 1000;
-    let response = tokio::time::timeout(Duration::from_secs(10), client.send(request))
+    let response = tokio::time::timeout(Duration::from_secs(10), client.send(&request))
         .await
         .unwrap();
     let response = response.expect("the awaited event came before the cap");
@@ -749,7 +749,7 @@ async fn the_timeout_holds_while_streaming() {
     let mut request = streaming_request(&url);
     request.timeout = Duration::from_millis(150);
     let started = Instant::now();
-    let error = client.send(request).await.unwrap_err();
+    let error = client.send(&request).await.unwrap_err();
     assert_eq!(error, HttpError::Timeout(Duration::from_millis(150)));
     assert!(started.elapsed() < Duration::from_secs(5));
     server.abort();
@@ -761,7 +761,7 @@ async fn without_stream_until_the_client_reads_to_the_end() {
     let client = ReqwestClient::new().unwrap();
     let mut request = HttpRequest::new(Method::Get, &url);
     request.timeout = Duration::from_millis(150);
-    assert!(matches!(client.send(request).await, Err(HttpError::Timeout(_))));
+    assert!(matches!(client.send(&request).await, Err(HttpError::Timeout(_))));
     server.abort();
 }
 

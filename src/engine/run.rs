@@ -413,7 +413,7 @@ impl Engine {
         let started = inner.clock.now();
         let mut attempt = 1;
         let outcome = loop {
-            let outcome = inner.http.send(request.clone()).await;
+            let outcome = inner.http.send(&request).await;
             tracing::debug!(
                 step = %step.name,
                 method = %request.method,

@@ -279,20 +279,21 @@ impl HttpError {
 ///
 /// #[async_trait]
 /// impl HttpClient for AlwaysOk {
-///     async fn send(&self, _request: HttpRequest) -> Result<HttpResponse, HttpError> {
+///     async fn send(&self, _request: &HttpRequest) -> Result<HttpResponse, HttpError> {
 ///         Ok(HttpResponse::json(200, &serde_json::json!({"ok": true})))
 ///     }
 /// }
 /// ```
 #[async_trait]
 pub trait HttpClient: Send + Sync {
-    /// Sends one request and returns the whole response.
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError>;
+    /// Sends one request and returns the whole response. The request is
+    /// borrowed: the engine sends the same one again when it retries.
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
 }
 
 #[async_trait]
 impl<T: HttpClient + ?Sized> HttpClient for std::sync::Arc<T> {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         (**self).send(request).await
     }
 }

@@ -73,7 +73,7 @@ fn error_chain(first: &str, error: &(dyn std::error::Error + 'static)) -> String
 
 #[async_trait]
 impl HttpClient for ReqwestClient {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidRequest(format!("bad URL {}: {e}", request.display_url)))?;
         // The deadline is the tokio timeout around the whole exchange below:
@@ -93,7 +93,7 @@ impl HttpClient for ReqwestClient {
         let limit = request.max_response_bytes;
         // One deadline for the whole exchange, body included.
         let exchange = async {
-            let mut response = builder.send().await.map_err(|e| classify(e, &request))?;
+            let mut response = builder.send().await.map_err(|e| classify(e, request))?;
             if response.content_length().is_some_and(|len| len > limit as u64) {
                 return Err(HttpError::BodyTooLarge { limit });
             }
@@ -116,7 +116,7 @@ impl HttpClient for ReqwestClient {
                 })
                 .collect();
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, &request))? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| classify(e, request))? {
                 if body.len() + chunk.len() > limit {
                     return Err(HttpError::BodyTooLarge { limit });
                 }

@@ -55,7 +55,7 @@ impl FakeHttp {
 
 #[async_trait]
 impl HttpClient for FakeHttp {
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         self.seen.lock().unwrap().push(Seen {
             method: request.method.to_string(),
             url: request.url.clone(),
@@ -69,7 +69,7 @@ impl HttpClient for FakeHttp {
         if let Some(outcome) = self.queue.lock().unwrap().pop_front() {
             return outcome;
         }
-        (self.handler)(&request)
+        (self.handler)(request)
     }
 }
 
