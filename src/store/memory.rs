@@ -8,13 +8,18 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{
-    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, unix_ms,
+    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode,
+    unix_ms,
 };
-use crate::conversation::Conversation;
+use crate::conversation::{Conversation, Status};
 
-/// A [`Store`] in memory. Conversations are kept as values, cloned in and
-/// out (the SQL stores keep the same values as JSON; one conformance suite
-/// runs on all of them).
+/// A [`Store`] in memory.
+///
+/// A conversation in the middle of a turn is kept as a value (cheap to
+/// replace at each of the turn's saves); one that waits — for the user, a
+/// Delay, or nothing more — is kept as its JSON, as a database would keep
+/// it: a parked conversation's values take several times the memory of
+/// their text.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -30,12 +35,39 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct Record {
-    state: Option<Conversation>,
+    state: Option<Stored>,
     inbox: Vec<InboxEntry>,
     next_inbox_seq: u64,
     transcript: Vec<TranscriptEntry>,
     wake_at: Option<u64>,
     lease: Option<(String, SystemTime)>,
+}
+
+/// A conversation as the store holds it.
+#[derive(Debug)]
+enum Stored {
+    /// Mid-turn: it will be replaced at the turn's next save.
+    Running(Conversation),
+    /// Waiting: compact until a runner takes it again.
+    Parked(String),
+}
+
+impl Stored {
+    fn new(conversation: &Conversation) -> Result<Stored, StoreError> {
+        if *conversation.status() == Status::Running {
+            return Ok(Stored::Running(conversation.clone()));
+        }
+        serde_json::to_string(conversation)
+            .map(Stored::Parked)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+    }
+
+    fn conversation(&self, id: &str) -> Result<Conversation, StoreError> {
+        match self {
+            Stored::Running(conversation) => Ok(conversation.clone()),
+            Stored::Parked(json) => decode(id, json),
+        }
+    }
 }
 
 impl Record {
@@ -114,7 +146,11 @@ impl Store for MemoryStore {
         }
         record.lease = Some((owner.to_string(), lease_until));
         Ok(Some(Claim {
-            conversation: record.state.clone(),
+            conversation: record
+                .state
+                .as_ref()
+                .map(|s| s.conversation(conversation_id))
+                .transpose()?,
             inbox: record.inbox.clone(),
         }))
     }
@@ -128,7 +164,7 @@ impl Store for MemoryStore {
         if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
             return Err(StoreError::LeaseLost(conversation_id.to_string()));
         }
-        record.state = Some(save.conversation.clone());
+        record.state = Some(Stored::new(save.conversation)?);
         record.inbox.retain(|e| e.seq > save.consumed_up_to);
         let at_ms = unix_ms(save.now);
         for (direction, text) in save.outgoing {
@@ -220,10 +256,12 @@ impl Store for MemoryStore {
 
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
         let inner = self.lock();
-        Ok(inner
+        inner
             .conversations
             .get(conversation_id)
-            .and_then(|r| r.state.clone()))
+            .and_then(|r| r.state.as_ref())
+            .map(|s| s.conversation(conversation_id))
+            .transpose()
     }
 
     async fn transcript(
