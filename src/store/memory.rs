@@ -47,7 +47,7 @@ struct Record {
 #[derive(Debug)]
 enum Stored {
     /// Mid-turn: it will be replaced at the turn's next save.
-    Running(Conversation),
+    Running(Box<Conversation>),
     /// Waiting: compact until a runner takes it again.
     Parked(String),
 }
@@ -55,7 +55,7 @@ enum Stored {
 impl Stored {
     fn new(conversation: &Conversation) -> Result<Stored, StoreError> {
         if *conversation.status() == Status::Running {
-            return Ok(Stored::Running(conversation.clone()));
+            return Ok(Stored::Running(Box::new(conversation.clone())));
         }
         serde_json::to_string(conversation)
             .map(Stored::Parked)
@@ -64,7 +64,7 @@ impl Stored {
 
     fn conversation(&self, id: &str) -> Result<Conversation, StoreError> {
         match self {
-            Stored::Running(conversation) => Ok(conversation.clone()),
+            Stored::Running(conversation) => Ok((**conversation).clone()),
             Stored::Parked(json) => decode(id, json),
         }
     }
