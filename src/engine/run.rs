@@ -44,6 +44,21 @@ fn keyed<'a>(map: &'a BTreeMap<String, Value>, path: &crate::template::Path) -> 
     lookup(map.get(&first.key)?, rest).map(Cow::Borrowed)
 }
 
+/// Counts a visit to step `name`; returns the visits so far. The name is
+/// copied only on the first visit.
+fn visit(visits: &mut BTreeMap<String, u32>, name: &str) -> u32 {
+    match visits.get_mut(name) {
+        Some(count) => {
+            *count = count.saturating_add(1);
+            *count
+        }
+        None => {
+            visits.insert(name.to_string(), 1);
+            1
+        }
+    }
+}
+
 /// What running one step asks of the loop.
 enum Next {
     /// Go on with the next step.
@@ -307,10 +322,30 @@ impl Engine {
                 self.go_to(conversation, step.next, events);
             }
             CompiledKind::ContactUpdate { set } => {
-                // Every value is computed from the state before the step.
-                let values: Vec<(String, Value)> =
-                    set.iter().map(|(k, t)| (k.clone(), t.render(&scope))).collect();
-                conversation.contact.extend(values);
+                // Every value is computed from the state before the step;
+                // a few are held on the stack rather than in a vector.
+                let mut inline: [Value; 8] = Default::default();
+                let mut spilled = Vec::new();
+                let values: &mut [Value] = match inline.get_mut(..set.len()) {
+                    Some(values) => values,
+                    None => {
+                        spilled.resize(set.len(), Value::Null);
+                        &mut spilled
+                    }
+                };
+                for (value, (_, template)) in values.iter_mut().zip(set) {
+                    *value = template.render(&scope);
+                }
+                for ((key, _), value) in set.iter().zip(values) {
+                    let value = std::mem::take(value);
+                    // An attribute set before keeps its key.
+                    match conversation.contact.get_mut(key) {
+                        Some(slot) => *slot = value,
+                        None => {
+                            conversation.contact.insert(key.clone(), value);
+                        }
+                    }
+                }
                 self.go_to(conversation, step.next, events);
             }
             CompiledKind::Condition {
@@ -332,9 +367,8 @@ impl Engine {
                 let duration = if durations.len() == 1 {
                     durations[0]
                 } else {
-                    let visits = conversation.visits.entry(step.name.to_string()).or_insert(0);
-                    *visits = visits.saturating_add(1);
-                    let nth = (*visits as usize).saturating_sub(1).min(durations.len() - 1);
+                    let visits = visit(&mut conversation.visits, &step.name);
+                    let nth = (visits as usize).saturating_sub(1).min(durations.len() - 1);
                     durations[nth]
                 };
                 let until = inner.clock.now() + duration;
@@ -345,9 +379,8 @@ impl Engine {
                 max_visits,
                 fallback,
             } => {
-                let visits = conversation.visits.entry(step.name.to_string()).or_insert(0);
-                *visits = visits.saturating_add(1);
-                let spent = max_visits.is_some_and(|max| *visits > max);
+                let visits = visit(&mut conversation.visits, &step.name);
+                let spent = max_visits.is_some_and(|max| visits > max);
                 let target = if spent { *fallback } else { Some(*target) };
                 if spent {
                     tracing::info!(step = %step.name, "GoTo bound reached; taking the fallback");
