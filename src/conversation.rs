@@ -2,7 +2,9 @@
 //! a host can park it between user messages and resume it anywhere.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -103,11 +105,11 @@ pub struct Conversation {
     pub(crate) status: Status,
     /// `None` once the conversation has ended.
     pub(crate) cursor: Option<Cursor>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) contact: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "ParkedMap::is_empty")]
+    pub(crate) contact: ParkedMap,
     /// Results of the steps that ran, by step name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub(crate) steps: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "ParkedMap::is_empty")]
+    pub(crate) steps: ParkedMap,
     /// User messages not yet taken by a Question, oldest first.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub(crate) inbox: VecDeque<String>,
@@ -159,5 +161,179 @@ impl Conversation {
     /// User messages waiting for a Question.
     pub fn pending_replies(&self) -> impl ExactSizeIterator<Item = &str> {
         self.inbox.iter().map(String::as_str)
+    }
+}
+
+/// A JSON map (contact attributes, step results) that a copy keeps as JSON
+/// text rather than as values.
+///
+/// A parked conversation is cloned into and out of the memory store, and
+/// as values its step results cost a 632-byte B-tree node for every JSON
+/// object in them (a kept answer, `response.data.0.content.0.text.value`,
+/// is five): about 9 KB for the guide's flow at its "Answer" question,
+/// against about 1 KB as text. So a clone holds the text only, and the map
+/// is parsed again the first time it is read. Reading and changing it work
+/// as for the map itself (`Deref`, `DerefMut`); the serialized form is the
+/// map's.
+#[derive(Default)]
+pub(crate) struct ParkedMap {
+    /// The map as JSON, when known: set by a clone, cleared by a change.
+    json: OnceLock<Box<str>>,
+    /// The map, once read or changed. One of the two is always set.
+    map: OnceLock<BTreeMap<String, Value>>,
+}
+
+/// Nesting up to which a map's JSON is sure to parse again (serde_json
+/// refuses more than 128 levels).
+const MAX_PARKED_DEPTH: usize = 100;
+
+impl ParkedMap {
+    /// Whether the map has no entries (without parsing it).
+    pub(crate) fn is_empty(&self) -> bool {
+        match (self.map.get(), self.json.get()) {
+            (Some(map), _) => map.is_empty(),
+            (None, Some(json)) => &**json == "{}",
+            (None, None) => true,
+        }
+    }
+
+    fn parsed(json: Option<&str>) -> BTreeMap<String, Value> {
+        // Only JSON this type wrote, of a map it could parse, gets here.
+        json.and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl From<BTreeMap<String, Value>> for ParkedMap {
+    fn from(map: BTreeMap<String, Value>) -> Self {
+        ParkedMap {
+            json: OnceLock::new(),
+            map: OnceLock::from(map),
+        }
+    }
+}
+
+impl Deref for ParkedMap {
+    type Target = BTreeMap<String, Value>;
+
+    fn deref(&self) -> &Self::Target {
+        self.map
+            .get_or_init(|| Self::parsed(self.json.get().map(|j| &**j)))
+    }
+}
+
+impl DerefMut for ParkedMap {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        let json = self.json.take();
+        if self.map.get().is_none() {
+            self.map = OnceLock::from(Self::parsed(json.as_deref()));
+        }
+        self.map
+            .get_mut()
+            .unwrap_or_else(|| unreachable!("the map was set just above"))
+    }
+}
+
+impl Clone for ParkedMap {
+    fn clone(&self) -> Self {
+        if let Some(json) = self.json.get() {
+            return ParkedMap {
+                json: OnceLock::from(json.clone()),
+                map: OnceLock::new(),
+            };
+        }
+        let map = &**self;
+        let json = (map.values().map(depth).max().unwrap_or(0) < MAX_PARKED_DEPTH)
+            .then(|| serde_json::to_string(map).ok())
+            .flatten();
+        match json {
+            Some(json) => {
+                let json: Box<str> = json.into();
+                let copy = ParkedMap {
+                    json: OnceLock::from(json.clone()),
+                    map: OnceLock::new(),
+                };
+                // The original keeps its text too, for the next clone.
+                let _ = self.json.set(json);
+                copy
+            }
+            None => ParkedMap::from(map.clone()),
+        }
+    }
+}
+
+/// How deeply a value nests.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl PartialEq for ParkedMap {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl fmt::Debug for ParkedMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl Serialize for ParkedMap {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ParkedMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(deserializer).map(ParkedMap::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(value: Value) -> BTreeMap<String, Value> {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_parked_map_reads_and_changes_like_the_map() {
+        let original = ParkedMap::from(map(json!({"a": {"b": [1, {"c": "d"}]}, "e": "f"})));
+        let mut copy = original.clone();
+        assert!(copy.map.get().is_none(), "a copy holds text");
+        assert_eq!(copy, original);
+        assert_eq!(copy.get("e"), Some(&json!("f")));
+        copy.insert("g".into(), json!(1));
+        assert!(copy.json.get().is_none(), "a change drops the text");
+        assert_eq!(copy.len(), 3);
+        assert_eq!(original.len(), 2);
+        let again = copy.clone();
+        assert_eq!(again, copy);
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            json!({"a": {"b": [1, {"c": "d"}]}, "e": "f", "g": 1})
+        );
+        let empty = ParkedMap::default().clone();
+        assert!(empty.is_empty() && ParkedMap::default().is_empty());
+    }
+
+    #[test]
+    fn deep_values_are_copied_as_values() {
+        let mut deep = json!("x");
+        for _ in 0..126 {
+            deep = json!([deep]);
+        }
+        let original = ParkedMap::from(map(json!({ "deep": deep })));
+        let copy = original.clone();
+        assert!(copy.map.get().is_some());
+        assert_eq!(copy, original);
     }
 }

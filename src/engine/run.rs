@@ -401,7 +401,7 @@ impl Engine {
                 events.emit(Event::Handoff {
                     conversation_id: conversation.id.clone(),
                     assignment: assignment.clone(),
-                    contact: conversation.contact.clone(),
+                    contact: BTreeMap::clone(&conversation.contact),
                 });
                 conversation.cursor = None;
                 conversation.status = Status::HandedOff { assignment };
