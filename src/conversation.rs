@@ -172,7 +172,9 @@ impl Conversation {
 /// object in them (a kept answer, `response.data.0.content.0.text.value`,
 /// is five): about 9 KB for the guide's flow at its "Answer" question,
 /// against about 1 KB as text. So a clone holds the text only, and the map
-/// is parsed again the first time it is read. Reading and changing it work
+/// is parsed again the first time it is read. A map whose text would not
+/// parse back to the same values (floating-point numbers, deep nesting) is
+/// cloned as values. Reading and changing it work
 /// as for the map itself (`Deref`, `DerefMut`); the serialized form is the
 /// map's.
 #[derive(Default)]
@@ -184,7 +186,7 @@ pub(crate) struct ParkedMap {
 }
 
 /// Nesting up to which a map's JSON is sure to parse again (serde_json
-/// refuses more than 128 levels).
+/// refuses more than 128 levels); deeper maps are copied as values.
 const MAX_PARKED_DEPTH: usize = 100;
 
 impl ParkedMap {
@@ -243,7 +245,9 @@ impl Clone for ParkedMap {
             };
         }
         let map = &**self;
-        let json = (map.values().map(depth).max().unwrap_or(0) < MAX_PARKED_DEPTH)
+        let json = map
+            .values()
+            .all(|value| round_trips(value, 1))
             .then(|| serde_json::to_string(map).ok())
             .flatten();
         match json {
@@ -262,12 +266,15 @@ impl Clone for ParkedMap {
     }
 }
 
-/// How deeply a value nests.
-fn depth(value: &Value) -> usize {
+/// Whether `value`, at nesting `depth`, parses back from its JSON exactly:
+/// not too deep, and no floating-point numbers (serde_json parses those
+/// to the nearest value only within a unit in the last place).
+fn round_trips(value: &Value, depth: usize) -> bool {
     match value {
-        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        _ => 0,
+        Value::Number(n) => !n.is_f64(),
+        Value::Array(items) => depth < MAX_PARKED_DEPTH && items.iter().all(|v| round_trips(v, depth + 1)),
+        Value::Object(map) => depth < MAX_PARKED_DEPTH && map.values().all(|v| round_trips(v, depth + 1)),
+        _ => true,
     }
 }
 
@@ -332,6 +339,14 @@ mod tests {
             deep = json!([deep]);
         }
         let original = ParkedMap::from(map(json!({ "deep": deep })));
+        let copy = original.clone();
+        assert!(copy.map.get().is_some());
+        assert_eq!(copy, original);
+    }
+
+    #[test]
+    fn floats_are_copied_as_values() {
+        let original = ParkedMap::from(map(json!({"a": {"x": [0.1 + 0.2, 1e300]}, "b": 3})));
         let copy = original.clone();
         assert!(copy.map.get().is_some());
         assert_eq!(copy, original);
