@@ -772,6 +772,42 @@ mod tests {
     }
 
     #[test]
+    fn many_placeholders_and_non_strings_render_in_full() {
+        let text = "<<contact.n>>,".repeat(RESOLVED_INLINE + 3) + "<<contact.tags>> <<contact.nope>>.";
+        let expected = "3,".repeat(RESOLVED_INLINE + 3) + r#"["a","b"] ."#;
+        assert_eq!(render(&text), expected);
+        let t = Template::parse("<<contact.n>> <<contact.tags>> <<secret.KEY>>", NAMES).unwrap();
+        let out = t.render(&scope(), Secrets::Mask);
+        assert_eq!(out, r#"3 ["a","b"] ***"#);
+        assert_eq!(out.capacity(), out.len(), "allocated at its final size");
+    }
+
+    #[test]
+    fn text_for_reading_is_borrowed_when_it_can_be() {
+        let s = scope();
+        let text = |t: &str| Template::parse(t, NAMES).unwrap();
+        let (literal, string, number, mixed, secret) = (
+            text("plain"),
+            text("<<contact.gpt_response>>"),
+            text("<<contact.n>>"),
+            text("n=<<contact.n>>"),
+            text("<<secret.KEY>>"),
+        );
+        assert!(matches!(
+            literal.render_text(&s, Secrets::Reveal),
+            Cow::Borrowed("plain")
+        ));
+        assert!(matches!(
+            string.render_text(&s, Secrets::Reveal),
+            Cow::Borrowed("Where is my order?")
+        ));
+        assert_eq!(number.render_text(&s, Secrets::Reveal), "3");
+        assert_eq!(mixed.render_text(&s, Secrets::Reveal), "n=3");
+        assert_eq!(secret.render_text(&s, Secrets::Mask), "***");
+        assert_eq!(text("<<contact.nope>>").render_text(&s, Secrets::Reveal), "");
+    }
+
+    #[test]
     fn missing_values_render_empty() {
         assert_eq!(
             render("[<<contact.nope>>][<<step.Start GPT thread.response.data.9.role>>]"),
