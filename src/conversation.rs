@@ -180,7 +180,7 @@ impl Conversation {
 #[derive(Default)]
 pub(crate) struct ParkedMap {
     /// The map as JSON, when known: set by a clone, cleared by a change.
-    json: OnceLock<Box<str>>,
+    json: OnceLock<String>,
     /// The map, once read or changed. One of the two is always set.
     map: OnceLock<BTreeMap<String, Value>>,
 }
@@ -194,7 +194,7 @@ impl ParkedMap {
     pub(crate) fn is_empty(&self) -> bool {
         match (self.map.get(), self.json.get()) {
             (Some(map), _) => map.is_empty(),
-            (None, Some(json)) => &**json == "{}",
+            (None, Some(json)) => json == "{}",
             (None, None) => true,
         }
     }
@@ -220,7 +220,7 @@ impl Deref for ParkedMap {
 
     fn deref(&self) -> &Self::Target {
         self.map
-            .get_or_init(|| Self::parsed(self.json.get().map(|j| &**j)))
+            .get_or_init(|| Self::parsed(self.json.get().map(String::as_str)))
     }
 }
 
@@ -252,7 +252,6 @@ impl Clone for ParkedMap {
             .flatten();
         match json {
             Some(json) => {
-                let json: Box<str> = json.into();
                 let copy = ParkedMap {
                     json: OnceLock::from(json.clone()),
                     map: OnceLock::new(),
