@@ -155,32 +155,31 @@ impl CompiledRule {
                 self.left.render(scope, crate::template::Secrets::Reveal),
             ))),
         };
-        let right = self
-            .right
-            .as_ref()
-            .map(|r| r.render(scope, crate::template::Secrets::Reveal))
-            .unwrap_or_default();
+        let right = match &self.right {
+            Some(right) => right.render_text(scope, crate::template::Secrets::Reveal),
+            None => Cow::Borrowed(""),
+        };
         evaluate(left.as_deref(), self.op, &right, self.ignore_case)
     }
 }
 
 /// Applies `op` to a left value (`None` when its path does not exist) and right text.
+///
+/// Compares in place: neither side is copied or case-folded into a new string.
 pub(crate) fn evaluate(left: Option<&Value>, op: Operator, right: &str, ignore_case: bool) -> bool {
     let left = left.unwrap_or(&Value::Null);
-    let text = |value: &Value| {
-        let mut out = String::new();
-        value_to_text(value, &mut out);
-        if ignore_case { fold_case(&out) } else { out }
-    };
-    let right_text = if ignore_case {
-        fold_case(right)
-    } else {
-        right.to_string()
-    };
-    let numbers = || Some((number(left)?, right.trim().parse::<f64>().ok()?));
-    let equals = |value: &Value| match (number(value), right.trim().parse::<f64>()) {
-        (Some(l), Ok(r)) => l == r,
-        _ => text(value) == right_text,
+    let right_number = || right.trim().parse::<f64>().ok();
+    let numbers = || Some((number(left)?, right_number()?));
+    let equals = |value: &Value| match (number(value), right_number()) {
+        (Some(l), Some(r)) => l == r,
+        _ => {
+            let text = text(value);
+            if ignore_case {
+                folded(&text).eq(folded(right))
+            } else {
+                *text == *right
+            }
+        }
     };
     match op {
         Operator::Equals => equals(left),
@@ -188,12 +187,14 @@ pub(crate) fn evaluate(left: Option<&Value>, op: Operator, right: &str, ignore_c
         Operator::Contains | Operator::NotContains => {
             let found = match left {
                 Value::Array(items) => items.iter().any(equals),
-                other => text(other).contains(&right_text),
+                other => contains(&text(other), right, ignore_case),
             };
             found == (op == Operator::Contains)
         }
-        Operator::StartsWith => text(left).starts_with(&right_text),
-        Operator::EndsWith => text(left).ends_with(&right_text),
+        Operator::StartsWith if ignore_case => is_prefix(folded(&text(left)), folded(right)),
+        Operator::StartsWith => text(left).starts_with(right),
+        Operator::EndsWith if ignore_case => is_prefix(folded(&text(left)).rev(), folded(right).rev()),
+        Operator::EndsWith => text(left).ends_with(right),
         Operator::IsEmpty => is_empty(left),
         Operator::IsNotEmpty => !is_empty(left),
         Operator::GreaterThan => numbers().is_some_and(|(l, r)| l > r),
@@ -203,10 +204,56 @@ pub(crate) fn evaluate(left: Option<&Value>, op: Operator, right: &str, ignore_c
     }
 }
 
+/// A value as text ([`value_to_text`]), borrowed when it is a string.
+fn text(value: &Value) -> Cow<'_, str> {
+    match value {
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Null => Cow::Borrowed(""),
+        other => {
+            let mut out = String::new();
+            value_to_text(other, &mut out);
+            Cow::Owned(out)
+        }
+    }
+}
+
 /// Lower case, char by char: `str::to_lowercase` applies context rules
 /// (Greek final sigma) that would make a prefix stop matching its word.
-fn fold_case(text: &str) -> String {
-    text.chars().flat_map(char::to_lowercase).collect()
+fn folded(text: &str) -> impl DoubleEndedIterator<Item = char> + Clone + '_ {
+    text.chars().flat_map(char::to_lowercase)
+}
+
+/// Whether `text` starts with `prefix`.
+fn is_prefix(mut text: impl Iterator<Item = char>, prefix: impl Iterator<Item = char>) -> bool {
+    let mut prefix = prefix;
+    prefix.all(|c| text.next() == Some(c))
+}
+
+/// Whether `text` contains `part`, optionally ignoring case (compared
+/// after folding both, as [`folded`] does).
+fn contains(text: &str, part: &str, ignore_case: bool) -> bool {
+    if !ignore_case {
+        return text.contains(part);
+    }
+    if part.is_empty() {
+        return true;
+    }
+    if text.is_ascii() && part.is_ascii() {
+        return text
+            .as_bytes()
+            .windows(part.len())
+            .any(|window| window.eq_ignore_ascii_case(part.as_bytes()));
+    }
+    // A match may start inside a character's folding ("İ" folds to two).
+    let mut rest = folded(text);
+    loop {
+        if is_prefix(rest.clone(), folded(part)) {
+            return true;
+        }
+        if rest.next().is_none() {
+            return false;
+        }
+    }
 }
 
 fn number(value: &Value) -> Option<f64> {
@@ -297,6 +344,58 @@ mod tests {
             "HANDOFF",
             false
         ));
+    }
+
+    /// Folding in place agrees with comparing folded copies.
+    #[test]
+    fn ignore_case_matches_folded_copies() {
+        fn fold_case(text: &str) -> String {
+            text.chars().flat_map(char::to_lowercase).collect()
+        }
+        let texts = [
+            "",
+            "a",
+            "A",
+            "Ada",
+            "please HANDOFF now",
+            "handoff",
+            "ΟΔΟΣ",
+            "οδος",
+            "Σ",
+            "ς",
+            "İstanbul",
+            "i\u{307}",
+            "\u{307}",
+            "\u{212A}elvin",
+            "kelvin",
+            "Straße",
+            "STRASSE",
+            "ß",
+            "ǅ",
+            "ǆ",
+            "x İ y",
+        ];
+        for text in texts {
+            for part in texts {
+                let (t, p) = (fold_case(text), fold_case(part));
+                let case = format!("{text:?} / {part:?}");
+                assert_eq!(contains(text, part, true), t.contains(&p), "contains {case}");
+                assert_eq!(
+                    contains(text, part, false),
+                    text.contains(part),
+                    "contains {case}"
+                );
+                let left = Value::String(text.to_string());
+                let check = |op| evaluate(Some(&left), op, part, true);
+                assert_eq!(check(Operator::Equals), t == p, "equals {case}");
+                assert_eq!(
+                    check(Operator::StartsWith),
+                    t.starts_with(&p),
+                    "starts_with {case}"
+                );
+                assert_eq!(check(Operator::EndsWith), t.ends_with(&p), "ends_with {case}");
+            }
+        }
     }
 
     #[test]

@@ -269,9 +269,36 @@ pub(crate) fn value_to_text(value: &Value, out: &mut String) {
     match value {
         Value::String(s) => out.push_str(s),
         Value::Null => {}
-        other => out.push_str(&other.to_string()),
+        // Serialized straight into `out`, without a temporary string.
+        other => {
+            let _ = fmt::Write::write_fmt(out, format_args!("{other}"));
+        }
     }
 }
+
+/// The length of [`value_to_text`]'s output, without building it.
+fn text_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    match value {
+        Value::String(s) => s.len(),
+        Value::Null => 0,
+        other => {
+            let mut count = Count(0);
+            let _ = fmt::Write::write_fmt(&mut count, format_args!("{other}"));
+            count.0
+        }
+    }
+}
+
+/// Placeholders [`Template::render`] resolves up front to allocate its
+/// output once; a template with more renders by growing its output.
+const RESOLVED_INLINE: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -368,7 +395,68 @@ impl Template {
 
     /// Renders as text: strings verbatim, missing values as nothing, other
     /// values as JSON. Values are inserted, never re-read as templates.
+    ///
+    /// Each placeholder is resolved once, before the output is allocated at
+    /// its final size: one allocation per rendering.
     pub(crate) fn render(&self, scope: &dyn Scope, secrets: Secrets) -> String {
+        let mut values: [Option<Cow<'_, Value>>; RESOLVED_INLINE] = Default::default();
+        let mut len = 0;
+        let mut resolved = 0;
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => len += text.len(),
+                Part::Placeholder(path) if path.is_secret() && secrets == Secrets::Mask => len += 3,
+                Part::Placeholder(path) => {
+                    let Some(slot) = values.get_mut(resolved) else {
+                        return self.render_growing(scope, secrets);
+                    };
+                    resolved += 1;
+                    *slot = scope.resolve(path);
+                    len += slot.as_deref().map_or(0, text_len);
+                }
+            }
+        }
+        let mut out = String::with_capacity(len);
+        let mut values = values.into_iter();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Placeholder(path) if path.is_secret() && secrets == Secrets::Mask => {
+                    out.push_str("***")
+                }
+                Part::Placeholder(_) => {
+                    if let Some(Some(value)) = values.next() {
+                        value_to_text(&value, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Like [`Template::render`], for text only read: a template that is one
+    /// literal, or one placeholder holding a string, is borrowed, not copied.
+    pub(crate) fn render_text<'a>(&'a self, scope: &'a dyn Scope, secrets: Secrets) -> Cow<'a, str> {
+        match self.parts.as_slice() {
+            [] => Cow::Borrowed(""),
+            [Part::Text(text)] => Cow::Borrowed(text),
+            [Part::Placeholder(path)] if !(path.is_secret() && secrets == Secrets::Mask) => {
+                match scope.resolve(path) {
+                    None => Cow::Borrowed(""),
+                    Some(Cow::Borrowed(Value::String(text))) => Cow::Borrowed(text),
+                    Some(value) => {
+                        let mut out = String::new();
+                        value_to_text(&value, &mut out);
+                        Cow::Owned(out)
+                    }
+                }
+            }
+            _ => Cow::Owned(self.render(scope, secrets)),
+        }
+    }
+
+    /// [`Template::render`] for templates with many placeholders.
+    fn render_growing(&self, scope: &dyn Scope, secrets: Secrets) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -535,12 +623,15 @@ impl JsonTemplate {
             JsonTemplate::Literal(value) => value.clone(),
             JsonTemplate::String(template) => template.render_value(scope),
             JsonTemplate::Array(items) => Value::Array(items.iter().map(|i| i.render(scope)).collect()),
-            JsonTemplate::Object(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|(key, item)| (key.clone(), item.render(scope)))
-                    .collect(),
-            ),
+            JsonTemplate::Object(entries) => {
+                // Inserted one by one: collecting would first gather the
+                // entries in a temporary vector.
+                let mut map = serde_json::Map::new();
+                for (key, item) in entries {
+                    map.insert(key.clone(), item.render(scope));
+                }
+                Value::Object(map)
+            }
         }
     }
 }
@@ -620,6 +711,42 @@ mod tests {
         .unwrap();
         assert_eq!(t.render(&s, Secrets::Reveal), "hi|");
         assert_eq!(render("n=<<contact.n>> <<conversation.id>>"), "n=3 c-1");
+    }
+
+    #[test]
+    fn many_placeholders_and_non_strings_render_in_full() {
+        let text = "<<contact.n>>,".repeat(RESOLVED_INLINE + 3) + "<<contact.tags>> <<contact.nope>>.";
+        let expected = "3,".repeat(RESOLVED_INLINE + 3) + r#"["a","b"] ."#;
+        assert_eq!(render(&text), expected);
+        let t = Template::parse("<<contact.n>> <<contact.tags>> <<secret.KEY>>", NAMES).unwrap();
+        let out = t.render(&scope(), Secrets::Mask);
+        assert_eq!(out, r#"3 ["a","b"] ***"#);
+        assert_eq!(out.capacity(), out.len(), "allocated at its final size");
+    }
+
+    #[test]
+    fn text_for_reading_is_borrowed_when_it_can_be() {
+        let s = scope();
+        let text = |t: &str| Template::parse(t, NAMES).unwrap();
+        let (literal, string, number, mixed, secret) = (
+            text("plain"),
+            text("<<contact.gpt_response>>"),
+            text("<<contact.n>>"),
+            text("n=<<contact.n>>"),
+            text("<<secret.KEY>>"),
+        );
+        assert!(matches!(
+            literal.render_text(&s, Secrets::Reveal),
+            Cow::Borrowed("plain")
+        ));
+        assert!(matches!(
+            string.render_text(&s, Secrets::Reveal),
+            Cow::Borrowed("Where is my order?")
+        ));
+        assert_eq!(number.render_text(&s, Secrets::Reveal), "3");
+        assert_eq!(mixed.render_text(&s, Secrets::Reveal), "n=3");
+        assert_eq!(secret.render_text(&s, Secrets::Mask), "***");
+        assert_eq!(text("<<contact.nope>>").render_text(&s, Secrets::Reveal), "");
     }
 
     #[test]

@@ -311,10 +311,30 @@ impl Engine {
                 self.go_to(conversation, step.next, events);
             }
             CompiledKind::ContactUpdate { set } => {
-                // Every value is computed from the state before the step.
-                let values: Vec<(String, Value)> =
-                    set.iter().map(|(k, t)| (k.clone(), t.render(&scope))).collect();
-                conversation.contact.extend(values);
+                // Every value is computed from the state before the step;
+                // a few are held on the stack rather than in a vector.
+                let mut inline: [Value; 8] = Default::default();
+                let mut spilled = Vec::new();
+                let values: &mut [Value] = match inline.get_mut(..set.len()) {
+                    Some(values) => values,
+                    None => {
+                        spilled.resize(set.len(), Value::Null);
+                        &mut spilled
+                    }
+                };
+                for (value, (_, template)) in values.iter_mut().zip(set) {
+                    *value = template.render(&scope);
+                }
+                for ((key, _), value) in set.iter().zip(values) {
+                    let value = std::mem::take(value);
+                    // An attribute set before keeps its key.
+                    match conversation.contact.get_mut(key) {
+                        Some(slot) => *slot = value,
+                        None => {
+                            conversation.contact.insert(key.clone(), value);
+                        }
+                    }
+                }
                 self.go_to(conversation, step.next, events);
             }
             CompiledKind::Condition {
@@ -372,7 +392,7 @@ impl Engine {
                 events.emit(Event::Handoff {
                     conversation_id: conversation.id.clone(),
                     assignment: assignment.clone(),
-                    contact: conversation.contact.clone(),
+                    contact: BTreeMap::clone(&conversation.contact),
                 });
                 conversation.cursor = None;
                 conversation.status = Status::HandedOff { assignment };
