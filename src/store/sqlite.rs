@@ -246,10 +246,11 @@ impl Store for SqliteStore {
         let Some((state, inbox)) = taken else {
             return Ok(None);
         };
-        let mut inbox: Vec<(i64, String)> = serde_json::from_str(&inbox).map_err(|e| StoreError::Corrupt {
-            id: conversation_id.to_string(),
-            message: format!("inbox read back as unexpected JSON: {e}"),
-        })?;
+        let mut inbox: Vec<(i64, String)> =
+            serde_json::from_str(&inbox).map_err(|e| StoreError::Corrupt {
+                id: conversation_id.to_string(),
+                message: format!("inbox read back as unexpected JSON: {e}"),
+            })?;
         inbox.sort_unstable_by_key(|(seq, _)| *seq);
         let inbox = inbox
             .into_iter()
