@@ -1,10 +1,11 @@
 //! A store in Postgres (through sqlx): for hosts that run several processes
 //! against one database.
 //!
-//! Every write is one transaction that first locks the conversation's row
-//! (the upsert in `enqueue` and `acquire`, the lease-checking `UPDATE` in
-//! `save`), so writes to one conversation are serialized and the lease is
-//! checked on the row's latest version.
+//! Every operation is one statement, so one round trip and one transaction
+//! (writes across tables are data-modifying CTEs). Each write first locks
+//! the conversation's row (the upsert in `enqueue` and `acquire`, the
+//! lease-checking `UPDATE` in `save`), so writes to one conversation are
+//! serialized and the lease is checked on the row's latest version.
 
 use std::time::SystemTime;
 
@@ -107,55 +108,48 @@ impl Store for PostgresStore {
         text: &str,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        let at_ms = ms(now);
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Locks the conversation's row first: concurrent writers to this
-        // conversation queue here, and the MAX(seq) below sees their rows.
-        let inbox_seq: i64 = sqlx::query_scalar(
-            "INSERT INTO conversations (id, next_inbox_seq) VALUES ($1, 2)
-             ON CONFLICT (id) DO UPDATE SET next_inbox_seq = conversations.next_inbox_seq + 1
-             RETURNING next_inbox_seq - 1",
-        )
-        .bind(conversation_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let fresh = sqlx::query(
-            "INSERT INTO seen_messages (conversation_id, message_id) VALUES ($1, $2)
-             ON CONFLICT DO NOTHING",
+        // One statement. The id is recorded first: a duplicate (or a
+        // concurrent delivery of the same id, which waits for the first to
+        // commit) inserts nothing, and then nothing else happens. Then the
+        // conversation's row is locked and its counters advanced on its
+        // latest version, so concurrent writers of the conversation queue
+        // there and get consecutive seqs. (The foreign keys are checked at
+        // the end of the statement, when the row exists.)
+        let seq: Option<i64> = sqlx::query_scalar(
+            "WITH seen AS (
+                 INSERT INTO seen_messages (conversation_id, message_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING
+                 RETURNING 1
+             ),
+             conversation AS (
+                 INSERT INTO conversations (id, next_inbox_seq, next_transcript_seq)
+                 SELECT $1, 2, 2 FROM seen
+                 ON CONFLICT (id) DO UPDATE SET
+                     next_inbox_seq = conversations.next_inbox_seq + 1,
+                     next_transcript_seq = GREATEST(
+                         conversations.next_transcript_seq,
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM transcript WHERE conversation_id = $1)
+                     ) + 1
+                 RETURNING next_inbox_seq - 1 AS inbox_seq, next_transcript_seq - 1 AS seq
+             ),
+             inbox_entry AS (
+                 INSERT INTO inbox (conversation_id, seq, text, at_ms)
+                 SELECT $1, inbox_seq, $3, $4 FROM conversation
+             ),
+             transcript_entry AS (
+                 INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+                 SELECT $1, seq, 'in', $3, $4 FROM conversation
+             )
+             SELECT seq FROM conversation",
         )
         .bind(conversation_id)
         .bind(message_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(None);
-        }
-        sqlx::query("INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(conversation_id)
-            .bind(inbox_seq)
-            .bind(text.as_bytes())
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
-             SELECT $1, COALESCE(MAX(seq), 0) + 1, 'in', $2, $3 FROM transcript WHERE conversation_id = $1
-             RETURNING seq",
-        )
-        .bind(conversation_id)
         .bind(text.as_bytes())
-        .bind(at_ms)
-        .fetch_one(&mut *tx)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(to_u64(seq)))
+        Ok(seq.map(to_u64))
     }
 
     async fn acquire(
@@ -165,42 +159,54 @@ impl Store for PostgresStore {
         lease_until: SystemTime,
         now: SystemTime,
     ) -> Result<Option<Claim>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Creates the row if missing; takes the lease only when it is free,
-        // expired or already ours (no row comes back otherwise). The
-        // condition is evaluated on the row's latest version, under its lock.
-        let taken: Option<Option<String>> = sqlx::query_scalar(
-            "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE
-                SET lease_owner = EXCLUDED.lease_owner, lease_until_ms = EXCLUDED.lease_until_ms
-                WHERE conversations.lease_owner IS NULL
-                   OR conversations.lease_owner = EXCLUDED.lease_owner
-                   OR conversations.lease_until_ms <= $4
-             RETURNING state",
+        // One statement: creates the row if missing; takes the lease only
+        // when it is free, expired or already ours (no row comes back
+        // otherwise; the condition is evaluated on the row's latest version,
+        // under its lock), and reads the inbox. The inbox is read with the
+        // statement's snapshot, which may miss a message committed while
+        // the lease waited for the row lock: it stays in the inbox for the
+        // next turn (only the lease holder removes entries, so what is read
+        // is always a prefix of the inbox).
+        let taken: Option<(Option<String>, Option<Vec<i64>>, Option<Vec<Vec<u8>>>)> = sqlx::query_as(
+            "WITH lease AS (
+                 INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE
+                    SET lease_owner = EXCLUDED.lease_owner, lease_until_ms = EXCLUDED.lease_until_ms
+                    WHERE conversations.lease_owner IS NULL
+                       OR conversations.lease_owner = EXCLUDED.lease_owner
+                       OR conversations.lease_until_ms <= $4
+                 RETURNING state
+             )
+             SELECT lease.state, inbox.seqs, inbox.texts
+             FROM lease, (
+                 SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(text ORDER BY seq) AS texts
+                 FROM inbox WHERE conversation_id = $1
+             ) AS inbox",
         )
         .bind(conversation_id)
         .bind(owner)
         .bind(ms(lease_until))
         .bind(ms(now))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        let Some(state) = taken else {
-            tx.rollback().await.map_err(backend)?;
+        let Some((state, seqs, texts)) = taken else {
             return Ok(None);
         };
-        let rows = sqlx::query("SELECT seq, text FROM inbox WHERE conversation_id = $1 ORDER BY seq")
-            .bind(conversation_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        let inbox = rows
+        let (seqs, texts) = (seqs.unwrap_or_default(), texts.unwrap_or_default());
+        if seqs.len() != texts.len() {
+            return Err(StoreError::Corrupt {
+                id: conversation_id.to_string(),
+                message: format!("inbox read back as {} seqs for {} texts", seqs.len(), texts.len()),
+            });
+        }
+        let inbox = seqs
             .into_iter()
-            .map(|row| {
+            .zip(texts)
+            .map(|(seq, text)| {
                 Ok(InboxEntry {
-                    seq: to_u64(row.try_get("seq").map_err(backend)?),
-                    text: text_of(conversation_id, row.try_get("text").map_err(backend)?)?,
+                    seq: to_u64(seq),
+                    text: text_of(conversation_id, text)?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -212,61 +218,59 @@ impl Store for PostgresStore {
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
         let state = serde_json::to_string(save.conversation).map_err(backend)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // The lease check and the state write are one statement: the UPDATE
-        // locks the row (as SELECT ... FOR UPDATE would) and re-checks the
-        // owner on its latest version, so a takeover that committed first
-        // makes this match nothing.
-        let held = sqlx::query(
-            "UPDATE conversations SET state = $3, wake_at_ms = $4, lease_until_ms = $5
-             WHERE id = $1 AND lease_owner = $2",
+        let directions: Vec<&str> = save.outgoing.iter().map(|(d, _)| direction_name(*d)).collect();
+        let texts: Vec<&[u8]> = save.outgoing.iter().map(|(_, t)| t.as_bytes()).collect();
+        // One statement, hence one transaction. The lease check and the
+        // state write are the UPDATE: it locks the row (as SELECT ... FOR
+        // UPDATE would) and re-checks the owner on its latest version, so a
+        // takeover that committed first makes it match nothing, and then
+        // the inbox and transcript writes, which hang on its result, do
+        // nothing either. The transcript seqs come from the row's counter
+        // (latest version, under the lock), not from the statement's
+        // snapshot, which may miss an entry a concurrent enqueue committed.
+        let held: bool = sqlx::query_scalar(
+            "WITH saved AS (
+                 UPDATE conversations SET
+                     state = $3, wake_at_ms = $4, lease_until_ms = $5,
+                     next_transcript_seq = CASE WHEN cardinality($7::text[]) = 0 THEN next_transcript_seq
+                         ELSE GREATEST(
+                             next_transcript_seq,
+                             (SELECT COALESCE(MAX(seq), 0) + 1 FROM transcript WHERE conversation_id = $1)
+                         ) + cardinality($7::text[])
+                     END
+                 WHERE id = $1 AND lease_owner = $2
+                 RETURNING next_transcript_seq - cardinality($7::text[]) AS first_seq
+             ),
+             consumed AS (
+                 DELETE FROM inbox
+                 WHERE conversation_id = $1 AND seq <= $6 AND EXISTS (SELECT 1 FROM saved)
+             ),
+             said AS (
+                 INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+                 SELECT $1, saved.first_seq + entry.n - 1, entry.direction, entry.text, $9
+                 FROM saved, unnest($7::text[], $8::bytea[]) WITH ORDINALITY AS entry (direction, text, n)
+             )
+             SELECT EXISTS (SELECT 1 FROM saved)",
         )
         .bind(conversation_id)
         .bind(owner)
         .bind(&state)
         .bind(save.wake_at.map(ms))
         .bind(ms(save.lease_until))
-        .execute(&mut *tx)
+        .bind(to_i64(save.consumed_up_to))
+        .bind(&directions)
+        .bind(&texts)
+        // The turn's own time is not in `Save`: like the memory store, stamp
+        // outgoing entries with the caller's clock.
+        .bind(ms(save.now))
+        .fetch_one(&self.pool)
         .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !held {
-            tx.rollback().await.map_err(backend)?;
-            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        .map_err(backend)?;
+        if held {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(conversation_id.to_string()))
         }
-        sqlx::query("DELETE FROM inbox WHERE conversation_id = $1 AND seq <= $2")
-            .bind(conversation_id)
-            .bind(to_i64(save.consumed_up_to))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if !save.outgoing.is_empty() {
-            let last: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = $1")
-                    .bind(conversation_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            // The turn's own time is not in `Save`: like the memory store,
-            // stamp outgoing entries with the wall clock.
-            let at_ms = ms(save.now);
-            for (seq, (direction, text)) in (last + 1..).zip(save.outgoing) {
-                sqlx::query(
-                    "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(conversation_id)
-                .bind(seq)
-                .bind(direction_name(*direction))
-                .bind(text.as_bytes())
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            }
-        }
-        tx.commit().await.map_err(backend)
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {

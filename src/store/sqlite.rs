@@ -1,10 +1,15 @@
 //! A store in SQLite (through sqlx): conversations survive a restart, and
 //! the processes of one host may share the database file.
 //!
-//! Every write is one transaction whose first statement writes, so it takes
-//! SQLite's write lock before it reads anything (the effect of
-//! `BEGIN IMMEDIATE`): concurrent writers wait for each other (up to the busy
-//! timeout) instead of failing on a stale snapshot.
+//! Every operation is one statement. sqlx runs each statement on the
+//! connection's worker thread, so a statement (and a `BEGIN` or `COMMIT`)
+//! costs a round trip between threads; one statement also needs no explicit
+//! transaction: SQLite runs it atomically, and a statement that writes takes
+//! the write lock before it reads anything, so concurrent writers wait for
+//! each other (up to the busy timeout) instead of failing on a stale
+//! snapshot. Writes that span tables are finished inside the statement by
+//! the triggers of migration 0003 (`transcript_enqueue` for
+//! [`Store::enqueue`], the `turn_saves` view for [`Store::save`]).
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -18,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Row};
 
 use super::sql::*;
-use super::{Claim, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
+use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
 
 /// A [`Store`] in a SQLite database.
@@ -77,9 +82,12 @@ impl SqliteStore {
             // writers on several connections wait in its busy handler (which
             // sleeps for milliseconds) instead of in the pool's queue.
             // WAL with synchronous=NORMAL survives a crash of the process
-            // (not of the machine) with every committed write.
+            // (not of the machine) with every committed write. No ping
+            // before each checkout: the database is in-process, and a ping
+            // is one more round trip to the connection's worker thread.
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .connect_with(
                     options
                         .journal_mode(SqliteJournalMode::Wal)
@@ -95,6 +103,7 @@ impl SqliteStore {
         let keeper = options.connect().await.map_err(backend)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options)
@@ -145,6 +154,34 @@ impl SqliteStore {
     }
 }
 
+/// The error `turn_saves_insert` (migration 0003) raises when the saving
+/// runner does not hold the lease.
+const LEASE_LOST: &str = "chatflow: lease lost";
+
+/// A turn's outgoing entries as `turn_saves` takes them: a JSON array of
+/// `[direction, hex of the UTF-8 text]`.
+fn outgoing_json(outgoing: &[(Direction, String)]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let len: usize = outgoing.iter().map(|(_, text)| text.len() * 2 + 16).sum();
+    let mut json = String::with_capacity(len + 2);
+    json.push('[');
+    for (i, (direction, text)) in outgoing.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str("[\"");
+        json.push_str(direction_name(*direction));
+        json.push_str("\",\"");
+        for byte in text.bytes() {
+            json.push(char::from(HEX[usize::from(byte >> 4)]));
+            json.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        json.push_str("\"]");
+    }
+    json.push(']');
+    json
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn enqueue(
@@ -154,54 +191,27 @@ impl Store for SqliteStore {
         text: &str,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        let at_ms = ms(now);
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Writes first: takes the write lock, and the row the rest hangs on.
-        let inbox_seq: i64 = sqlx::query_scalar(
-            "INSERT INTO conversations (id, next_inbox_seq) VALUES (?1, 2)
-             ON CONFLICT (id) DO UPDATE SET next_inbox_seq = conversations.next_inbox_seq + 1
-             RETURNING next_inbox_seq - 1",
-        )
-        .bind(conversation_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let fresh = sqlx::query(
-            "INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(conversation_id)
-        .bind(message_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            tx.rollback().await.map_err(backend)?;
-            return Ok(None);
-        }
-        sqlx::query("INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES (?1, ?2, ?3, ?4)")
-            .bind(conversation_id)
-            .bind(inbox_seq)
-            .bind(text)
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
-             SELECT ?1, COALESCE(MAX(seq), 0) + 1, 'in', ?2, ?3 FROM transcript WHERE conversation_id = ?1
+        // One statement: the user entry, numbered after the transcript's
+        // last, unless the id was seen; the `transcript_enqueue` trigger
+        // records the id and fills the inbox. No row comes back for a
+        // duplicate.
+        let seq: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+             SELECT ?1, last + 1, 'in', ?3, ?4, ?2
+             FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2
+             )
              RETURNING seq",
         )
         .bind(conversation_id)
+        .bind(message_id)
         .bind(text)
-        .bind(at_ms)
-        .fetch_one(&mut *tx)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Some(to_u64(seq)))
+        Ok(seq.map(to_u64))
     }
 
     async fn acquire(
@@ -211,44 +221,44 @@ impl Store for SqliteStore {
         lease_until: SystemTime,
         now: SystemTime,
     ) -> Result<Option<Claim>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // Creates the row if missing; takes the lease only when it is free,
-        // expired or already ours (no row comes back otherwise).
-        let taken: Option<Option<String>> = sqlx::query_scalar(
+        // One statement: creates the row if missing; takes the lease only
+        // when it is free, expired or already ours (no row comes back
+        // otherwise), and reads the inbox, as JSON, under the same lock.
+        let taken: Option<(Option<String>, String)> = sqlx::query_as(
             "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE
                 SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
                 WHERE conversations.lease_owner IS NULL
                    OR conversations.lease_owner = excluded.lease_owner
                    OR conversations.lease_until_ms <= ?4
-             RETURNING state",
+             RETURNING state, (
+                 SELECT json_group_array(json_array(seq, text))
+                 FROM (SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq)
+             )",
         )
         .bind(conversation_id)
         .bind(owner)
         .bind(ms(lease_until))
         .bind(ms(now))
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        let Some(state) = taken else {
-            tx.rollback().await.map_err(backend)?;
+        let Some((state, inbox)) = taken else {
             return Ok(None);
         };
-        let inbox = sqlx::query("SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq")
-            .bind(conversation_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(backend)?
+        let mut inbox: Vec<(i64, String)> =
+            serde_json::from_str(&inbox).map_err(|e| StoreError::Corrupt {
+                id: conversation_id.to_string(),
+                message: format!("inbox read back as unexpected JSON: {e}"),
+            })?;
+        inbox.sort_unstable_by_key(|(seq, _)| *seq);
+        let inbox = inbox
             .into_iter()
-            .map(|row| {
-                Ok(InboxEntry {
-                    seq: to_u64(row.try_get("seq")?),
-                    text: row.try_get("text")?,
-                })
+            .map(|(seq, text)| InboxEntry {
+                seq: to_u64(seq),
+                text,
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
+            .collect();
         // As in the memory store, the lease stays taken even when the state
         // turns out to be unreadable.
         let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
@@ -257,59 +267,33 @@ impl Store for SqliteStore {
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
         let state = serde_json::to_string(save.conversation).map_err(backend)?;
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // The lease check and the state write are one statement, under the
-        // write lock: nothing can take the lease over in between.
-        let held = sqlx::query(
-            "UPDATE conversations SET state = ?3, wake_at_ms = ?4, lease_until_ms = ?5
-             WHERE id = ?1 AND lease_owner = ?2",
+        // One statement: the `turn_saves_insert` trigger checks the lease
+        // and writes state, wake-up, inbox and transcript, or aborts the
+        // whole statement when the lease is not `owner`'s.
+        let result = sqlx::query(
+            "INSERT INTO turn_saves
+                (conversation_id, owner, state, wake_at_ms, lease_until_ms, consumed_up_to, outgoing, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .bind(conversation_id)
         .bind(owner)
         .bind(&state)
         .bind(save.wake_at.map(ms))
         .bind(ms(save.lease_until))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !held {
-            tx.rollback().await.map_err(backend)?;
-            return Err(StoreError::LeaseLost(conversation_id.to_string()));
-        }
-        sqlx::query("DELETE FROM inbox WHERE conversation_id = ?1 AND seq <= ?2")
-            .bind(conversation_id)
-            .bind(to_i64(save.consumed_up_to))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        if !save.outgoing.is_empty() {
-            let last: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = ?1")
-                    .bind(conversation_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            // The turn's own time is not in `Save`: like the memory store,
-            // stamp outgoing entries with the wall clock.
-            let at_ms = ms(save.now);
-            for (seq, (direction, text)) in (last + 1..).zip(save.outgoing) {
-                sqlx::query(
-                    "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .bind(conversation_id)
-                .bind(seq)
-                .bind(direction_name(*direction))
-                .bind(text)
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+        .bind(to_i64(save.consumed_up_to))
+        .bind(outgoing_json(save.outgoing))
+        // The turn's own time is not in `Save`: like the memory store, stamp
+        // outgoing entries with the caller's clock.
+        .bind(ms(save.now))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.message() == LEASE_LOST => {
+                Err(StoreError::LeaseLost(conversation_id.to_string()))
             }
+            Err(e) => Err(backend(e)),
         }
-        tx.commit().await.map_err(backend)
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
