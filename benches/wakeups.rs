@@ -19,16 +19,23 @@
 //!   again as the second process), when `CHATFLOW_TEST_POSTGRES_URL` is
 //!   set; a fresh schema, dropped afterwards.
 //!
-//! The sleepers are written through the `Store` API before the window
-//! opens. The wake-up times are fixed while filling, before it is known how
+//! The sleepers' states are made by the engine and written in one
+//! transaction before the window opens. The wake-up times are fixed while filling, before it is known how
 //! long filling takes, so the runtimes' clock is the system clock shifted by
 //! a constant: real timers, real sleeps, the window starting two seconds
 //! after the fill ended.
 //!
+//! Arguments: sleepers (default 100,000), the window in seconds (default
+//! 1000: 100 wake-ups a second), and how many seconds of it to run
+//! (default 60):
+//!
 //! ```text
-//! cargo bench --bench wakeups                 # 100,000 sleepers over 100 s
-//! cargo bench --bench wakeups -- 10000 10     # 10,000 sleepers over 10 s
+//! cargo bench --bench wakeups                     # 100,000 sleepers, 100/s, 60 s
+//! cargo bench --bench wakeups -- 10000 20 20      # 10,000 sleepers, 500/s, all
 //! ```
+//!
+//! `CHATFLOW_WAKEUPS_BATCH` sets `RuntimeOptions::scheduler_batch` (how
+//! many turns run at once; default 64).
 //!
 //! Without `--bench` (`cargo test --benches`) it runs 200 sleepers over
 //! one second on SQLite, to check that it works.
@@ -63,11 +70,25 @@ struct Plan {
     first_ms: u64,
     /// Wake-ups are spread evenly over this many ms.
     window_ms: u64,
+    /// The schedulers stop this many ms after the first wake-up.
+    measure_ms: u64,
 }
 
 impl Plan {
     fn wake_ms(&self, i: u64) -> u64 {
         self.first_ms + i * self.window_ms / self.n.max(1)
+    }
+
+    /// When the schedulers stop.
+    fn stop(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.first_ms + self.measure_ms)
+    }
+
+    /// Sleepers that must have been resumed by the stop (a second's margin).
+    fn must_resume(&self) -> u64 {
+        (0..self.n)
+            .take_while(|&i| self.wake_ms(i) + 1000 <= self.first_ms + self.measure_ms)
+            .count() as u64
     }
 
     fn id(i: u64) -> String {
@@ -83,13 +104,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let measuring = args.iter().any(|a| a == "--bench");
     let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let (n, window_s) = if measuring {
-        (
-            numbers.first().copied().unwrap_or(100_000).max(1),
-            numbers.get(1).copied().unwrap_or(100).max(1),
-        )
+    let plan = if measuring {
+        let n = numbers.first().copied().unwrap_or(100_000).max(1);
+        let window_s = numbers.get(1).copied().unwrap_or(1000).max(1);
+        let measure_s = numbers.get(2).copied().unwrap_or(60).clamp(1, window_s);
+        plan_for(n, window_s * 1000, measure_s * 1000)
     } else {
-        (200, 1)
+        plan_for(200, 1000, 1000)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -101,12 +122,12 @@ fn main() {
         return;
     }
     runtime.block_on(async {
-        sqlite_case(n, window_s * 1000).await;
+        sqlite_case(plan).await;
         if !measuring {
             return;
         }
         match std::env::var("CHATFLOW_TEST_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => postgres_case(&url, n, window_s * 1000).await,
+            Ok(url) if !url.is_empty() => postgres_case(&url, plan).await,
             _ => println!("postgres, two processes: skipped (set CHATFLOW_TEST_POSTGRES_URL=postgres://…)"),
         }
     });
@@ -217,6 +238,10 @@ impl Store for Timed {
         self.inner.next_wake().await
     }
 
+    async fn next_wake_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.next_wake_after(after).await
+    }
+
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
         self.inner.load(conversation_id).await
     }
@@ -234,9 +259,10 @@ fn flow() -> Flow {
     Flow::from_json(FLOW).expect("the bench flow loads")
 }
 
-/// Puts sleepers `from..to` (every `step`-th) to sleep through the `Store`
-/// API: the state a turn leaves at the Delay, its wake-up, no lease.
-async fn fill(store: Arc<dyn Store>, plan: Plan, from: u64, to: u64, step: u64) {
+/// The sleepers' rows: id, the state a turn leaves at the Delay (made by
+/// the engine on a virtual clock set so that the Delay ends at the planned
+/// wake-up), and the wake-up in ms.
+async fn sleepers(plan: Plan) -> Vec<(String, String, i64)> {
     let base = SystemTime::UNIX_EPOCH + Duration::from_millis(plan.first_ms) - DELAY;
     let clock = Arc::new(VirtualClock::starting_at(base));
     let engine = Engine::builder(flow())
@@ -244,8 +270,8 @@ async fn fill(store: Arc<dyn Store>, plan: Plan, from: u64, to: u64, step: u64) 
         .build()
         .expect("the bench engine builds");
     let mut at = base;
-    let mut i = from;
-    while i < to {
+    let mut rows = Vec::with_capacity(plan.n as usize);
+    for i in 0..plan.n {
         let target = SystemTime::UNIX_EPOCH + Duration::from_millis(plan.wake_ms(i)) - DELAY;
         clock.advance(target.duration_since(at).unwrap_or_default());
         at = target;
@@ -258,41 +284,57 @@ async fn fill(store: Arc<dyn Store>, plan: Plan, from: u64, to: u64, step: u64) 
         let Status::Sleeping { until } = status else {
             panic!("expected a Delay, got {status:?}")
         };
-        let now = clock.now();
-        store
-            .acquire(&id, "filler", now + Duration::from_secs(60), now)
-            .await
-            .expect("acquire")
-            .expect("free");
-        store
-            .save(
-                &id,
-                "filler",
-                Save {
-                    conversation: &conversation,
-                    consumed_up_to: 0,
-                    outgoing: &[],
-                    wake_at: Some(until),
-                    lease_until: now,
-                    now,
-                },
-            )
-            .await
-            .expect("save");
-        i += step;
+        let state = serde_json::to_string(&conversation).expect("state serializes");
+        rows.push((id, state, unix_ms(until) as i64));
     }
+    rows
 }
 
-/// Fills with `tasks` writers; returns how long it took.
-async fn fill_all(store: Arc<dyn Store>, plan: Plan, tasks: u64) -> Duration {
+/// Rows per INSERT.
+const CHUNK: usize = 1000;
+const INSERT: &str = "INSERT INTO conversations (id, state, wake_at_ms) ";
+
+/// Writes the sleepers in one transaction (through the store's pool: the
+/// `Store` API writes one conversation per transaction, minutes for 100,000
+/// on SQLite); returns how long it took.
+async fn fill_sqlite(pool: &sqlx::SqlitePool, plan: Plan) -> Duration {
     let started = std::time::Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for k in 0..tasks {
-        set.spawn(fill(store.clone(), plan, k, plan.n, tasks));
+    let rows = sleepers(plan).await;
+    let mut tx = pool.begin().await.expect("begin");
+    for chunk in rows.chunks(CHUNK) {
+        sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT)
+            .push_values(chunk, |mut b, (id, state, wake)| {
+                b.push_bind(id).push_bind(state).push_bind(wake);
+            })
+            .build()
+            .execute(&mut *tx)
+            .await
+            .expect("insert sleepers");
     }
-    while let Some(done) = set.join_next().await {
-        done.expect("a fill task");
+    tx.commit().await.expect("commit");
+    started.elapsed()
+}
+
+/// As [`fill_sqlite`], on Postgres.
+async fn fill_postgres(pool: &sqlx::PgPool, plan: Plan) -> Duration {
+    let started = std::time::Instant::now();
+    let rows = sleepers(plan).await;
+    let mut tx = pool.begin().await.expect("begin");
+    for chunk in rows.chunks(CHUNK) {
+        sqlx::QueryBuilder::<sqlx::Postgres>::new(INSERT)
+            .push_values(chunk, |mut b, (id, state, wake)| {
+                b.push_bind(id).push_bind(state).push_bind(wake);
+            })
+            .build()
+            .execute(&mut *tx)
+            .await
+            .expect("insert sleepers");
     }
+    tx.commit().await.expect("commit");
+    sqlx::query("ANALYZE conversations")
+        .execute(pool)
+        .await
+        .expect("analyze");
     started.elapsed()
 }
 
@@ -304,8 +346,7 @@ fn shift_for(plan: Plan) -> Shifted {
     }
 }
 
-/// Runs a scheduler on `store` until no conversation has a wake-up left
-/// (or a deadline passes); returns the turns' start lateness, in µs.
+/// Runs a scheduler on `store` until the plan's stop; returns the turns' start lateness, in µs.
 async fn resume_all(store: Arc<dyn Store>, clock: Shifted, plan: Plan) -> Vec<i64> {
     let timed = Arc::new(Timed {
         inner: store,
@@ -316,26 +357,16 @@ async fn resume_all(store: Arc<dyn Store>, clock: Shifted, plan: Plan) -> Vec<i6
         .clock(clock)
         .build()
         .expect("the bench engine builds");
-    let runtime = Runtime::with_options(engine, timed.clone(), RuntimeOptions::default());
-    let end = SystemTime::UNIX_EPOCH + Duration::from_millis(plan.first_ms + plan.window_ms);
-    let deadline = end + Duration::from_secs(60);
-    let store = timed.clone();
-    let done = async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = clock.now();
-            if now > deadline {
-                eprintln!("deadline passed with wake-ups left");
-                return;
-            }
-            if now > end && matches!(store.next_wake().await, Ok(None)) {
-                return;
-            }
-        }
-    };
-    runtime.run_scheduler(done).await;
-    let late = std::mem::take(&mut *timed.late_us.lock().unwrap_or_else(|e| e.into_inner()));
-    late
+    let mut options = RuntimeOptions::default();
+    if let Some(batch) = std::env::var("CHATFLOW_WAKEUPS_BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+    {
+        options.scheduler_batch = batch;
+    }
+    let runtime = Runtime::with_options(engine, timed.clone(), options);
+    runtime.run_scheduler(clock.sleep_until(plan.stop())).await;
+    std::mem::take(&mut *timed.late_us.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Reply lateness from the transcripts, in µs (ms precision).
@@ -366,24 +397,34 @@ fn report(case: &str, what: &str, mut samples: Vec<i64>) {
     );
 }
 
-fn plan_for(n: u64, window_ms: u64) -> Plan {
+fn plan_for(n: u64, window_ms: u64, measure_ms: u64) -> Plan {
     Plan {
         n,
         // Any fixed origin: the clock is shifted onto it.
         first_ms: 1_900_000_000_000,
         window_ms,
+        measure_ms,
     }
 }
 
-async fn sqlite_case(n: u64, window_ms: u64) {
-    let case = format!("sqlite, one process, {n} sleepers over {} s", window_ms / 1000);
+fn describe(plan: Plan, how: &str) -> String {
+    format!(
+        "{how}, {} sleepers, wake-ups over {} s ({:.0}/s), first {} s measured",
+        plan.n,
+        plan.window_ms / 1000,
+        plan.n as f64 * 1000.0 / plan.window_ms as f64,
+        plan.measure_ms / 1000
+    )
+}
+
+async fn sqlite_case(plan: Plan) {
+    let case = describe(plan, "sqlite, one process");
     let path = std::env::temp_dir().join(format!("chatflow-wakeups-{}.db", std::process::id()));
     let sqlite = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()))
         .await
         .expect("the SQLite file opens");
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-    let plan = plan_for(n, window_ms);
-    let filled = fill_all(store.clone(), plan, 1).await;
+    let filled = fill_sqlite(sqlite.pool(), plan).await;
     println!("{case}: filled in {:.1} s", filled.as_secs_f64());
     let clock = shift_for(plan);
     let starts = resume_all(store, clock, plan).await;
@@ -392,7 +433,7 @@ async fn sqlite_case(n: u64, window_ms: u64) {
             .fetch_all(sqlite.pool())
             .await
             .expect("transcript rows");
-    check_once(&case, n, &rows);
+    check_once(&case, plan, &rows);
     report(&case, "turn start", starts);
     report(&case, "reply", reply_lateness(plan, rows));
     sqlite.pool().close().await;
@@ -403,15 +444,23 @@ async fn sqlite_case(n: u64, window_ms: u64) {
     }
 }
 
-/// Each sleeper answered exactly once.
-fn check_once(case: &str, n: u64, rows: &[(String, i64)]) {
+/// Each sleeper due before the stop answered, and none twice.
+fn check_once(case: &str, plan: Plan, rows: &[(String, i64)]) {
     let distinct: std::collections::HashSet<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(rows.len() as u64, n, "{case}: replies after the Delay");
-    assert_eq!(distinct.len() as u64, n, "{case}: conversations answered");
+    assert_eq!(
+        distinct.len(),
+        rows.len(),
+        "{case}: a conversation answered twice"
+    );
+    let must = plan.must_resume();
+    let resumed = (0..must)
+        .filter(|&i| distinct.contains(Plan::id(i).as_str()))
+        .count() as u64;
+    assert_eq!(resumed, must, "{case}: sleepers due before the stop resumed");
 }
 
-async fn postgres_case(url: &str, n: u64, window_ms: u64) {
-    let case = format!("postgres, two processes, {n} sleepers over {} s", window_ms / 1000);
+async fn postgres_case(url: &str, plan: Plan) {
+    let case = describe(plan, "postgres, two processes");
     let schema = format!("chatflow_wakeups_{}", std::process::id());
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -424,10 +473,11 @@ async fn postgres_case(url: &str, n: u64, window_ms: u64) {
         .expect("create schema");
     let separator = if url.contains('?') { '&' } else { '?' };
     let schema_url = format!("{url}{separator}options[search_path]={schema}");
-    let postgres = PostgresStore::connect(&schema_url).await.expect("Postgres connects");
+    let postgres = PostgresStore::connect(&schema_url)
+        .await
+        .expect("Postgres connects");
     let store: Arc<dyn Store> = Arc::new(postgres.clone());
-    let plan = plan_for(n, window_ms);
-    let filled = fill_all(store.clone(), plan, 8).await;
+    let filled = fill_postgres(postgres.pool(), plan).await;
     println!("{case}: filled in {:.1} s", filled.as_secs_f64());
     let clock = shift_for(plan);
 
@@ -435,8 +485,8 @@ async fn postgres_case(url: &str, n: u64, window_ms: u64) {
         .env(
             CHILD_ENV,
             format!(
-                "{} {} {} {} {}",
-                plan.n, plan.first_ms, plan.window_ms, clock.offset_ms, schema_url
+                "{} {} {} {} {} {}",
+                plan.n, plan.first_ms, plan.window_ms, plan.measure_ms, clock.offset_ms, schema_url
             ),
         )
         .stdout(Stdio::piped())
@@ -457,13 +507,17 @@ async fn postgres_case(url: &str, n: u64, window_ms: u64) {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    println!("{case}: resumed by this process {}, by the other {}", mine.len(), theirs.len());
+    println!(
+        "{case}: resumed by this process {}, by the other {}",
+        mine.len(),
+        theirs.len()
+    );
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT conversation_id, at_ms FROM transcript WHERE text = 'back'")
             .fetch_all(postgres.pool())
             .await
             .expect("transcript rows");
-    check_once(&case, n, &rows);
+    check_once(&case, plan, &rows);
     let mut starts = mine;
     starts.extend(theirs);
     report(&case, "turn start", starts);
@@ -478,7 +532,7 @@ async fn postgres_case(url: &str, n: u64, window_ms: u64) {
 /// The second process: a scheduler on the shared database; prints its
 /// turns' start lateness (µs), one per line.
 async fn child_main(spec: &str) {
-    let mut parts = spec.splitn(5, ' ');
+    let mut parts = spec.splitn(6, ' ');
     let mut number = || -> i64 {
         parts
             .next()
@@ -489,6 +543,7 @@ async fn child_main(spec: &str) {
         n: number() as u64,
         first_ms: number() as u64,
         window_ms: number() as u64,
+        measure_ms: number() as u64,
     };
     let clock = Shifted { offset_ms: number() };
     let url = parts.next().expect("a URL in the child spec");

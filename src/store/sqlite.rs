@@ -360,6 +360,18 @@ impl Store for SqliteStore {
         Ok(earliest.map(time))
     }
 
+    async fn next_wake_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        // A range scan of the wake_at index: rows saved mid-turn (due at
+        // once, under a lease) are passed over.
+        let earliest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > ?1")
+                .bind(ms(after))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(earliest.map(time))
+    }
+
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
         let state: Option<Option<String>> =
             sqlx::query_scalar("SELECT state FROM conversations WHERE id = ?1")
