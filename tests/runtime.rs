@@ -413,3 +413,263 @@ async fn a_stored_conversation_follows_the_flow_change_policy() {
     };
     assert!(error.contains("no longer has step \"Ask\""), "{error}");
 }
+
+// The scheduler.
+
+/// Time that moves only when the test moves it; sleeps wait for it (unlike
+/// `VirtualClock`, whose sleeps jump it), as on the real clock.
+struct ManualClock(tokio::sync::watch::Sender<std::time::SystemTime>);
+
+impl ManualClock {
+    fn new() -> Arc<Self> {
+        let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        Arc::new(ManualClock(tokio::sync::watch::Sender::new(start)))
+    }
+
+    fn advance(&self, by: Duration) {
+        self.0.send_modify(|now| *now += by);
+    }
+}
+
+#[async_trait]
+impl chatflow::Clock for ManualClock {
+    fn now(&self) -> std::time::SystemTime {
+        *self.0.borrow()
+    }
+
+    async fn sleep_until(&self, deadline: std::time::SystemTime) {
+        let mut moved = self.0.subscribe();
+        let _ = moved.wait_for(|now| *now >= deadline).await;
+    }
+}
+
+/// A manual clock whose sleeps never end: a runtime on it parks
+/// conversations in their Delay and leaves them there, as a host that
+/// dropped the request (or died) would.
+struct Parked(Arc<ManualClock>);
+
+#[async_trait]
+impl chatflow::Clock for Parked {
+    fn now(&self) -> std::time::SystemTime {
+        chatflow::Clock::now(&*self.0)
+    }
+
+    async fn sleep_until(&self, _deadline: std::time::SystemTime) {
+        std::future::pending::<()>().await
+    }
+}
+
+/// Sleeps for as long as the answer says, then says "after".
+const NAPS: &str = r#"{"name": "naps", "steps": [
+  {"type": "question", "name": "Ask", "text": "?"},
+  {"type": "condition", "name": "Short?", "any": [{"left": "<<step.Ask.response>>", "op": "equals", "right": "short"}],
+   "then": "Short", "else": "Long"},
+  {"type": "delay", "name": "Short", "seconds": 2, "next": "After"},
+  {"type": "delay", "name": "Long", "seconds": 600},
+  {"type": "message", "name": "After", "text": "after <<step.Ask.response>>"}
+]}"#;
+
+fn runtime_on(
+    flow: &str,
+    clock: Arc<dyn chatflow::Clock>,
+    store: Arc<dyn Store>,
+    http: impl HttpClient + 'static,
+    options: chatflow::RuntimeOptions,
+) -> Runtime {
+    let engine = Engine::builder(Flow::from_json(flow).unwrap())
+        .shared_clock(clock)
+        .http_client(http)
+        .build()
+        .unwrap();
+    Runtime::with_options(engine, store, options)
+}
+
+/// Starts a conversation with `text` and leaves it asleep in its Delay.
+async fn put_to_sleep(runtime: &Runtime, store: &dyn Store, id: &str, text: &str) {
+    let task = {
+        let (runtime, id, text) = (runtime.clone(), id.to_string(), text.to_string());
+        tokio::spawn(async move { runtime.handle_message(&id, None, &text).await })
+    };
+    let asleep =
+        |c: Option<chatflow::Conversation>| c.is_some_and(|c| matches!(c.status(), Status::Sleeping { .. }));
+    while !asleep(store.load(id).await.unwrap()) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.abort();
+    let _ = task.await;
+}
+
+/// How many "after …" (or "done …") messages a conversation has, once
+/// `expected` show up (or after two seconds of real time, a failure).
+async fn afters(store: &dyn Store, id: &str, expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let n = store
+            .transcript(id, 0)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.text.starts_with("after ") || e.text.starts_with("done "))
+            .count();
+        if n >= expected || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// No HTTP: the flows here call none, except where a test says.
+struct NoHttp;
+
+#[async_trait]
+impl HttpClient for NoHttp {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        if request.url.contains("stuck") {
+            std::future::pending::<()>().await;
+        }
+        Ok(HttpResponse::new(200, "{}"))
+    }
+}
+
+#[tokio::test]
+async fn the_scheduler_wakes_for_an_earlier_wake_up_stored_while_it_sleeps() {
+    let clock = ManualClock::new();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let options = chatflow::RuntimeOptions {
+        // Long, so that only the wake-ups themselves can wake the scheduler.
+        scheduler_poll: Duration::from_secs(3600),
+        ..chatflow::RuntimeOptions::default()
+    };
+    let runtime = runtime_on(NAPS, clock.clone(), store.clone(), NoHttp, options.clone());
+    // Another process put "long" to sleep for 600 s.
+    let other = runtime_on(
+        NAPS,
+        Arc::new(Parked(clock.clone())),
+        store.clone(),
+        NoHttp,
+        options,
+    );
+    put_to_sleep(&other, &*store, "long", "long").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            runtime
+                .run_scheduler(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
+    // The scheduler goes to sleep until the 600 s wake-up.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // This process puts "short" to sleep for 2 s; its request is then dropped.
+    put_to_sleep(&runtime, &*store, "short", "short").await;
+
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(afters(&*store, "short", 1).await, 1, "resumed at its wake-up");
+    assert_eq!(afters(&*store, "long", 0).await, 0);
+    clock.advance(Duration::from_secs(598));
+    assert_eq!(afters(&*store, "long", 1).await, 1);
+    let _ = stop.send(());
+    scheduler.await.unwrap();
+}
+
+#[tokio::test]
+async fn one_stuck_api_call_holds_back_no_other_due_conversation() {
+    const CALLS: &str = r#"{"name": "calls", "steps": [
+      {"type": "question", "name": "Ask", "text": "?"},
+      {"type": "delay", "name": "Wait", "seconds": 10},
+      {"type": "api", "name": "Call", "method": "GET", "url": "http://api.test/<<step.Ask.response>>"},
+      {"type": "message", "name": "Done", "text": "done <<step.Ask.response>>"}
+    ]}"#;
+    let clock = ManualClock::new();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let options = chatflow::RuntimeOptions {
+        scheduler_batch: 2,
+        scheduler_poll: Duration::from_secs(3600),
+        ..chatflow::RuntimeOptions::default()
+    };
+    let parker = runtime_on(
+        CALLS,
+        Arc::new(Parked(clock.clone())),
+        store.clone(),
+        NoHttp,
+        options.clone(),
+    );
+    // "stuck" wakes first, and its call never answers.
+    put_to_sleep(&parker, &*store, "stuck", "stuck").await;
+    clock.advance(Duration::from_secs(1));
+    let others = ["a", "b", "c", "d", "e"];
+    for id in others {
+        put_to_sleep(&parker, &*store, id, id).await;
+    }
+
+    // One pass: the other one of the batch ends while "stuck" hangs.
+    let runtime = runtime_on(CALLS, clock.clone(), store.clone(), NoHttp, options);
+    clock.advance(Duration::from_secs(10));
+    let pass = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.wake_due().await }
+    });
+    assert_eq!(afters(&*store, "a", 1).await, 1);
+    assert!(!pass.is_finished());
+    pass.abort();
+    let _ = pass.await;
+
+    // The scheduler: two at once; "stuck" holds one slot, the rest go through the other.
+    clock.advance(Duration::from_secs(301)); // the aborted pass's lease on "stuck" expires
+    let scheduler = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.run_scheduler(std::future::pending()).await }
+    });
+    for id in others {
+        assert_eq!(afters(&*store, id, 1).await, 1, "{id}");
+    }
+    assert_eq!(afters(&*store, "stuck", 0).await, 0);
+    scheduler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_resume_each_sleeper_exactly_once() {
+    let clock = ManualClock::new();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let options = chatflow::RuntimeOptions {
+        scheduler_batch: 4,
+        ..chatflow::RuntimeOptions::default()
+    };
+    let parker = runtime_on(
+        NAPS,
+        Arc::new(Parked(clock.clone())),
+        store.clone(),
+        NoHttp,
+        options.clone(),
+    );
+    let ids: Vec<String> = (0..24).map(|i| format!("c{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        put_to_sleep(&parker, &*store, id, if i % 2 == 0 { "short" } else { "long" }).await;
+        clock.advance(Duration::from_millis(100));
+    }
+    let schedulers: Vec<_> = (0..2)
+        .map(|_| {
+            let runtime = runtime_on(NAPS, clock.clone(), store.clone(), NoHttp, options.clone());
+            tokio::spawn(async move { runtime.run_scheduler(std::future::pending()).await })
+        })
+        .collect();
+    // Time moves in steps, as both schedulers race for the same wake-ups.
+    for _ in 0..600 {
+        clock.advance(Duration::from_secs(1));
+        tokio::task::yield_now().await;
+    }
+    for id in &ids {
+        assert_eq!(afters(&*store, id, 1).await, 1, "{id}");
+    }
+    // Nothing more comes: a second resume would have shown by now.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for id in &ids {
+        assert_eq!(afters(&*store, id, 0).await, 1, "{id}");
+    }
+    for scheduler in schedulers {
+        scheduler.abort();
+    }
+}

@@ -254,6 +254,16 @@ impl Store for MemoryStore {
             .map(|(ms, _)| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(*ms)))
     }
 
+    async fn next_wake_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let inner = self.lock();
+        let after_ms = unix_ms(after);
+        Ok(inner
+            .wakes
+            .range((after_ms.saturating_add(1), String::new())..)
+            .next()
+            .map(|(ms, _)| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(*ms)))
+    }
+
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
         let inner = self.lock();
         inner

@@ -182,6 +182,18 @@ pub trait Store: Send + Sync {
     /// The earliest `wake_at` of any conversation.
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError>;
 
+    /// The earliest `wake_at` later than `after`: when the next sleeping
+    /// conversation falls due. The scheduler sleeps until then. Unlike
+    /// [`Store::next_wake`], wake-ups that have passed (a conversation a
+    /// runner holds mid-turn is stored due at once) do not hide the next one.
+    ///
+    /// The default asks [`Store::next_wake`] and returns its answer when it
+    /// is later than `after`; the shipped stores answer with one indexed
+    /// query.
+    async fn next_wake_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        Ok(self.next_wake().await?.filter(|at| *at > after))
+    }
+
     /// The stored state, without taking the lease.
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError>;
 

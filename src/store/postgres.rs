@@ -287,19 +287,36 @@ impl Store for PostgresStore {
     }
 
     async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        // SKIP LOCKED passes over conversations a writer holds right now
+        // (a pollers' race is settled by the lease in `acquire`).
         // Overdue since: the wake-up time if it has come, or the arrival of
-        // the oldest unapplied message, whichever is earlier. SKIP LOCKED
-        // passes over conversations a writer holds right now (a pollers'
-        // race is settled by the lease in `acquire`).
+        // the oldest unapplied message, whichever is earlier. Each side
+        // yields at most `limit` free conversations in its own order (the
+        // wake-up side walks the (wake_at_ms, id) index and stops there),
+        // which holds the first `limit` of the merged order: whatever comes
+        // before one of those on its side comes before it overall too.
         sqlx::query_scalar(
-            "WITH pending (id, since) AS (
-                 SELECT id, wake_at_ms FROM conversations WHERE wake_at_ms <= $1
-                 UNION ALL
-                 SELECT conversation_id, MIN(at_ms) FROM inbox GROUP BY conversation_id
+            "WITH woken (id, since) AS (
+                 SELECT id, wake_at_ms FROM conversations
+                 WHERE wake_at_ms <= $1 AND (lease_owner IS NULL OR lease_until_ms <= $1)
+                 ORDER BY wake_at_ms, id
+                 LIMIT $2
              ),
-             overdue (id, since) AS (SELECT id, MIN(since) FROM pending GROUP BY id)
+             messaged (id, since) AS (
+                 SELECT i.conversation_id, MIN(i.at_ms) FROM inbox i
+                 JOIN conversations c ON c.id = i.conversation_id
+                 WHERE c.lease_owner IS NULL OR c.lease_until_ms <= $1
+                 GROUP BY i.conversation_id
+                 ORDER BY MIN(i.at_ms), i.conversation_id
+                 LIMIT $2
+             ),
+             overdue (id, since) AS (
+                 SELECT id, MIN(since) FROM (
+                     SELECT id, since FROM woken UNION ALL SELECT id, since FROM messaged
+                 ) AS pending
+                 GROUP BY id
+             )
              SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
-             WHERE c.lease_owner IS NULL OR c.lease_until_ms <= $1
              ORDER BY o.since, c.id
              LIMIT $2
              FOR UPDATE OF c SKIP LOCKED",
@@ -332,6 +349,18 @@ impl Store for PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(backend)?;
+        Ok(earliest.map(time))
+    }
+
+    async fn next_wake_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        // A range scan of the wake_at index: rows saved mid-turn (due at
+        // once, under a lease) are passed over.
+        let earliest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > $1")
+                .bind(ms(after))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(backend)?;
         Ok(earliest.map(time))
     }
 
