@@ -5,17 +5,19 @@
 //! # What survives a crash
 //!
 //! A turn saves the conversation (with the replies it produced, as
-//! transcript entries) before every Api call that follows unsaved progress,
-//! and at its end, under the conversation's lease. After a crash, the
+//! transcript entries) before every Api call that follows an unsaved reply
+//! or an unsaved Api response, and at its end, under the conversation's
+//! lease. After a crash, the
 //! lease expires and the next runner continues from the last save:
 //!
 //! - an Api call whose response was not yet saved (in flight, or answered
 //!   just before the crash) runs again: calls happen at least once;
 //! - a reply is never sent twice: it counts as sent when its transcript
 //!   entry is committed, together with the state that moved past it;
-//! - a user message is never lost: it is stored before any step runs, and
-//!   moves into the conversation's state in the same write that records it
-//!   as applied.
+//! - a user message is applied exactly once: it is stored before any step
+//!   runs, and moves into the conversation's state in the same write that
+//!   records it as applied (a turn that crashes before that write applies
+//!   it again from the start).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -550,10 +552,11 @@ impl Runtime {
             outbox: &outbox,
         };
         // Saves happen only where a crash would cost something: before an Api
-        // call (so replies, the consumed inbox and earlier responses are
-        // committed before the outside world is touched) and at the turn's
-        // end. Local steps between saves simply run again after a crash.
-        let mut unsaved = consumed_up_to > 0;
+        // call that follows an earlier call's response or a reply (so neither
+        // is repeated after a crash), and at the turn's end. Local steps
+        // between saves simply run again after a crash; so does taking the
+        // message, which stays in the inbox until a save consumes it.
+        let mut unsaved = false;
         let status = loop {
             if unsaved && engine.calls_api_next(&conversation) {
                 self.commit(&turn, &conversation, false).await?;
