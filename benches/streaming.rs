@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! cargo bench --bench streaming              # 30 turns, runs of 200 ms
+//! cargo test --bench streaming               # a smoke run: 3 turns of 20 ms
 //! cargo bench --bench streaming -- 50 500    # 50 turns, runs of 500 ms
 //! ```
 
@@ -22,10 +23,14 @@ use chatflow::{Engine, Event, Flow, Status};
 const TARGET: Duration = Duration::from_millis(50);
 
 fn main() {
-    // `cargo bench` passes `--bench`; numbers are ours.
-    let numbers: Vec<u64> = std::env::args().filter_map(|a| a.parse().ok()).collect();
-    let turns = numbers.first().copied().unwrap_or(30).max(1);
-    let run = Duration::from_millis(numbers.get(1).copied().unwrap_or(200));
+    // `cargo bench` passes `--bench`; numbers are ours. Without `--bench`
+    // (`cargo test --benches`, as CI runs it) a quick smoke run.
+    let args: Vec<String> = std::env::args().collect();
+    let measuring = args.iter().any(|a| a == "--bench");
+    let numbers: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let (default_turns, default_run_ms) = if measuring { (30, 200) } else { (3, 20) };
+    let turns = numbers.first().copied().unwrap_or(default_turns).max(1);
+    let run = Duration::from_millis(numbers.get(1).copied().unwrap_or(default_run_ms));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
