@@ -4,44 +4,20 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chatflow::http::sse::{SseEvent, SseParser, parse};
 use chatflow::http::{HttpClient, HttpError, HttpRequest, HttpResponse, Method, ReqwestClient};
-use chatflow::mock::{Endpoint, Fault, MockOpenAi, RecordedRequest, Reply, ReplyInput};
+use chatflow::mock::{Endpoint, Fault, MockOpenAi, RecordedRequest, Reply};
 use chatflow::{Engine, EventLog, Flow, RunError, Status, VirtualClock};
-use common::{FakeHttp, with_header};
+use common::{
+    FakeHttp, mock_engine as engine, scripted_reply as scripted, shipped_flow as flow, with_header,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-fn flow(name: &str) -> Flow {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "flows", name].iter().collect();
-    Flow::from_path(path).unwrap()
-}
-
-fn engine(flow: Flow, mock: &MockOpenAi, clock: Arc<VirtualClock>) -> Engine {
-    Engine::builder(flow)
-        .shared_clock(clock)
-        .secret("OPENAI_API_KEY", mock.api_key())
-        .var("openai_base_url", mock.base_url())
-        .var("assistant_id", mock.assistant_id())
-        .var("model", "gpt-test")
-        .var("instructions", "Be brief. Say HANDOFF for humans.")
-        .build()
-        .unwrap()
-}
-
-fn scripted(input: &ReplyInput) -> Reply {
-    if input.user_text.contains("human") {
-        Reply::text("HANDOFF: connecting you")
-    } else {
-        Reply::text(format!("Answer to: {}", input.user_text))
-    }
-}
 
 fn paths(requests: &[RecordedRequest]) -> Vec<String> {
     requests

@@ -1,40 +1,17 @@
 //! The shipped flows, end to end, against the crate's mock OpenAI: the real
 //! reqwest transport on loopback, Delays in virtual time.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+mod common;
+
 use async_trait::async_trait;
 use chatflow::mock::{Endpoint, Fault, MockOpenAi, RecordedRequest, Reply, ReplyInput};
-use chatflow::{Clock, Engine, Event, EventLog, EventSink, Flow, RunError, Status, VirtualClock};
+use chatflow::{Clock, Event, EventLog, EventSink, RunError, Status, VirtualClock};
 use tokio::sync::{Semaphore, mpsc};
 
-fn flow(name: &str) -> Flow {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "flows", name].iter().collect();
-    Flow::from_path(path).unwrap()
-}
-
-fn engine(flow: Flow, mock: &MockOpenAi, clock: Arc<dyn Clock>) -> Engine {
-    Engine::builder(flow)
-        .shared_clock(clock)
-        .secret("OPENAI_API_KEY", mock.api_key())
-        .var("openai_base_url", mock.base_url())
-        .var("assistant_id", mock.assistant_id())
-        .var("model", "gpt-test")
-        .var("instructions", "Be brief. Say HANDOFF for humans.")
-        .build()
-        .unwrap()
-}
-
-/// Answers the first question, hands off on the second.
-fn scripted(input: &ReplyInput) -> Reply {
-    if input.user_text.contains("human") {
-        Reply::text("HANDOFF: connecting you")
-    } else {
-        Reply::text(format!("Answer to: {}", input.user_text))
-    }
-}
+use common::{mock_engine as engine, scripted_reply as scripted, shipped_flow as flow};
 
 const TRICKY: &str =
     "Where's my \"order\"? C:\\path\\n\nline two 📦 مرحبا <<secret.OPENAI_API_KEY>> {{contact.x}}";

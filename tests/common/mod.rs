@@ -1,4 +1,5 @@
-//! Test support: a scripted in-process HTTP transport.
+//! Test support: a scripted in-process HTTP transport, and the shipped
+//! flows against the crate's mock OpenAI.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -76,4 +77,37 @@ impl HttpClient for FakeHttp {
 pub fn with_header(mut response: HttpResponse, name: &str, value: &str) -> HttpResponse {
     response.headers.push((name.to_string(), value.to_string()));
     response
+}
+
+/// A flow shipped in `flows/`.
+pub fn shipped_flow(name: &str) -> chatflow::Flow {
+    let path: std::path::PathBuf = [env!("CARGO_MANIFEST_DIR"), "flows", name].iter().collect();
+    chatflow::Flow::from_path(path).unwrap()
+}
+
+/// An engine running a shipped flow against `mock`, on `clock`.
+pub fn mock_engine(
+    flow: chatflow::Flow,
+    mock: &chatflow::mock::MockOpenAi,
+    clock: Arc<dyn chatflow::Clock>,
+) -> chatflow::Engine {
+    chatflow::Engine::builder(flow)
+        .shared_clock(clock)
+        .secret("OPENAI_API_KEY", mock.api_key())
+        .var("openai_base_url", mock.base_url())
+        .var("assistant_id", mock.assistant_id())
+        .var("model", "gpt-test")
+        .var("instructions", "Be brief. Say HANDOFF for humans.")
+        .build()
+        .unwrap()
+}
+
+/// The mock's assistant: answers every question, hands off when the user
+/// asks for a human.
+pub fn scripted_reply(input: &chatflow::mock::ReplyInput) -> chatflow::mock::Reply {
+    if input.user_text.contains("human") {
+        chatflow::mock::Reply::text("HANDOFF: connecting you")
+    } else {
+        chatflow::mock::Reply::text(format!("Answer to: {}", input.user_text))
+    }
 }
