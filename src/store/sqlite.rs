@@ -12,15 +12,15 @@
 //! [`Store::enqueue`], the `turn_saves` view for [`Store::save`]).
 
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row};
 
 use super::sql::*;
 use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
@@ -49,10 +49,11 @@ use crate::conversation::Conversation;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// For an in-memory database: a connection outside the pool that keeps
-    /// the database alive should the pool close its connection (sqlx closes
-    /// a connection whose operation was cancelled mid-way).
-    _keeper: Option<Arc<Mutex<SqliteConnection>>>,
+    /// The connection the store's own statements run on, taken out of the
+    /// pool: each operation is one statement, and a pool checkout and
+    /// return cost more thread hand-offs than the statement itself. It also
+    /// keeps an in-memory database alive as long as the store.
+    conn: Arc<tokio::sync::Mutex<SqliteConnection>>,
 }
 
 impl SqliteStore {
@@ -97,10 +98,9 @@ impl SqliteStore {
                 .map_err(backend)?;
             return Self::from_pool(pool).await;
         }
-        // An in-memory database lives as long as a connection to it: hold
-        // one outside the pool. The pool has one connection too, as
-        // connections sharing an in-memory database lock whole tables.
-        let keeper = options.connect().await.map_err(backend)?;
+        // An in-memory database lives as long as a connection to it: the
+        // store's own connection holds it. The pool has one connection too,
+        // as connections sharing an in-memory database lock whole tables.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -109,9 +109,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        let mut store = Self::from_pool(pool).await?;
-        store._keeper = Some(Arc::new(Mutex::new(keeper)));
-        Ok(store)
+        Self::from_pool(pool).await
     }
 
     /// A store on a pool the host configured itself; brings the schema up
@@ -133,7 +131,11 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(backend)?;
-        Ok(SqliteStore { pool, _keeper: None })
+        let conn = pool.acquire().await.map_err(backend)?.detach();
+        Ok(SqliteStore {
+            pool,
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
+        })
     }
 
     /// The connection pool, e.g. for the host's own queries on the tables.
@@ -208,7 +210,7 @@ impl Store for SqliteStore {
         .bind(message_id)
         .bind(text)
         .bind(ms(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn.lock().await)
         .await
         .map_err(backend)?;
         Ok(seq.map(to_u64))
@@ -240,7 +242,7 @@ impl Store for SqliteStore {
         .bind(owner)
         .bind(ms(lease_until))
         .bind(ms(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn.lock().await)
         .await
         .map_err(backend)?;
         let Some((state, inbox)) = taken else {
@@ -285,7 +287,7 @@ impl Store for SqliteStore {
         // The turn's own time is not in `Save`: like the memory store, stamp
         // outgoing entries with the caller's clock.
         .bind(ms(save.now))
-        .execute(&self.pool)
+        .execute(&mut *self.conn.lock().await)
         .await;
         match result {
             Ok(_) => Ok(()),
@@ -303,7 +305,7 @@ impl Store for SqliteStore {
         )
         .bind(conversation_id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&mut *self.conn.lock().await)
         .await
         .map_err(backend)?;
         Ok(())
@@ -343,7 +345,7 @@ impl Store for SqliteStore {
         )
         .bind(ms(now))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn.lock().await)
         .await
         .map_err(backend)
     }
@@ -355,7 +357,7 @@ impl Store for SqliteStore {
              FROM conversations WHERE state IS NOT NULL",
         )
         .bind(ms(now))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn.lock().await)
         .await
         .map_err(backend)?;
         Ok(super::ConversationCounts {
@@ -366,7 +368,7 @@ impl Store for SqliteStore {
 
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
         let earliest: Option<i64> = sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn.lock().await)
             .await
             .map_err(backend)?;
         Ok(earliest.map(time))
@@ -378,7 +380,7 @@ impl Store for SqliteStore {
         let earliest: Option<i64> =
             sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > ?1")
                 .bind(ms(after))
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn.lock().await)
                 .await
                 .map_err(backend)?;
         Ok(earliest.map(time))
@@ -388,7 +390,7 @@ impl Store for SqliteStore {
         let state: Option<Option<String>> =
             sqlx::query_scalar("SELECT state FROM conversations WHERE id = ?1")
                 .bind(conversation_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn.lock().await)
                 .await
                 .map_err(backend)?;
         state.flatten().map(|s| decode(conversation_id, &s)).transpose()
@@ -405,7 +407,7 @@ impl Store for SqliteStore {
         )
         .bind(conversation_id)
         .bind(to_i64(after_seq))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn.lock().await)
         .await
         .map_err(backend)?;
         rows.into_iter()
