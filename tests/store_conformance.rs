@@ -168,7 +168,8 @@ mod suite {
 
     use chatflow::store::{Direction, Save, StoreError, TranscriptEntry};
     use chatflow::{
-        Clock, Conversation, Engine, EngineOptions, Flow, ReplyMode, Runtime, Status, VirtualClock,
+        Clock, Conversation, Engine, EngineOptions, Flow, ReplyMode, Runtime, RuntimeOptions, Status,
+        VirtualClock,
     };
 
     use super::*;
@@ -1010,6 +1011,56 @@ mod suite {
         }
     }
 
+    /// Many messages to one conversation from two runtimes retrying fast:
+    /// a runner that takes the lease right as the previous holder's last
+    /// save commits must not see that save's applied messages again.
+    pub async fn a_lease_taken_during_a_save_sees_only_unapplied_messages(h: &Harness) {
+        let runtime = || {
+            let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
+                .options(EngineOptions {
+                    reply_mode: ReplyMode::OnePerQuestion,
+                    ..EngineOptions::default()
+                })
+                .build()
+                .unwrap();
+            let options = RuntimeOptions {
+                busy_retry: Duration::from_millis(1),
+                ..RuntimeOptions::default()
+            };
+            Runtime::with_options(engine, h.store.clone(), options)
+        };
+        let runtimes = [runtime(), runtime()];
+        const MESSAGES: usize = 120;
+        let tasks: Vec<_> = (0..MESSAGES)
+            .map(|i| {
+                let runtime = runtimes[i % 2].clone();
+                tokio::spawn(async move {
+                    runtime
+                        .handle_message("c", Some(&format!("m{i}")), &format!("message {i}"))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let transcript = h.store.transcript("c", 0).await.unwrap();
+        let mut echoes: Vec<&str> = transcript
+            .iter()
+            .filter_map(|e| e.text.strip_prefix("echo "))
+            .collect();
+        let mut inbound: Vec<&str> = transcript
+            .iter()
+            .filter(|e| e.direction == Direction::In)
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(inbound.len(), MESSAGES);
+        echoes.sort_unstable();
+        inbound.sort_unstable();
+        assert_eq!(echoes, inbound, "each message echoed exactly once");
+    }
+
     const SLEEPY: &str = r#"{"name": "sleepy", "steps": [
       {"type": "question", "name": "Ask", "text": "?"},
       {"type": "delay", "name": "Wait", "seconds": 3600},
@@ -1174,6 +1225,7 @@ macro_rules! conformance {
                 cancelled_operations_commit_all_or_nothing,
                 the_runtime_runs_on_the_store,
                 two_runtimes_apply_concurrent_messages_once_in_order,
+                a_lease_taken_during_a_save_sees_only_unapplied_messages,
                 a_parked_conversation_resumes_in_another_runtime,
                 each_due_conversation_is_resumed_by_exactly_one_runtime,
             );

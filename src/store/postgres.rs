@@ -188,10 +188,12 @@ impl Store for PostgresStore {
         // when it is free, expired or already ours (no row comes back
         // otherwise; the condition is evaluated on the row's latest version,
         // under its lock), and reads the inbox. The inbox is read with the
-        // statement's snapshot, which may miss a message committed while
-        // the lease waited for the row lock: it stays in the inbox for the
-        // next turn (only the lease holder removes entries, so what is read
-        // is always a prefix of the inbox).
+        // statement's snapshot, taken before the row lock was granted:
+        // - it may miss a message committed meanwhile, which stays in the
+        //   inbox for the next turn;
+        // - it may still show messages the previous holder's last save
+        //   applied and deleted meanwhile: the row's latest version says up
+        //   to which seq they are applied, and those are left out.
         let taken: Option<(Option<String>, Option<Vec<i64>>, Option<Vec<Vec<u8>>>)> = sqlx::query_as(
             "WITH lease AS (
                  INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES ($1, $2, $3)
@@ -200,12 +202,12 @@ impl Store for PostgresStore {
                     WHERE conversations.lease_owner IS NULL
                        OR conversations.lease_owner = EXCLUDED.lease_owner
                        OR conversations.lease_until_ms <= $4
-                 RETURNING state
+                 RETURNING state, applied_inbox_seq
              )
              SELECT lease.state, inbox.seqs, inbox.texts
-             FROM lease, (
+             FROM lease, LATERAL (
                  SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(text ORDER BY seq) AS texts
-                 FROM inbox WHERE conversation_id = $1
+                 FROM inbox WHERE conversation_id = $1 AND seq > lease.applied_inbox_seq
              ) AS inbox",
         )
         .bind(conversation_id)
@@ -259,6 +261,7 @@ impl Store for PostgresStore {
             "WITH saved AS (
                  UPDATE conversations SET
                      state = $3, wake_at_ms = $4, lease_until_ms = $5,
+                     applied_inbox_seq = GREATEST(applied_inbox_seq, $6),
                      next_transcript_seq = CASE WHEN cardinality($7::text[]) = 0 THEN next_transcript_seq
                          ELSE GREATEST(
                              next_transcript_seq,
