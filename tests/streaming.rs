@@ -583,6 +583,45 @@ async fn a_secret_echoed_in_a_stream_is_not_kept() {
     );
 }
 
+/// A secret the server escapes in its JSON (`\/`, `\u0073`) is still masked
+/// in the failure it causes: an error event without a message, and a
+/// failing status with an event-stream body.
+#[tokio::test]
+async fn an_escaped_secret_in_a_stream_error_is_masked() {
+    let escaped = r#"{"echo": "key \u0073k-stream\/secret"}"#;
+    for (status, body) in [
+        (200, format!("event: error\ndata: {escaped}\n\n")),
+        (500, format!("data: {escaped}\n\n")),
+    ] {
+        let http = FakeHttp::new(move |_| {
+            Ok(with_header(
+                HttpResponse::new(status, body.clone().into_bytes()),
+                "content-type",
+                "text/event-stream",
+            ))
+        });
+        let engine = Engine::builder(stream_flow(false))
+            .http_client(http)
+            .secret("KEY", "sk-stream/secret")
+            .build()
+            .unwrap();
+        let mut conversation = engine.start("c");
+        let error = engine
+            .run(&mut conversation, &EventLog::new())
+            .await
+            .expect_err("the stream fails the step");
+        let outputs = [
+            error.to_string(),
+            format!("{error:?}"),
+            serde_json::to_string(&conversation).unwrap(),
+        ];
+        for output in outputs {
+            assert!(!output.contains("sk-stream/secret"), "status {status}: {output}");
+            assert!(output.contains("***"), "status {status}: {output}");
+        }
+    }
+}
+
 #[test]
 fn stream_until_is_checked_when_the_flow_loads() {
     let load = |value: &str| {

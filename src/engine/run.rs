@@ -698,7 +698,16 @@ fn error_detail(inner: &EngineInner, response: &HttpResponse) -> Option<String> 
             .or_else(|| value.get("error").filter(|e| e.is_string()))?;
         return message.as_str().map(|m| truncate(&inner.redact(m), 300));
     }
-    let text = String::from_utf8_lossy(&response.body);
+    let mut text = String::from_utf8_lossy(&response.body).into_owned();
+    // An event stream's data is JSON, which may escape a secret (`\u0073k…`):
+    // written back, its escapes are canonical and masking finds the secret.
+    if response.header("content-type").is_some_and(sse::is_event_stream) {
+        let events = sse::parse(&response.body);
+        let data = events.iter().map(|event| {
+            serde_json::from_str::<Value>(&event.data).map_or_else(|_| event.data.clone(), |v| v.to_string())
+        });
+        text = data.collect::<Vec<_>>().join("\n");
+    }
     let text = text.trim();
     (!text.is_empty()).then(|| truncate(&inner.redact(text), 300))
 }

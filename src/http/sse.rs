@@ -274,7 +274,12 @@ pub fn select(events: &[SseEvent], until: &[String]) -> Result<Selected, SelectE
                         .or_else(|| d.pointer("/error/message"))
                         .and_then(Value::as_str)
                 })
-                .map_or_else(|| event.data.clone(), str::to_owned);
+                .map(str::to_owned)
+                // JSON written back has canonical escapes (`sk\/x` and
+                // `\u0073k` become `sk/x` and `sk`), so masking finds a
+                // secret in it.
+                .or_else(|| data.as_ref().map(Value::to_string))
+                .unwrap_or_else(|| event.data.clone());
             return Err(SelectError::ErrorEvent { message });
         }
         if let Some(data) = data {

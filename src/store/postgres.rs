@@ -37,15 +37,25 @@ use crate::conversation::Conversation;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// The same database with `synchronous_commit = off`, for writes a crash
-    /// may lose (see [`PostgresStore::from_pool`]).
+    /// For writes a crash may lose: the same database with
+    /// `synchronous_commit = off` (see [`PostgresStore::connect`]), or `pool`.
     relaxed: PgPool,
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (a pool of up to 10 connections,
-    /// not pinged before each use) and brings its schema up to date. Processes starting together are
-    /// safe: migrations run under a database-wide advisory lock.
+    /// Connects to the database at `url` and brings its schema up to date.
+    /// Processes starting together are safe: migrations run under a
+    /// database-wide advisory lock.
+    ///
+    /// The store holds two pools of up to 10 connections each, not pinged
+    /// before each use. The second has `synchronous_commit = off`, for the
+    /// writes a database crash may lose without breaking any guarantee:
+    /// taking a lease, and a turn's saves before its last one that send
+    /// nothing (after a crash the turn runs again from its last durable
+    /// save, repeating at most Api calls). The last save of a turn, any save
+    /// with replies, and every user message are committed durably, and a
+    /// durable commit flushes the relaxed ones before it. This saves most of
+    /// a turn's WAL flushes.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), chatflow::store::StoreError> {
@@ -61,20 +71,21 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(backend)?;
-        Self::from_pool(pool).await
+        let options = (*pool.connect_options())
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        let relaxed = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        let mut store = Self::from_pool(pool).await?;
+        store.relaxed = relaxed;
+        Ok(store)
     }
 
-    /// A store on a pool the host configured itself; brings the schema up
-    /// to date.
-    ///
-    /// The store opens a second pool like it (same options, same size) with
-    /// `synchronous_commit = off` for the writes a database crash may lose
-    /// without breaking any guarantee: taking a lease, and a turn's saves
-    /// before its last one that send nothing (after a crash the turn runs
-    /// again from its last durable save, repeating at most Api calls). The
-    /// last save of a turn, any save with replies, and every user message are
-    /// committed durably, and a durable commit flushes the relaxed ones
-    /// before it. This saves most of a turn's WAL flushes.
+    /// A store on a pool the host configured itself (connection hooks,
+    /// schema, sizes: all of it is the host's); brings the schema up to
+    /// date. Every write is committed durably; [`PostgresStore::connect`]
+    /// relaxes the ones that may be lost.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -91,14 +102,10 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(backend)?;
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("synchronous_commit", "off")]);
-        let relaxed = PgPoolOptions::new()
-            .max_connections(pool.options().get_max_connections())
-            .test_before_acquire(pool.options().get_test_before_acquire())
-            .connect_lazy_with(options);
-        Ok(PostgresStore { pool, relaxed })
+        Ok(PostgresStore {
+            relaxed: pool.clone(),
+            pool,
+        })
     }
 
     /// The connection pool, e.g. for the host's own queries on the tables.
