@@ -673,3 +673,48 @@ async fn two_schedulers_resume_each_sleeper_exactly_once() {
         scheduler.abort();
     }
 }
+
+/// Answers every request with a JSON array nested `depth` levels deep.
+struct Deep {
+    depth: usize,
+}
+
+#[async_trait]
+impl HttpClient for Deep {
+    async fn send(&self, _request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        let body = format!("{}1{}", "[".repeat(self.depth), "]".repeat(self.depth));
+        Ok(HttpResponse::new(200, body))
+    }
+}
+
+/// A response nested just below serde_json's parse limit must not make the
+/// stored state, which nests it a few levels deeper, unreadable.
+#[tokio::test]
+async fn a_deeply_nested_response_keeps_the_conversation_readable() {
+    let flow = Flow::from_json(
+        r#"{"name": "deep", "steps": [
+          {"type": "question", "name": "Ask", "text": "?"},
+          {"type": "api", "name": "Call", "method": "GET", "url": "https://api.example.com/x"},
+          {"type": "message", "name": "Show", "text": "got <<step.Call.response>>", "next": "Ask"}
+        ]}"#,
+    )
+    .unwrap();
+    for store in [
+        Arc::new(MemoryStore::new()) as Arc<dyn Store>,
+        Arc::new(
+            chatflow::store::SqliteStore::connect("sqlite::memory:")
+                .await
+                .unwrap(),
+        ),
+    ] {
+        let engine = Engine::builder(flow.clone())
+            .http_client(Deep { depth: 126 })
+            .build()
+            .unwrap();
+        let runtime = Runtime::new(engine, store.clone());
+        runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
+        let second = runtime.handle_message("c", Some("m2"), "again").await.unwrap();
+        assert_eq!(second.status, Status::AwaitingReply);
+        assert!(store.load("c").await.unwrap().is_some());
+    }
+}

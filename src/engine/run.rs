@@ -660,13 +660,33 @@ fn streamed_body(api: &CompiledApi, response: &HttpResponse) -> Result<Option<Va
 /// The body as JSON (only the parts `paths` reach, when given), or as text
 /// when it is not JSON; for a stream, the kept event's data.
 fn response_body(response: &HttpResponse, streamed: Option<Value>, paths: Option<&[&[Segment]]>) -> Value {
+    let text = || Value::String(String::from_utf8_lossy(&response.body).into_owned());
     let parsed = match (streamed, paths) {
-        (Some(data), _) => return data,
+        (Some(data), _) => Ok(data),
         _ if response.body.is_empty() => return Value::Null,
         (None, Some(paths)) => parse_projected(&response.body, paths),
         (None, None) => serde_json::from_slice(&response.body),
     };
-    parsed.unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&response.body).into_owned()))
+    match parsed {
+        // The stored state nests a result a few levels deeper, and JSON
+        // deeper than serde_json's limit would not load again: keep such a
+        // body as text.
+        Ok(value) if nesting(&value) <= MAX_KEPT_NESTING => value,
+        _ => text(),
+    }
+}
+
+/// The deepest nesting of a kept result, well below serde_json's parse limit
+/// of 128 minus the levels the stored state adds around it.
+const MAX_KEPT_NESTING: usize = 100;
+
+/// How many arrays and objects deep `value` goes.
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// Headers by lower-case name; a repeated header (set-cookie) keeps all its
