@@ -691,3 +691,39 @@ async fn a_transport_error_quoting_the_url_does_not_leak_an_encoded_key() {
     exposed.add("tracing output", logs.text());
     exposed.assert_clean();
 }
+
+/// A numeric secret (an account PIN) that a server echoes as a JSON number
+/// is masked too; other numbers stay numbers.
+#[tokio::test]
+async fn a_numeric_secret_echoed_as_a_number_is_masked() {
+    let flow = Flow::from_json(
+        r#"{"name": "pin", "steps": [
+          {"type": "api", "name": "Check", "method": "POST", "url": "http://api.test/check",
+           "body": {"pin": "<<secret.PIN>>"}},
+          {"type": "message", "name": "Show", "text": "<<step.Check.response>>"}
+        ]}"#,
+    )
+    .unwrap();
+    let http = FakeHttp::new(|_| {
+        Ok(HttpResponse::json(
+            200,
+            &json!({"pin": 987654321, "account": [1987654321, 42], "tries": 3}),
+        ))
+    });
+    let engine = Engine::builder(flow)
+        .http_client(http)
+        .secret("PIN", "987654321")
+        .build()
+        .unwrap();
+    let events = EventLog::new();
+    let mut conversation = engine.start("c");
+    assert_eq!(
+        engine.run(&mut conversation, &events).await.unwrap(),
+        Status::Finished
+    );
+    let kept = &conversation.step_result("Check").unwrap()["response"];
+    assert_eq!(kept, &json!({"pin": "***", "account": ["1***", 42], "tries": 3}));
+    let state = serde_json::to_string(&conversation).unwrap();
+    assert!(!state.contains("987654321"), "{state}");
+    assert!(!events.texts().concat().contains("987654321"));
+}

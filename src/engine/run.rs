@@ -779,6 +779,13 @@ impl EngineInner {
                 }
                 map.values_mut().for_each(|v| self.redact_value(v));
             }
+            // A numeric secret (a PIN, an account number) echoed as a number.
+            Value::Number(n) => {
+                let text = n.to_string();
+                if let Cow::Owned(redacted) = self.redact_cow(Cow::Borrowed(&text)) {
+                    *value = Value::String(redacted);
+                }
+            }
             _ => {}
         }
     }

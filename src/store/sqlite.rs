@@ -127,6 +127,17 @@ impl SqliteStore {
     /// # }
     /// ```
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+            .fetch_one(&pool)
+            .await
+            .map_err(backend)?;
+        if !supported(&version) {
+            return Err(StoreError::Backend(format!(
+                "SQLite {version} is too old: the store needs {}.{} or later \
+                 (sqlx's bundled SQLite is recent enough)",
+                MIN_SQLITE_VERSION.0, MIN_SQLITE_VERSION.1
+            )));
+        }
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
@@ -182,6 +193,18 @@ fn outgoing_json(outgoing: &[(Direction, String)]) -> String {
     }
     json.push(']');
     json
+}
+
+/// The oldest SQLite the store's statements run on (`unhex`, 3.41).
+const MIN_SQLITE_VERSION: (u32, u32) = (3, 41);
+
+/// Whether `version` (as `sqlite_version()` gives it, "3.46.0") is at least
+/// [`MIN_SQLITE_VERSION`].
+fn supported(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= MIN_SQLITE_VERSION
 }
 
 #[async_trait]
@@ -421,5 +444,20 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supported;
+
+    #[test]
+    fn sqlite_versions_are_compared_as_numbers() {
+        assert!(supported("3.46.0"));
+        assert!(supported("3.41.0"));
+        assert!(supported("4.0.0"));
+        assert!(!supported("3.40.1"));
+        assert!(!supported("3.9.2"));
+        assert!(!supported("garbage"));
     }
 }
