@@ -696,6 +696,10 @@ async fn a_transport_error_quoting_the_url_does_not_leak_an_encoded_key() {
 /// is masked too; other numbers stay numbers.
 #[tokio::test]
 async fn a_numeric_secret_echoed_as_a_number_is_masked() {
+    // Every test here that runs a flow captures its logs: tracing caches
+    // whether a log line is wanted the first time it is reached, so one
+    // run without a subscriber could hide lines from a test that has one.
+    let logs = Logs::capture();
     let flow = Flow::from_json(
         r#"{"name": "pin", "steps": [
           {"type": "api", "name": "Check", "method": "POST", "url": "http://api.test/check",
@@ -726,4 +730,6 @@ async fn a_numeric_secret_echoed_as_a_number_is_masked() {
     let state = serde_json::to_string(&conversation).unwrap();
     assert!(!state.contains("987654321"), "{state}");
     assert!(!events.texts().concat().contains("987654321"));
+    let logs = logs.text();
+    assert!(logs.contains("api call") && !logs.contains("987654321"), "{logs}");
 }
