@@ -34,11 +34,7 @@ pub(crate) fn project(value: Value, paths: &[&[Segment]]) -> Value {
                 let Some(item) = map.remove(key.as_str()) else {
                     continue;
                 };
-                let rests: Vec<&[Segment]> = paths
-                    .iter()
-                    .filter(|p| p[0].filter.is_none() && p[0].key == *key)
-                    .map(|p| &p[1..])
-                    .collect();
+                let rests = below_key(paths, key);
                 out.insert(key.clone(), project(item, &rests));
             }
             Value::Object(out)
@@ -51,11 +47,7 @@ pub(crate) fn project(value: Value, paths: &[&[Segment]]) -> Value {
                 return Value::Array(Vec::new());
             };
             let kept = items.into_iter().take(last + 1).enumerate().map(|(i, item)| {
-                let rests: Vec<&[Segment]> = paths
-                    .iter()
-                    .filter(|p| p[0].index == Some(i))
-                    .map(|p| &p[1..])
-                    .collect();
+                let rests = below_index(paths, i);
                 if rests.is_empty() {
                     Value::Null
                 } else {
@@ -66,6 +58,24 @@ pub(crate) fn project(value: Value, paths: &[&[Segment]]) -> Value {
         }
         scalar => scalar,
     }
+}
+
+/// What the (non-empty) `paths` reach below the object key `key`.
+pub(crate) fn below_key<'p>(paths: &[&'p [Segment]], key: &str) -> Vec<&'p [Segment]> {
+    paths
+        .iter()
+        .filter(|p| p[0].filter.is_none() && p[0].key == key)
+        .map(|p| &p[1..])
+        .collect()
+}
+
+/// What the (non-empty) `paths` reach below the array index `i`.
+fn below_index<'p>(paths: &[&'p [Segment]], i: usize) -> Vec<&'p [Segment]> {
+    paths
+        .iter()
+        .filter(|p| p[0].index == Some(i))
+        .map(|p| &p[1..])
+        .collect()
 }
 
 /// Parses `json`, building only the parts `paths` reach: the same value as
@@ -130,12 +140,7 @@ impl<'de> Visitor<'de> for Projected<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key_seed(Key)? {
-            let rests: Vec<&[Segment]> = self
-                .0
-                .iter()
-                .filter(|p| p[0].filter.is_none() && p[0].key == *key)
-                .map(|p| &p[1..])
-                .collect();
+            let rests = below_key(self.0, &key);
             if rests.is_empty() {
                 map.next_value::<IgnoredAny>()?;
             } else {
@@ -157,12 +162,7 @@ impl<'de> Visitor<'de> for Projected<'_> {
         }
         let last = self.0.iter().filter_map(|p| p[0].index).max();
         for i in 0.. {
-            let rests: Vec<&[Segment]> = self
-                .0
-                .iter()
-                .filter(|p| p[0].index == Some(i))
-                .map(|p| &p[1..])
-                .collect();
+            let rests = below_index(self.0, i);
             let item = if rests.is_empty() {
                 seq.next_element::<IgnoredAny>()?.map(|_| Value::Null)
             } else {

@@ -558,11 +558,11 @@ impl Runtime {
         // message, which stays in the inbox until a save consumes it.
         let mut unsaved = false;
         let status = loop {
-            if unsaved && engine.calls_api_next(&conversation) {
+            let calls_api = engine.calls_api_next(&conversation);
+            if unsaved && calls_api {
                 self.commit(&turn, &conversation, false).await?;
                 unsaved = false;
             }
-            let calls_api = engine.calls_api_next(&conversation);
             match engine.advance_once(&mut conversation, &outbox).await {
                 Ok(None) => unsaved |= calls_api || !outbox.is_empty(),
                 Ok(Some(status)) => break status,

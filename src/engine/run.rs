@@ -15,7 +15,7 @@ use crate::error::RunError;
 use crate::event::{Event, EventSink};
 use crate::flow::{CompiledApi, CompiledKind, CompiledStep};
 use crate::http::{Header, HttpError, HttpRequest, HttpResponse, sse};
-use crate::projection::{parse_projected, project};
+use crate::projection::{below_key, parse_projected, project};
 use crate::template::{RenderError, Root, Scope, Secrets, Segment, lookup};
 
 /// Template values of one conversation: its own results and contact
@@ -535,15 +535,11 @@ impl Engine {
         // What the paths read below `key`; None reads all of it.
         let below = |key: &str| -> Option<Vec<&[Segment]>> {
             let paths = paths.as_ref()?;
-            let mut below = Vec::new();
-            for path in paths {
-                match path.split_first() {
-                    None => return None,
-                    Some((first, rest)) if first.filter.is_none() && first.key == key => below.push(rest),
-                    Some(_) => {}
-                }
+            // An empty path reads the whole result.
+            if paths.iter().any(|p| p.is_empty()) {
+                return None;
             }
-            Some(below)
+            Some(below_key(paths, key))
         };
         let mut map = serde_json::Map::new();
         let body_paths = below("response");
