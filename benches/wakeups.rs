@@ -297,21 +297,23 @@ const INSERT: &str = "INSERT INTO conversations (id, state, wake_at_ms) ";
 /// Writes the sleepers in one transaction (through the store's pool: the
 /// `Store` API writes one conversation per transaction, minutes for 100,000
 /// on SQLite); returns how long it took.
-async fn fill_sqlite(pool: &sqlx::SqlitePool, plan: Plan) -> Duration {
+async fn fill_sqlite(store: &SqliteStore, plan: Plan) -> Duration {
     let started = std::time::Instant::now();
     let rows = sleepers(plan).await;
-    let mut tx = pool.begin().await.expect("begin");
-    for chunk in rows.chunks(CHUNK) {
-        sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT)
-            .push_values(chunk, |mut b, (id, state, wake)| {
-                b.push_bind(id).push_bind(state).push_bind(wake);
-            })
-            .build()
-            .execute(&mut *tx)
-            .await
-            .expect("insert sleepers");
-    }
-    tx.commit().await.expect("commit");
+    store
+        .with_connection(move |conn| -> chatflow::store::rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare(&format!("{INSERT} VALUES (?1, ?2, ?3)"))?;
+                for (id, state, wake) in &rows {
+                    insert.execute(chatflow::store::rusqlite::params![id, state, wake])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+        .expect("the store's thread runs")
+        .expect("insert sleepers");
     started.elapsed()
 }
 
@@ -424,19 +426,23 @@ async fn sqlite_case(plan: Plan) {
         .await
         .expect("the SQLite file opens");
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-    let filled = fill_sqlite(sqlite.pool(), plan).await;
+    let filled = fill_sqlite(&sqlite, plan).await;
     println!("{case}: filled in {:.1} s", filled.as_secs_f64());
     let clock = shift_for(plan);
     let starts = resume_all(store, clock, plan).await;
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT conversation_id, at_ms FROM transcript WHERE text = 'back'")
-            .fetch_all(sqlite.pool())
-            .await
-            .expect("transcript rows");
+    let rows: Vec<(String, i64)> = sqlite
+        .with_connection(|conn| {
+            conn.prepare("SELECT conversation_id, at_ms FROM transcript WHERE text = 'back'")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<chatflow::store::rusqlite::Result<Vec<_>>>()
+        })
+        .await
+        .expect("the store's thread runs")
+        .expect("transcript rows");
     check_once(&case, plan, &rows);
     report(&case, "turn start", starts);
     report(&case, "reply", reply_lateness(plan, rows));
-    sqlite.pool().close().await;
+    drop(sqlite);
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.clone().into_os_string();
         file.push(suffix);

@@ -552,19 +552,21 @@ impl Runtime {
             outbox: &outbox,
         };
         // Saves happen only where a crash would cost something: before an Api
-        // call that follows an earlier call's response or a reply (so neither
-        // is repeated after a crash), and at the turn's end. Local steps
-        // between saves simply run again after a crash; so does taking the
-        // message, which stays in the inbox until a save consumes it.
+        // call that follows a reply or the response of a call that changed
+        // something (so neither is repeated after a crash), and at the turn's
+        // end. Local steps between saves, and idempotent calls (GET, HEAD,
+        // PUT, DELETE: the ones the retry policy repeats anyway), simply run
+        // again after a crash; so does taking the message, which stays in the
+        // inbox until a save consumes it.
         let mut unsaved = false;
         let status = loop {
-            let calls_api = engine.calls_api_next(&conversation);
-            if unsaved && calls_api {
+            let call = engine.api_call_next(&conversation);
+            if unsaved && call.is_some() {
                 self.commit(&turn, &conversation, false).await?;
                 unsaved = false;
             }
             match engine.advance_once(&mut conversation, &outbox).await {
-                Ok(None) => unsaved |= calls_api || !outbox.is_empty(),
+                Ok(None) => unsaved |= call.is_some_and(|m| !m.is_idempotent()) || !outbox.is_empty(),
                 Ok(Some(status)) => break status,
                 Err(error) => {
                     tracing::warn!(error = %error, "turn failed");

@@ -718,3 +718,114 @@ async fn a_deeply_nested_response_keeps_the_conversation_readable() {
         assert!(store.load("c").await.unwrap().is_some());
     }
 }
+
+/// Answers every call with `{}`.
+struct EmptyJson;
+
+#[async_trait]
+impl HttpClient for EmptyJson {
+    async fn send(&self, _: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        Ok(HttpResponse::json(200, &serde_json::json!({})))
+    }
+}
+
+/// A memory store that counts saves.
+struct CountingSaves {
+    inner: MemoryStore,
+    saves: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for CountingSaves {
+    async fn enqueue(
+        &self,
+        id: &str,
+        message_id: &str,
+        text: &str,
+        now: std::time::SystemTime,
+    ) -> Result<Option<u64>, chatflow::store::StoreError> {
+        self.inner.enqueue(id, message_id, text, now).await
+    }
+    async fn acquire(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Result<Option<chatflow::store::Claim>, chatflow::store::StoreError> {
+        self.inner.acquire(id, owner, lease_until, now).await
+    }
+    async fn save(
+        &self,
+        id: &str,
+        owner: &str,
+        save: chatflow::store::Save<'_>,
+    ) -> Result<(), chatflow::store::StoreError> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        self.inner.save(id, owner, save).await
+    }
+    async fn release(&self, id: &str, owner: &str) -> Result<(), chatflow::store::StoreError> {
+        self.inner.release(id, owner).await
+    }
+    async fn due(
+        &self,
+        now: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<String>, chatflow::store::StoreError> {
+        self.inner.due(now, limit).await
+    }
+    async fn counts(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Result<chatflow::store::ConversationCounts, chatflow::store::StoreError> {
+        self.inner.counts(now).await
+    }
+    async fn next_wake(&self) -> Result<Option<std::time::SystemTime>, chatflow::store::StoreError> {
+        self.inner.next_wake().await
+    }
+    async fn load(&self, id: &str) -> Result<Option<chatflow::Conversation>, chatflow::store::StoreError> {
+        self.inner.load(id).await
+    }
+    async fn transcript(
+        &self,
+        id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<chatflow::store::TranscriptEntry>, chatflow::store::StoreError> {
+        self.inner.transcript(id, after_seq).await
+    }
+}
+
+/// A save protects a call that changed something (or a reply) from being
+/// repeated; the response of an idempotent call needs none, as a crash
+/// merely repeats the call, like a retry would.
+#[tokio::test]
+async fn only_calls_that_change_something_are_saved_before_the_next_call() {
+    let flow = Flow::from_json(
+        r#"{"name": "saves", "steps": [
+          {"type": "question", "name": "Ask", "text": "?"},
+          {"type": "api", "name": "Create", "method": "POST", "url": "https://api.example.com/x"},
+          {"type": "api", "name": "Read", "method": "GET", "url": "https://api.example.com/x"},
+          {"type": "api", "name": "Read again", "method": "GET", "url": "https://api.example.com/x"},
+          {"type": "api", "name": "Replace", "method": "PUT", "url": "https://api.example.com/x"},
+          {"type": "api", "name": "Update", "method": "PATCH", "url": "https://api.example.com/x"},
+          {"type": "message", "name": "Done", "text": "done", "next": "Ask"}
+        ]}"#,
+    )
+    .unwrap();
+    let store = Arc::new(CountingSaves {
+        inner: MemoryStore::new(),
+        saves: AtomicUsize::new(0),
+    });
+    let engine = Engine::builder(flow).http_client(EmptyJson).build().unwrap();
+    let runtime = Runtime::new(engine, store.clone());
+    runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
+    let first = store.saves.swap(0, Ordering::SeqCst);
+    let turn = runtime.handle_message("c", Some("m2"), "again").await.unwrap();
+    assert_eq!(turn.replies.len(), 2, "done, and the question again");
+    // First turn: before "Create" (the question was sent), before "Read"
+    // (after the POST), at the end. Second: before "Read" and at the end —
+    // the GETs and the PUT run again after a crash, like a retry; the PATCH
+    // is followed by no call. (Saving after every response wrote 5 times.)
+    let second = store.saves.load(Ordering::SeqCst);
+    assert_eq!((first, second), (3, 2), "saves in the first and second turn");
+}

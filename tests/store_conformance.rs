@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use chatflow::store::{InboxEntry, MemoryStore, PostgresStore, SqliteStore, Store};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::SqlitePool;
 
 /// A store under test, with raw access to its database (to plant corrupt
 /// state) and what to clean up afterwards.
@@ -25,7 +24,7 @@ pub struct Harness {
 
 enum Raw {
     None,
-    Sqlite(SqlitePool),
+    Sqlite(SqliteStore),
     Postgres(PgPool),
 }
 
@@ -47,7 +46,7 @@ impl Harness {
     async fn sqlite_memory() -> Option<Harness> {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
         Some(Harness {
-            raw: Raw::Sqlite(store.pool().clone()),
+            raw: Raw::Sqlite(store.clone()),
             store: Arc::new(store),
             cleanup: Cleanup::None,
         })
@@ -62,13 +61,14 @@ impl Harness {
         let store = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()))
             .await
             .unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(store.pool())
+        let mode: String = store
+            .with_connection(|conn| conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)))
             .await
+            .unwrap()
             .unwrap();
         assert_eq!(mode, "wal");
         Some(Harness {
-            raw: Raw::Sqlite(store.pool().clone()),
+            raw: Raw::Sqlite(store.clone()),
             store: Arc::new(store),
             cleanup: Cleanup::Files(path),
         })
@@ -112,12 +112,14 @@ impl Harness {
     async fn plant_state(&self, id: &str, text: &str) -> bool {
         match &self.raw {
             Raw::None => false,
-            Raw::Sqlite(pool) => {
-                sqlx::query("UPDATE conversations SET state = ?1 WHERE id = ?2")
-                    .bind(text)
-                    .bind(id)
-                    .execute(pool)
+            Raw::Sqlite(store) => {
+                let (text, id) = (text.to_string(), id.to_string());
+                store
+                    .with_connection(move |conn| {
+                        conn.execute("UPDATE conversations SET state = ?1 WHERE id = ?2", [text, id])
+                    })
                     .await
+                    .unwrap()
                     .unwrap();
                 true
             }
@@ -138,7 +140,7 @@ impl Harness {
         drop(self.store);
         match self.raw {
             Raw::None => {}
-            Raw::Sqlite(pool) => pool.close().await,
+            Raw::Sqlite(store) => drop(store),
             Raw::Postgres(pool) => pool.close().await,
         }
         match self.cleanup {

@@ -14,7 +14,7 @@ use crate::conversation::{Assignment, Conversation, Cursor, Status};
 use crate::error::RunError;
 use crate::event::{Event, EventSink};
 use crate::flow::{CompiledApi, CompiledKind, CompiledStep};
-use crate::http::{Header, HttpError, HttpRequest, HttpResponse, sse};
+use crate::http::{Header, HttpError, HttpRequest, HttpResponse, Method, sse};
 use crate::projection::{below_key, parse_projected, project};
 use crate::template::{RenderError, Root, Scope, Secrets, Segment, lookup};
 
@@ -141,12 +141,16 @@ impl Engine {
         }
     }
 
-    /// Whether the conversation's next transition is an Api call.
-    pub(crate) fn calls_api_next(&self, conversation: &Conversation) -> bool {
-        conversation.status == Status::Running
-            && self
-                .current(conversation)
-                .is_some_and(|s| matches!(s.kind, CompiledKind::Api(_)))
+    /// The method of the Api call the conversation makes next, if that is
+    /// what it does next.
+    pub(crate) fn api_call_next(&self, conversation: &Conversation) -> Option<Method> {
+        if conversation.status != Status::Running {
+            return None;
+        }
+        match &self.current(conversation)?.kind {
+            CompiledKind::Api(api) => Some(api.method),
+            _ => None,
+        }
     }
 
     /// Makes a loaded conversation this engine's: checks its flow and, after

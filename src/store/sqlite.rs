@@ -1,36 +1,43 @@
-//! A store in SQLite (through sqlx): conversations survive a restart, and
-//! the processes of one host may share the database file.
+//! A store in SQLite (through rusqlite): conversations survive a restart,
+//! and the processes of one host may share the database file.
 //!
-//! Every operation is one statement. sqlx runs each statement on the
-//! connection's worker thread, so a statement (and a `BEGIN` or `COMMIT`)
-//! costs a round trip between threads; one statement also needs no explicit
-//! transaction: SQLite runs it atomically, and a statement that writes takes
-//! the write lock before it reads anything, so concurrent writers wait for
-//! each other (up to the busy timeout) instead of failing on a stale
-//! snapshot. Writes that span tables are finished inside the statement by
-//! the triggers of migration 0003 (`transcript_enqueue` for
-//! [`Store::enqueue`], the `turn_saves` view for [`Store::save`]).
+//! The store's connection lives on a thread of its own, which runs the
+//! operations one after another: an operation costs one hand-off to that
+//! thread and one back, and the async runtime never blocks on SQLite (nor
+//! on its busy handler, when another process holds the write lock).
+//!
+//! Every operation is one statement, so SQLite runs it atomically, and a
+//! statement that writes takes the write lock before it reads anything:
+//! writers in several processes wait for each other (up to the busy timeout)
+//! instead of failing on a stale snapshot. Writes that span tables are
+//! finished inside the statement by the triggers of migration 0003
+//! (`transcript_enqueue` for [`Store::enqueue`], the `turn_saves` view for
+//! [`Store::save`]).
 
-use std::str::FromStr;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use percent_encoding::percent_decode_str;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
 
 use super::sql::*;
 use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
 
+/// The rusqlite version the store is built on, for
+/// [`SqliteStore::with_connection`].
+pub use rusqlite;
+
 /// A [`Store`] in a SQLite database.
 ///
 /// The schema is created (and later migrated) by [`SqliteStore::connect`].
 /// A file database runs in WAL mode; `sqlite::memory:` gives a fresh
-/// in-memory database, for tests and demos.
+/// in-memory database, for tests and demos. Clones share one connection,
+/// which closes when the last clone is dropped.
 ///
 /// ```
 /// use std::time::SystemTime;
@@ -48,22 +55,28 @@ use crate::conversation::Conversation;
 /// ```
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    /// The connection the store's own statements run on, taken out of the
-    /// pool: each operation is one statement, and a pool checkout and
-    /// return cost more thread hand-offs than the statement itself. It also
-    /// keeps an in-memory database alive as long as the store.
-    conn: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    /// Operations for the connection's thread; the thread ends when the
+    /// last sender is dropped.
+    jobs: mpsc::Sender<Job>,
 }
+
+/// An operation run on the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl SqliteStore {
     /// Opens the database at `url` and brings its schema up to date.
     ///
-    /// `sqlite://path/to/file.db` opens the file, creating it if missing
-    /// (`?mode=rw` requires it to exist); `sqlite::memory:` is a new
-    /// in-memory database that lives as long as the store and its clones.
-    /// File databases are put in WAL mode; connections have foreign keys on
-    /// and a 10 s busy timeout.
+    /// `sqlite://path/to/file.db` (or `sqlite:path/to/file.db`) opens the
+    /// file, creating it if missing; `?mode=rw` requires it to exist.
+    /// `sqlite::memory:` is a new in-memory database that lives as long as
+    /// the store and its clones. File databases are put in WAL mode with
+    /// `synchronous = NORMAL` (every committed write survives a crash of
+    /// the process, not necessarily of the machine); connections have
+    /// foreign keys on and a 10 s busy timeout. Processes opening one file
+    /// together are safe: the schema is migrated under SQLite's write lock.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), chatflow::store::StoreError> {
@@ -72,99 +85,237 @@ impl SqliteStore {
     /// # }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut options = SqliteConnectOptions::from_str(url).map_err(backend)?;
-        if !url.contains("mode=") {
-            options = options.create_if_missing(true);
-        }
-        let options = options.foreign_keys(true).busy_timeout(Duration::from_secs(10));
-        if !in_memory {
-            // One connection: SQLite runs one writer at a time anyway, and
-            // writers on several connections wait in its busy handler (which
-            // sleeps for milliseconds) instead of in the pool's queue.
-            // WAL with synchronous=NORMAL survives a crash of the process
-            // (not of the machine) with every committed write. No ping
-            // before each checkout: the database is in-process, and a ping
-            // is one more round trip to the connection's worker thread.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .test_before_acquire(false)
-                .connect_with(
-                    options
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal),
-                )
-                .await
-                .map_err(backend)?;
-            return Self::from_pool(pool).await;
-        }
-        // An in-memory database lives as long as a connection to it: the
-        // store's own connection holds it. The pool has one connection too,
-        // as connections sharing an in-memory database lock whole tables.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(backend)?;
-        Self::from_pool(pool).await
+        let location = Location::parse(url)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (opened, open_result) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("chatflow-sqlite".to_string())
+            .spawn(move || match open(&location) {
+                Ok(mut conn) => {
+                    let _ = opened.send(Ok(()));
+                    serve(&mut conn, &queue);
+                }
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite thread: {e}")))?;
+        open_result.await.map_err(|_| stopped())??;
+        Ok(SqliteStore { jobs })
     }
 
-    /// A store on a pool the host configured itself; brings the schema up
-    /// to date. The pool's connections should have foreign keys on and a
-    /// busy timeout (sqlx's defaults).
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-    /// let pool = sqlx::sqlite::SqlitePoolOptions::new()
-    ///     .max_connections(4)
-    ///     .connect("sqlite://chatflow.db?mode=rwc")
-    ///     .await?;
-    /// let store = chatflow::store::SqliteStore::from_pool(pool).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        let version: String = sqlx::query_scalar("SELECT sqlite_version()")
-            .fetch_one(&pool)
-            .await
-            .map_err(backend)?;
-        if !supported(&version) {
-            return Err(StoreError::Backend(format!(
-                "SQLite {version} is too old: the store needs {}.{} or later \
-                 (sqlx's bundled SQLite is recent enough)",
-                MIN_SQLITE_VERSION.0, MIN_SQLITE_VERSION.1
-            )));
-        }
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(backend)?;
-        let conn = pool.acquire().await.map_err(backend)?.detach();
-        Ok(SqliteStore {
-            pool,
-            conn: Arc::new(tokio::sync::Mutex::new(conn)),
-        })
-    }
-
-    /// The connection pool, e.g. for the host's own queries on the tables.
+    /// Runs `f` on the store's connection, between the store's own
+    /// operations, e.g. for the host's queries on the tables. `f` runs on
+    /// the connection's thread: keep it short, as the store's operations
+    /// wait for it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = chatflow::store::SqliteStore::connect("sqlite::memory:").await?;
-    /// let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM conversations")
-    ///     .fetch_one(store.pool())
-    ///     .await?;
+    /// let n: i64 = store
+    ///     .with_connection(|conn| conn.query_row("SELECT COUNT(*) FROM conversations", [], |row| row.get(0)))
+    ///     .await??;
     /// assert_eq!(n, 0);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the connection's thread has stopped, or
+    /// `f` panicked.
+    pub async fn with_connection<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn: &mut Connection| {
+                let _ = done.send(f(conn));
+            }))
+            .map_err(|_| stopped())?;
+        result.await.map_err(|_| {
+            StoreError::Backend("a SQLite operation panicked on the connection's thread".to_string())
+        })
     }
+
+    /// Runs one of the store's operations, whose SQLite errors become
+    /// [`StoreError::Backend`].
+    async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.with_connection(f).await?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Backend("the SQLite connection's thread has stopped".to_string())
+}
+
+/// Runs jobs until every sender is gone. A job that panics loses only its
+/// own answer: its caller sees the channel closed.
+fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>) {
+    while let Ok(job) = queue.recv() {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
+            tracing::error!("a SQLite operation panicked; the store goes on");
+        }
+    }
+}
+
+/// Where the database is, from a `sqlite:` URL.
+#[derive(Debug, PartialEq, Eq)]
+enum Location {
+    Memory,
+    File {
+        path: PathBuf,
+        create: bool,
+        read_only: bool,
+    },
+}
+
+impl Location {
+    fn parse(url: &str) -> Result<Location, StoreError> {
+        let invalid = |why: &str| StoreError::Backend(format!("invalid SQLite URL `{url}`: {why}"));
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| invalid("it must start with `sqlite:`"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut mode = "rwc";
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("mode", value @ ("ro" | "rw" | "rwc" | "memory"))) => mode = value,
+                Some(("mode", other)) => {
+                    return Err(invalid(&format!("mode `{other}` is not ro, rw, rwc or memory")));
+                }
+                _ => {
+                    return Err(invalid(&format!(
+                        "unknown parameter `{pair}` (only `mode` is read)"
+                    )));
+                }
+            }
+        }
+        if path == ":memory:" || mode == "memory" {
+            return Ok(Location::Memory);
+        }
+        let path = percent_decode_str(path)
+            .decode_utf8()
+            .map_err(|_| invalid("the path is not UTF-8 once percent-decoded"))?;
+        if path.is_empty() {
+            return Err(invalid("no file path"));
+        }
+        Ok(Location::File {
+            path: PathBuf::from(path.as_ref()),
+            create: mode == "rwc",
+            read_only: mode == "ro",
+        })
+    }
+}
+
+/// Opens the connection, sets it up and migrates the schema.
+fn open(location: &Location) -> Result<Connection, StoreError> {
+    // The connection is used by one thread only: SQLite's own mutexes are
+    // not needed.
+    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = match location {
+        Location::Memory => Connection::open_in_memory_with_flags(flags | OpenFlags::SQLITE_OPEN_READ_WRITE),
+        Location::File {
+            path,
+            create,
+            read_only,
+        } => {
+            flags |= if *read_only {
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+            } else {
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+            };
+            if *create {
+                flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            }
+            Connection::open_with_flags(path, flags)
+        }
+    }
+    .map_err(|e| StoreError::Backend(format!("cannot open the SQLite database: {e}")))?;
+    let version = rusqlite::version();
+    if !supported(version) {
+        return Err(StoreError::Backend(format!(
+            "SQLite {version} is too old: the store needs {}.{} or later",
+            MIN_SQLITE_VERSION.0, MIN_SQLITE_VERSION.1
+        )));
+    }
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
+    if matches!(location, Location::File { read_only: false, .. }) {
+        // WAL lets readers in other processes go on during a write;
+        // synchronous=NORMAL syncs at checkpoints rather than at each commit.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(backend)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(journal_mode = %mode, "the SQLite database is not in WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(backend)?;
+    }
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// The schema's migrations, in order; `PRAGMA user_version` is the number of
+/// those applied.
+const MIGRATIONS: [&str; 3] = [
+    include_str!("../../migrations/sqlite/0001_conversations.sql"),
+    include_str!("../../migrations/sqlite/0002_due_index.sql"),
+    include_str!("../../migrations/sqlite/0003_one_statement_writes.sql"),
+];
+
+/// Applies the migrations the database lacks, in one transaction under the
+/// write lock, so two processes opening a new file together migrate it once.
+/// (rusqlite_migration does the `user_version` part, but pins an older
+/// rusqlite and knows nothing of the sqlx history below.)
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| StoreError::Backend(format!("migrating the SQLite schema: {e}"));
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    let mut applied: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(failed)?;
+    if applied == 0 {
+        // Databases made by chatflow 0.1, whose store ran on sqlx, record
+        // the migrations sqlx applied in its own table.
+        let from_sqlx: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(failed)?;
+        if from_sqlx {
+            applied = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(failed)?;
+        }
+    }
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::Backend(format!(
+            "the SQLite database's schema is at version {applied}, newer than this chatflow knows ({known})"
+        )));
+    }
+    for sql in MIGRATIONS.iter().skip(usize::try_from(applied).unwrap_or(0)) {
+        tx.execute_batch(sql).map_err(failed)?;
+    }
+    tx.pragma_update(None, "user_version", known).map_err(failed)?;
+    tx.commit().map_err(failed)
 }
 
 /// The error `turn_saves_insert` (migration 0003) raises when the saving
@@ -216,27 +367,36 @@ impl Store for SqliteStore {
         text: &str,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        // One statement: the user entry, numbered after the transcript's
-        // last, unless the id was seen; the `transcript_enqueue` trigger
-        // records the id and fills the inbox. No row comes back for a
-        // duplicate.
-        let seq: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
-             SELECT ?1, last + 1, 'in', ?3, ?4, ?2
-             FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
-             WHERE NOT EXISTS (
-                 SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2
-             )
-             RETURNING seq",
-        )
-        .bind(conversation_id)
-        .bind(message_id)
-        .bind(text)
-        .bind(ms(now))
-        .fetch_optional(&mut *self.conn.lock().await)
+        let (id, message_id, text) = (
+            conversation_id.to_string(),
+            message_id.to_string(),
+            text.to_string(),
+        );
+        let now = ms(now);
+        self.run(move |conn| {
+            // One statement: the user entry, numbered after the transcript's
+            // last, unless the id was seen; the `transcript_enqueue` trigger
+            // records the id and fills the inbox. No row comes back for a
+            // duplicate.
+            let seq: Option<i64> = conn
+                .prepare_cached(
+                    "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+                     SELECT ?1, last + 1, 'in', ?3, ?4, ?2
+                     FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
+                     WHERE NOT EXISTS (
+                         SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2
+                     )
+                     RETURNING seq",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![id, message_id, text, now], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(backend)?;
+            Ok(seq.map(to_u64))
+        })
         .await
-        .map_err(backend)?;
-        Ok(seq.map(to_u64))
     }
 
     async fn acquire(
@@ -246,28 +406,35 @@ impl Store for SqliteStore {
         lease_until: SystemTime,
         now: SystemTime,
     ) -> Result<Option<Claim>, StoreError> {
+        let (id, owner) = (conversation_id.to_string(), owner.to_string());
+        let (lease_until, now) = (ms(lease_until), ms(now));
         // One statement: creates the row if missing; takes the lease only
         // when it is free, expired or already ours (no row comes back
         // otherwise), and reads the inbox, as JSON, under the same lock.
-        let taken: Option<(Option<String>, String)> = sqlx::query_as(
-            "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE
-                SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
-                WHERE conversations.lease_owner IS NULL
-                   OR conversations.lease_owner = excluded.lease_owner
-                   OR conversations.lease_until_ms <= ?4
-             RETURNING state, (
-                 SELECT json_group_array(json_array(seq, text))
-                 FROM (SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq)
-             )",
-        )
-        .bind(conversation_id)
-        .bind(owner)
-        .bind(ms(lease_until))
-        .bind(ms(now))
-        .fetch_optional(&mut *self.conn.lock().await)
-        .await
-        .map_err(backend)?;
+        let taken: Option<(Option<String>, String)> = self
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE
+                        SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
+                        WHERE conversations.lease_owner IS NULL
+                           OR conversations.lease_owner = excluded.lease_owner
+                           OR conversations.lease_until_ms <= ?4
+                     RETURNING state, (
+                         SELECT json_group_array(json_array(seq, text))
+                         FROM (SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq)
+                     )",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![id, owner, lease_until, now], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()
+                })
+                .map_err(backend)
+            })
+            .await?;
         let Some((state, inbox)) = taken else {
             return Ok(None);
         };
@@ -292,97 +459,121 @@ impl Store for SqliteStore {
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
         let state = serde_json::to_string(save.conversation).map_err(backend)?;
-        // One statement: the `turn_saves_insert` trigger checks the lease
-        // and writes state, wake-up, inbox and transcript, or aborts the
-        // whole statement when the lease is not `owner`'s.
-        let result = sqlx::query(
-            "INSERT INTO turn_saves
-                (conversation_id, owner, state, wake_at_ms, lease_until_ms, consumed_up_to, outgoing, at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(conversation_id)
-        .bind(owner)
-        .bind(&state)
-        .bind(save.wake_at.map(ms))
-        .bind(ms(save.lease_until))
-        .bind(to_i64(save.consumed_up_to))
-        .bind(outgoing_json(save.outgoing))
+        let (id, owner) = (conversation_id.to_string(), owner.to_string());
+        let wake_at = save.wake_at.map(ms);
+        let lease_until = ms(save.lease_until);
+        let consumed_up_to = to_i64(save.consumed_up_to);
+        let outgoing = outgoing_json(save.outgoing);
         // The turn's own time is not in `Save`: like the memory store, stamp
         // outgoing entries with the caller's clock.
-        .bind(ms(save.now))
-        .execute(&mut *self.conn.lock().await)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.message() == LEASE_LOST => {
-                Err(StoreError::LeaseLost(conversation_id.to_string()))
+        let now = ms(save.now);
+        self.run(move |conn| {
+            // One statement: the `turn_saves_insert` trigger checks the lease
+            // and writes state, wake-up, inbox and transcript, or aborts the
+            // whole statement when the lease is not `owner`'s.
+            let result = conn
+                .prepare_cached(
+                    "INSERT INTO turn_saves
+                        (conversation_id, owner, state, wake_at_ms, lease_until_ms, consumed_up_to, outgoing, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        id,
+                        owner,
+                        state,
+                        wake_at,
+                        lease_until,
+                        consumed_up_to,
+                        outgoing,
+                        now
+                    ])
+                });
+            match result {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(_, Some(message))) if message == LEASE_LOST => {
+                    Err(StoreError::LeaseLost(id))
+                }
+                Err(e) => Err(backend(e)),
             }
-            Err(e) => Err(backend(e)),
-        }
+        })
+        .await
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE conversations SET lease_owner = NULL, lease_until_ms = NULL
-             WHERE id = ?1 AND lease_owner = ?2",
-        )
-        .bind(conversation_id)
-        .bind(owner)
-        .execute(&mut *self.conn.lock().await)
+        let (id, owner) = (conversation_id.to_string(), owner.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached(
+                "UPDATE conversations SET lease_owner = NULL, lease_until_ms = NULL
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )
+            .and_then(|mut statement| statement.execute(params![id, owner]))
+            .map_err(backend)?;
+            Ok(())
+        })
         .await
-        .map_err(backend)?;
-        Ok(())
     }
 
     async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
-        // Overdue since: the wake-up time if it has come, or the arrival of
-        // the oldest unapplied message, whichever is earlier. Each side
-        // yields at most `limit` free conversations in its own order (the
-        // wake-up side walks the (wake_at_ms, id) index and stops there),
-        // which holds the first `limit` of the merged order: whatever comes
-        // before one of those on its side comes before it overall too.
-        sqlx::query_scalar(
-            "WITH woken (id, since) AS (
-                 SELECT id, wake_at_ms FROM conversations
-                 WHERE wake_at_ms <= ?1 AND (lease_owner IS NULL OR lease_until_ms <= ?1)
-                 ORDER BY wake_at_ms, id
-                 LIMIT ?2
-             ),
-             messaged (id, since) AS (
-                 SELECT i.conversation_id, MIN(i.at_ms) FROM inbox i
-                 JOIN conversations c ON c.id = i.conversation_id
-                 WHERE c.lease_owner IS NULL OR c.lease_until_ms <= ?1
-                 GROUP BY i.conversation_id
-                 ORDER BY MIN(i.at_ms), i.conversation_id
-                 LIMIT ?2
-             ),
-             overdue (id, since) AS (
-                 SELECT id, MIN(since) FROM (
-                     SELECT id, since FROM woken UNION ALL SELECT id, since FROM messaged
-                 ) AS pending
-                 GROUP BY id
-             )
-             SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
-             ORDER BY o.since, c.id
-             LIMIT ?2",
-        )
-        .bind(ms(now))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *self.conn.lock().await)
+        let now = ms(now);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            // Overdue since: the wake-up time if it has come, or the arrival
+            // of the oldest unapplied message, whichever is earlier. Each
+            // side yields at most `limit` free conversations in its own order
+            // (the wake-up side walks the (wake_at_ms, id) index and stops
+            // there), which holds the first `limit` of the merged order:
+            // whatever comes before one of those on its side comes before it
+            // overall too.
+            let mut statement = conn
+                .prepare_cached(
+                    "WITH woken (id, since) AS (
+                         SELECT id, wake_at_ms FROM conversations
+                         WHERE wake_at_ms <= ?1 AND (lease_owner IS NULL OR lease_until_ms <= ?1)
+                         ORDER BY wake_at_ms, id
+                         LIMIT ?2
+                     ),
+                     messaged (id, since) AS (
+                         SELECT i.conversation_id, MIN(i.at_ms) FROM inbox i
+                         JOIN conversations c ON c.id = i.conversation_id
+                         WHERE c.lease_owner IS NULL OR c.lease_until_ms <= ?1
+                         GROUP BY i.conversation_id
+                         ORDER BY MIN(i.at_ms), i.conversation_id
+                         LIMIT ?2
+                     ),
+                     overdue (id, since) AS (
+                         SELECT id, MIN(since) FROM (
+                             SELECT id, since FROM woken UNION ALL SELECT id, since FROM messaged
+                         ) AS pending
+                         GROUP BY id
+                     )
+                     SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
+                     ORDER BY o.since, c.id
+                     LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let ids = statement
+                .query_map(params![now, limit], |row| row.get(0))
+                .and_then(|rows| rows.collect())
+                .map_err(backend)?;
+            Ok(ids)
+        })
         .await
-        .map_err(backend)
     }
 
     async fn counts(&self, now: SystemTime) -> Result<super::ConversationCounts, StoreError> {
-        let (sleeping, parked): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(CASE WHEN wake_at_ms > ?1 THEN 1 ELSE 0 END), 0),
-                    COALESCE(SUM(CASE WHEN wake_at_ms IS NULL THEN 1 ELSE 0 END), 0)
-             FROM conversations WHERE state IS NOT NULL",
-        )
-        .bind(ms(now))
-        .fetch_one(&mut *self.conn.lock().await)
-        .await
-        .map_err(backend)?;
+        let now = ms(now);
+        let (sleeping, parked): (i64, i64) = self
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "SELECT COALESCE(SUM(CASE WHEN wake_at_ms > ?1 THEN 1 ELSE 0 END), 0),
+                            COALESCE(SUM(CASE WHEN wake_at_ms IS NULL THEN 1 ELSE 0 END), 0)
+                     FROM conversations WHERE state IS NOT NULL",
+                )
+                .and_then(|mut statement| statement.query_row([now], |row| Ok((row.get(0)?, row.get(1)?))))
+                .map_err(backend)
+            })
+            .await?;
         Ok(super::ConversationCounts {
             sleeping: u64::try_from(sleeping).unwrap_or(0),
             parked: u64::try_from(parked).unwrap_or(0),
@@ -390,32 +581,39 @@ impl Store for SqliteStore {
     }
 
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
-        let earliest: Option<i64> = sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations")
-            .fetch_one(&mut *self.conn.lock().await)
-            .await
-            .map_err(backend)?;
+        let earliest: Option<i64> = self
+            .run(|conn| {
+                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations")
+                    .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+                    .map_err(backend)
+            })
+            .await?;
         Ok(earliest.map(time))
     }
 
     async fn next_wake_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let after = ms(after);
         // A range scan of the wake_at index: rows saved mid-turn (due at
         // once, under a lease) are passed over.
-        let earliest: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > ?1")
-                .bind(ms(after))
-                .fetch_one(&mut *self.conn.lock().await)
-                .await
-                .map_err(backend)?;
+        let earliest: Option<i64> = self
+            .run(move |conn| {
+                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > ?1")
+                    .and_then(|mut statement| statement.query_row([after], |row| row.get(0)))
+                    .map_err(backend)
+            })
+            .await?;
         Ok(earliest.map(time))
     }
 
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError> {
-        let state: Option<Option<String>> =
-            sqlx::query_scalar("SELECT state FROM conversations WHERE id = ?1")
-                .bind(conversation_id)
-                .fetch_optional(&mut *self.conn.lock().await)
-                .await
-                .map_err(backend)?;
+        let id = conversation_id.to_string();
+        let state: Option<Option<String>> = self
+            .run(move |conn| {
+                conn.prepare_cached("SELECT state FROM conversations WHERE id = ?1")
+                    .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
+                    .map_err(backend)
+            })
+            .await?;
         state.flatten().map(|s| decode(conversation_id, &s)).transpose()
     }
 
@@ -424,23 +622,32 @@ impl Store for SqliteStore {
         conversation_id: &str,
         after_seq: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, direction, text, at_ms FROM transcript
-             WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
-        )
-        .bind(conversation_id)
-        .bind(to_i64(after_seq))
-        .fetch_all(&mut *self.conn.lock().await)
-        .await
-        .map_err(backend)?;
+        let id = conversation_id.to_string();
+        let after_seq = to_i64(after_seq);
+        let rows: Vec<(i64, String, String, i64)> = self
+            .run(move |conn| {
+                let mut statement = conn
+                    .prepare_cached(
+                        "SELECT seq, direction, text, at_ms FROM transcript
+                         WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
+                    )
+                    .map_err(backend)?;
+                let rows = statement
+                    .query_map(params![id, after_seq], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .and_then(|rows| rows.collect())
+                    .map_err(backend)?;
+                Ok(rows)
+            })
+            .await?;
         rows.into_iter()
-            .map(|row| {
-                let direction: String = row.try_get("direction").map_err(backend)?;
+            .map(|(seq, direction, text, at_ms)| {
                 Ok(TranscriptEntry {
-                    seq: to_u64(row.try_get("seq").map_err(backend)?),
+                    seq: to_u64(seq),
                     direction: parse_direction(conversation_id, &direction)?,
-                    text: row.try_get("text").map_err(backend)?,
-                    at_ms: to_u64(row.try_get("at_ms").map_err(backend)?),
+                    text,
+                    at_ms: to_u64(at_ms),
                 })
             })
             .collect()
@@ -449,7 +656,118 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::supported;
+    use std::time::SystemTime;
+
+    use super::{Location, MIGRATIONS, SqliteStore, supported};
+    use crate::store::{Store, StoreError};
+
+    /// A file path in the temp directory, removed (with its WAL files) on drop.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(name: &str) -> TempDb {
+            TempDb(std::env::temp_dir().join(format!(
+                "chatflow-sqlite-{name}-{}-{:016x}.db",
+                std::process::id(),
+                fastrand::u64(..)
+            )))
+        }
+
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.display())
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = self.0.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_migrated_by_sqlx_is_taken_over_without_rerunning_migrations() {
+        let db = TempDb::new("sqlx");
+        {
+            let conn = rusqlite::Connection::open(&db.0).unwrap();
+            for sql in MIGRATIONS {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(
+                "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL,
+                     installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL,
+                     checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);
+                 INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES (1, 'conversations', 1, x'00', 0), (2, 'due index', 1, x'00', 0),
+                        (3, 'one statement writes', 1, x'00', 0);
+                 INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+                 VALUES ('old', 1, 'in', 'kept', 0, 'm1');",
+            )
+            .unwrap();
+        }
+        // Rerunning migration 0001 would fail: its tables exist.
+        let store = SqliteStore::connect(&db.url()).await.unwrap();
+        let kept = store.transcript("old", 0).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].text, "kept");
+        let version: i64 = store
+            .with_connection(|conn| conn.query_row("PRAGMA user_version", [], |row| row.get(0)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn reopening_a_file_keeps_its_conversations_and_a_newer_schema_is_refused() {
+        let db = TempDb::new("reopen");
+        let store = SqliteStore::connect(&db.url()).await.unwrap();
+        assert_eq!(
+            store.enqueue("c", "m1", "hi", SystemTime::now()).await.unwrap(),
+            Some(1)
+        );
+        store
+            .with_connection(|conn| conn.pragma_update(None, "user_version", 99))
+            .await
+            .unwrap()
+            .unwrap();
+        drop(store);
+        let error = SqliteStore::connect(&db.url()).await.unwrap_err().to_string();
+        assert!(error.contains("version 99"), "{error}");
+
+        let db = TempDb::new("reopen2");
+        drop(SqliteStore::connect(&db.url()).await.unwrap());
+        let store = SqliteStore::connect(&db.url()).await.unwrap();
+        assert_eq!(
+            store.enqueue("c", "m1", "hi", SystemTime::now()).await.unwrap(),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_host_closure_fails_alone_and_the_store_goes_on() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let result = store.with_connection(|_| -> () { panic!("host bug") }).await;
+        assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
+        assert_eq!(
+            store.enqueue("c", "m1", "hi", SystemTime::now()).await.unwrap(),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_created_unless_the_url_says_rw() {
+        let db = TempDb::new("missing");
+        let error = SqliteStore::connect(&format!("{}?mode=rw", db.url()))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("cannot open"), "{error}");
+        SqliteStore::connect(&db.url()).await.unwrap();
+        assert!(db.0.exists());
+    }
 
     #[test]
     fn sqlite_versions_are_compared_as_numbers() {
@@ -459,5 +777,44 @@ mod tests {
         assert!(!supported("3.40.1"));
         assert!(!supported("3.9.2"));
         assert!(!supported("garbage"));
+    }
+
+    #[test]
+    fn urls_name_a_file_or_memory() {
+        let file = |path: &str, create, read_only| Location::File {
+            path: path.into(),
+            create,
+            read_only,
+        };
+        assert_eq!(Location::parse("sqlite::memory:").ok(), Some(Location::Memory));
+        assert_eq!(
+            Location::parse("sqlite://x.db?mode=memory").ok(),
+            Some(Location::Memory)
+        );
+        assert_eq!(
+            Location::parse("sqlite://chatflow.db").ok(),
+            Some(file("chatflow.db", true, false))
+        );
+        assert_eq!(
+            Location::parse("sqlite:///var/lib/a%20b.db").ok(),
+            Some(file("/var/lib/a b.db", true, false))
+        );
+        assert_eq!(
+            Location::parse("sqlite:x.db?mode=rw").ok(),
+            Some(file("x.db", false, false))
+        );
+        assert_eq!(
+            Location::parse("sqlite:x.db?mode=ro").ok(),
+            Some(file("x.db", false, true))
+        );
+        for bad in [
+            "postgres://x",
+            "sqlite://",
+            "sqlite://x.db?mode=rwx",
+            "sqlite://x.db?cache=shared",
+        ] {
+            let error = Location::parse(bad).expect_err(bad).to_string();
+            assert!(error.contains(bad), "{error}");
+        }
     }
 }
