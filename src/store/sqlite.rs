@@ -1,10 +1,12 @@
 //! A store in SQLite (through rusqlite): conversations survive a restart,
 //! and the processes of one host may share the database file.
 //!
-//! The store's connection lives on a thread of its own, which runs the
-//! operations one after another: an operation costs one hand-off to that
-//! thread and one back, and the async runtime never blocks on SQLite (nor
-//! on its busy handler, when another process holds the write lock).
+//! The store has one connection. An operation that finds it free runs at
+//! once on the calling thread (a statement on a local file takes
+//! microseconds; handing it to another thread and back costs more), and
+//! never waits there: whatever would wait (for the connection, for another
+//! process's write lock, for a checkpoint's file syncs) runs on the
+//! connection's own thread instead. See `SqliteStore::run`.
 //!
 //! Every operation is one statement, so SQLite runs it atomically, and a
 //! statement that writes takes the write lock before it reads anything:
@@ -16,7 +18,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError, mpsc};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -53,18 +56,38 @@ pub use rusqlite;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqliteStore {
-    /// Operations for the connection's thread; the thread ends when the
-    /// last sender is dropped.
+    shared: Arc<Shared>,
+    /// Operations for the connection's thread, which ends when the last
+    /// clone of the store is dropped.
     jobs: mpsc::Sender<Job>,
 }
 
-/// An operation run on the connection's thread.
+struct Shared {
+    conn: Mutex<Connection>,
+    /// Operations since the last checkpoint was started.
+    operations: AtomicU32,
+    /// Whether the WAL needs checkpoints of ours (file databases).
+    wal: bool,
+}
+
+/// An operation for the connection's thread.
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// How long a statement waits for another process's write lock.
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+/// How long a statement on the connection's thread waits for another
+/// process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Operations between two checkpoints of the WAL into the database file
+/// (about 40 turns; SQLite's own default is every 1,000 pages written).
+const CHECKPOINT_EVERY: u32 = 256;
 
 impl SqliteStore {
     /// Opens the database at `url` and brings its schema up to date.
@@ -75,8 +98,9 @@ impl SqliteStore {
     /// the store and its clones. File databases are put in WAL mode with
     /// `synchronous = NORMAL` (every committed write survives a crash of
     /// the process, not necessarily of the machine); connections have
-    /// foreign keys on and a 10 s busy timeout. Processes opening one file
-    /// together are safe: the schema is migrated under SQLite's write lock.
+    /// foreign keys on. Processes opening one file together are safe: the
+    /// schema is migrated under SQLite's write lock, and a statement waits
+    /// up to 10 s for another process's write.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), chatflow::store::StoreError> {
@@ -86,22 +110,28 @@ impl SqliteStore {
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let location = Location::parse(url)?;
+        let wal = matches!(location, Location::File { read_only: false, .. });
         let (jobs, queue) = mpsc::channel::<Job>();
         let (opened, open_result) = oneshot::channel();
         std::thread::Builder::new()
             .name("chatflow-sqlite".to_string())
             .spawn(move || match open(&location) {
-                Ok(mut conn) => {
-                    let _ = opened.send(Ok(()));
-                    serve(&mut conn, &queue);
+                Ok(conn) => {
+                    let shared = Arc::new(Shared {
+                        conn: Mutex::new(conn),
+                        operations: AtomicU32::new(0),
+                        wal,
+                    });
+                    let _ = opened.send(Ok(shared.clone()));
+                    serve(&shared, &queue);
                 }
                 Err(e) => {
                     let _ = opened.send(Err(e));
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the SQLite thread: {e}")))?;
-        open_result.await.map_err(|_| stopped())??;
-        Ok(SqliteStore { jobs })
+        let shared = open_result.await.map_err(|_| stopped())??;
+        Ok(SqliteStore { shared, jobs })
     }
 
     /// Runs `f` on the store's connection, between the store's own
@@ -141,14 +171,51 @@ impl SqliteStore {
         })
     }
 
-    /// Runs one of the store's operations, whose SQLite errors become
-    /// [`StoreError::Backend`].
-    async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
+    /// Runs one of the store's operations.
+    ///
+    /// When the connection is free, the operation runs at once on the
+    /// calling thread: a statement on a local file takes microseconds, and
+    /// handing it to another thread and back costs more than that. SQLite
+    /// must then not wait: its busy timeout is zero there, and an operation
+    /// that meets another process's write lock (`SQLITE_BUSY`, nothing
+    /// written) runs again on the connection's thread, where it may wait.
+    /// Operations that find the connection taken queue for that thread too,
+    /// which runs them one after another. Checkpoints, which sync the files,
+    /// also run there: the connection's automatic ones are off.
+    async fn run<R, F>(&self, op: F) -> Result<rusqlite::Result<R>, StoreError>
     where
-        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        F: Fn(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.with_connection(f).await?
+        let inline = match self.shared.conn.try_lock() {
+            Ok(mut conn) => Some(op(&mut conn)),
+            Err(TryLockError::Poisoned(poisoned)) => Some(op(&mut poisoned.into_inner())),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let result = match inline {
+            Some(Err(e)) if is_busy(&e) => self.with_connection(move |conn| op(conn)).await?,
+            Some(result) => result,
+            None => self.with_connection(move |conn| op(conn)).await?,
+        };
+        self.count_operation();
+        Ok(result)
+    }
+
+    /// Every [`CHECKPOINT_EVERY`] operations, has the connection's thread
+    /// copy the WAL into the database file.
+    fn count_operation(&self) {
+        let shared = &self.shared;
+        if !shared.wal || shared.operations.fetch_add(1, Ordering::Relaxed) + 1 < CHECKPOINT_EVERY {
+            return;
+        }
+        shared.operations.store(0, Ordering::Relaxed);
+        let _ = self.jobs.send(Box::new(|conn: &mut Connection| {
+            // PASSIVE: copies what it can without waiting for readers in
+            // other processes; the next checkpoint takes the rest.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }));
     }
 }
 
@@ -156,14 +223,30 @@ fn stopped() -> StoreError {
     StoreError::Backend("the SQLite connection's thread has stopped".to_string())
 }
 
-/// Runs jobs until every sender is gone. A job that panics loses only its
+/// The connection's thread: runs queued jobs until every sender is gone,
+/// holding the connection for as many as are queued. There (only) SQLite
+/// may wait for other processes' locks. A job that panics loses only its
 /// own answer: its caller sees the channel closed.
-fn serve(conn: &mut Connection, queue: &mpsc::Receiver<Job>) {
+fn serve(shared: &Shared, queue: &mpsc::Receiver<Job>) {
     while let Ok(job) = queue.recv() {
-        if std::panic::catch_unwind(AssertUnwindSafe(|| job(conn))).is_err() {
-            tracing::error!("a SQLite operation panicked; the store goes on");
+        let mut conn = shared.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        for job in std::iter::once(job).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
+                tracing::error!("a SQLite operation panicked; the store goes on");
+            }
         }
+        let _ = conn.busy_timeout(Duration::ZERO);
     }
+}
+
+/// Whether SQLite refused to wait for a lock (nothing was written).
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Where the database is, from a `sqlite:` URL.
@@ -262,6 +345,13 @@ fn open(location: &Location) -> Result<Connection, StoreError> {
             .map_err(backend)?;
     }
     migrate(&mut conn)?;
+    // From here on the store decides where to wait (see `SqliteStore::run`)
+    // and when to checkpoint.
+    conn.busy_timeout(Duration::ZERO).map_err(backend)?;
+    if matches!(location, Location::File { read_only: false, .. }) {
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+    }
     Ok(conn)
 }
 
@@ -373,13 +463,13 @@ impl Store for SqliteStore {
             text.to_string(),
         );
         let now = ms(now);
-        self.run(move |conn| {
-            // One statement: the user entry, numbered after the transcript's
-            // last, unless the id was seen; the `transcript_enqueue` trigger
-            // records the id and fills the inbox. No row comes back for a
-            // duplicate.
-            let seq: Option<i64> = conn
-                .prepare_cached(
+        // One statement: the user entry, numbered after the transcript's
+        // last, unless the id was seen; the `transcript_enqueue` trigger
+        // records the id and fills the inbox. No row comes back for a
+        // duplicate.
+        let seq: Option<i64> = self
+            .run(move |conn| {
+                conn.prepare_cached(
                     "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
                      SELECT ?1, last + 1, 'in', ?3, ?4, ?2
                      FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
@@ -387,16 +477,13 @@ impl Store for SqliteStore {
                          SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2
                      )
                      RETURNING seq",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_row(params![id, message_id, text, now], |row| row.get(0))
-                        .optional()
-                })
-                .map_err(backend)?;
-            Ok(seq.map(to_u64))
-        })
-        .await
+                )?
+                .query_row(params![id, message_id, text, now], |row| row.get(0))
+                .optional()
+            })
+            .await?
+            .map_err(backend)?;
+        Ok(seq.map(to_u64))
     }
 
     async fn acquire(
@@ -424,17 +511,14 @@ impl Store for SqliteStore {
                          SELECT json_group_array(json_array(seq, text))
                          FROM (SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq)
                      )",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_row(params![id, owner, lease_until, now], |row| {
-                            Ok((row.get(0)?, row.get(1)?))
-                        })
-                        .optional()
+                )?
+                .query_row(params![id, owner, lease_until, now], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
                 })
-                .map_err(backend)
+                .optional()
             })
-            .await?;
+            .await?
+            .map_err(backend)?;
         let Some((state, inbox)) = taken else {
             return Ok(None);
         };
@@ -467,37 +551,26 @@ impl Store for SqliteStore {
         // The turn's own time is not in `Save`: like the memory store, stamp
         // outgoing entries with the caller's clock.
         let now = ms(save.now);
-        self.run(move |conn| {
-            // One statement: the `turn_saves_insert` trigger checks the lease
-            // and writes state, wake-up, inbox and transcript, or aborts the
-            // whole statement when the lease is not `owner`'s.
-            let result = conn
-                .prepare_cached(
+        // One statement: the `turn_saves_insert` trigger checks the lease
+        // and writes state, wake-up, inbox and transcript, or aborts the
+        // whole statement when the lease is not `owner`'s.
+        let result = self
+            .run(move |conn| {
+                conn.prepare_cached(
                     "INSERT INTO turn_saves
                         (conversation_id, owner, state, wake_at_ms, lease_until_ms, consumed_up_to, outgoing, at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .and_then(|mut statement| {
-                    statement.execute(params![
-                        id,
-                        owner,
-                        state,
-                        wake_at,
-                        lease_until,
-                        consumed_up_to,
-                        outgoing,
-                        now
-                    ])
-                });
-            match result {
-                Ok(_) => Ok(()),
-                Err(rusqlite::Error::SqliteFailure(_, Some(message))) if message == LEASE_LOST => {
-                    Err(StoreError::LeaseLost(id))
-                }
-                Err(e) => Err(backend(e)),
+                )?
+                .execute(params![id, owner, state, wake_at, lease_until, consumed_up_to, outgoing, now])
+            })
+            .await?;
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(_, Some(message))) if message == LEASE_LOST => {
+                Err(StoreError::LeaseLost(conversation_id.to_string()))
             }
-        })
-        .await
+            Err(e) => Err(backend(e)),
+        }
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
@@ -506,59 +579,54 @@ impl Store for SqliteStore {
             conn.prepare_cached(
                 "UPDATE conversations SET lease_owner = NULL, lease_until_ms = NULL
                  WHERE id = ?1 AND lease_owner = ?2",
-            )
-            .and_then(|mut statement| statement.execute(params![id, owner]))
-            .map_err(backend)?;
-            Ok(())
+            )?
+            .execute(params![id, owner])
         })
-        .await
+        .await?
+        .map_err(backend)?;
+        Ok(())
     }
 
     async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
         let now = ms(now);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Overdue since: the wake-up time if it has come, or the arrival of
+        // the oldest unapplied message, whichever is earlier. Each side
+        // yields at most `limit` free conversations in its own order (the
+        // wake-up side walks the (wake_at_ms, id) index and stops there),
+        // which holds the first `limit` of the merged order: whatever comes
+        // before one of those on its side comes before it overall too.
         self.run(move |conn| {
-            // Overdue since: the wake-up time if it has come, or the arrival
-            // of the oldest unapplied message, whichever is earlier. Each
-            // side yields at most `limit` free conversations in its own order
-            // (the wake-up side walks the (wake_at_ms, id) index and stops
-            // there), which holds the first `limit` of the merged order:
-            // whatever comes before one of those on its side comes before it
-            // overall too.
-            let mut statement = conn
-                .prepare_cached(
-                    "WITH woken (id, since) AS (
-                         SELECT id, wake_at_ms FROM conversations
-                         WHERE wake_at_ms <= ?1 AND (lease_owner IS NULL OR lease_until_ms <= ?1)
-                         ORDER BY wake_at_ms, id
-                         LIMIT ?2
-                     ),
-                     messaged (id, since) AS (
-                         SELECT i.conversation_id, MIN(i.at_ms) FROM inbox i
-                         JOIN conversations c ON c.id = i.conversation_id
-                         WHERE c.lease_owner IS NULL OR c.lease_until_ms <= ?1
-                         GROUP BY i.conversation_id
-                         ORDER BY MIN(i.at_ms), i.conversation_id
-                         LIMIT ?2
-                     ),
-                     overdue (id, since) AS (
-                         SELECT id, MIN(since) FROM (
-                             SELECT id, since FROM woken UNION ALL SELECT id, since FROM messaged
-                         ) AS pending
-                         GROUP BY id
-                     )
-                     SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
-                     ORDER BY o.since, c.id
-                     LIMIT ?2",
-                )
-                .map_err(backend)?;
-            let ids = statement
-                .query_map(params![now, limit], |row| row.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(backend)?;
-            Ok(ids)
+            conn.prepare_cached(
+                "WITH woken (id, since) AS (
+                     SELECT id, wake_at_ms FROM conversations
+                     WHERE wake_at_ms <= ?1 AND (lease_owner IS NULL OR lease_until_ms <= ?1)
+                     ORDER BY wake_at_ms, id
+                     LIMIT ?2
+                 ),
+                 messaged (id, since) AS (
+                     SELECT i.conversation_id, MIN(i.at_ms) FROM inbox i
+                     JOIN conversations c ON c.id = i.conversation_id
+                     WHERE c.lease_owner IS NULL OR c.lease_until_ms <= ?1
+                     GROUP BY i.conversation_id
+                     ORDER BY MIN(i.at_ms), i.conversation_id
+                     LIMIT ?2
+                 ),
+                 overdue (id, since) AS (
+                     SELECT id, MIN(since) FROM (
+                         SELECT id, since FROM woken UNION ALL SELECT id, since FROM messaged
+                     ) AS pending
+                     GROUP BY id
+                 )
+                 SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
+                 ORDER BY o.since, c.id
+                 LIMIT ?2",
+            )?
+            .query_map(params![now, limit], |row| row.get(0))?
+            .collect()
         })
-        .await
+        .await?
+        .map_err(backend)
     }
 
     async fn counts(&self, now: SystemTime) -> Result<super::ConversationCounts, StoreError> {
@@ -569,11 +637,11 @@ impl Store for SqliteStore {
                     "SELECT COALESCE(SUM(CASE WHEN wake_at_ms > ?1 THEN 1 ELSE 0 END), 0),
                             COALESCE(SUM(CASE WHEN wake_at_ms IS NULL THEN 1 ELSE 0 END), 0)
                      FROM conversations WHERE state IS NOT NULL",
-                )
-                .and_then(|mut statement| statement.query_row([now], |row| Ok((row.get(0)?, row.get(1)?))))
-                .map_err(backend)
+                )?
+                .query_row([now], |row| Ok((row.get(0)?, row.get(1)?)))
             })
-            .await?;
+            .await?
+            .map_err(backend)?;
         Ok(super::ConversationCounts {
             sleeping: u64::try_from(sleeping).unwrap_or(0),
             parked: u64::try_from(parked).unwrap_or(0),
@@ -583,11 +651,11 @@ impl Store for SqliteStore {
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
         let earliest: Option<i64> = self
             .run(|conn| {
-                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations")
-                    .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
-                    .map_err(backend)
+                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations")?
+                    .query_row([], |row| row.get(0))
             })
-            .await?;
+            .await?
+            .map_err(backend)?;
         Ok(earliest.map(time))
     }
 
@@ -597,11 +665,11 @@ impl Store for SqliteStore {
         // once, under a lease) are passed over.
         let earliest: Option<i64> = self
             .run(move |conn| {
-                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > ?1")
-                    .and_then(|mut statement| statement.query_row([after], |row| row.get(0)))
-                    .map_err(backend)
+                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > ?1")?
+                    .query_row([after], |row| row.get(0))
             })
-            .await?;
+            .await?
+            .map_err(backend)?;
         Ok(earliest.map(time))
     }
 
@@ -609,11 +677,12 @@ impl Store for SqliteStore {
         let id = conversation_id.to_string();
         let state: Option<Option<String>> = self
             .run(move |conn| {
-                conn.prepare_cached("SELECT state FROM conversations WHERE id = ?1")
-                    .and_then(|mut statement| statement.query_row([id], |row| row.get(0)).optional())
-                    .map_err(backend)
+                conn.prepare_cached("SELECT state FROM conversations WHERE id = ?1")?
+                    .query_row([&id], |row| row.get(0))
+                    .optional()
             })
-            .await?;
+            .await?
+            .map_err(backend)?;
         state.flatten().map(|s| decode(conversation_id, &s)).transpose()
     }
 
@@ -626,21 +695,17 @@ impl Store for SqliteStore {
         let after_seq = to_i64(after_seq);
         let rows: Vec<(i64, String, String, i64)> = self
             .run(move |conn| {
-                let mut statement = conn
-                    .prepare_cached(
-                        "SELECT seq, direction, text, at_ms FROM transcript
-                         WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
-                    )
-                    .map_err(backend)?;
-                let rows = statement
-                    .query_map(params![id, after_seq], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })
-                    .and_then(|rows| rows.collect())
-                    .map_err(backend)?;
-                Ok(rows)
+                conn.prepare_cached(
+                    "SELECT seq, direction, text, at_ms FROM transcript
+                     WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
+                )?
+                .query_map(params![id, after_seq], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
+                .collect()
             })
-            .await?;
+            .await?
+            .map_err(backend)?;
         rows.into_iter()
             .map(|(seq, direction, text, at_ms)| {
                 Ok(TranscriptEntry {
@@ -745,6 +810,41 @@ mod tests {
             store.enqueue("c", "m1", "hi", SystemTime::now()).await.unwrap(),
             Some(1)
         );
+    }
+
+    /// Another process holding the write lock makes an operation wait on
+    /// the connection's thread, not on the runtime's: on this one-thread
+    /// runtime, a wait in SQLite's busy handler would stop the test itself.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_operation_waits_for_another_writer_without_blocking_the_runtime() {
+        let db = TempDb::new("busy");
+        let store = SqliteStore::connect(&db.url()).await.unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let path = db.0.clone();
+        let other = std::thread::spawn(move || {
+            let mut conn = rusqlite::Connection::open(path).unwrap();
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            tx.commit().unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let started = std::time::Instant::now();
+        let enqueue = tokio::spawn({
+            let store = store.clone();
+            async move { store.enqueue("c", "m1", "hi", SystemTime::now()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!enqueue.is_finished(), "the write lock is held elsewhere");
+        // Had the runtime waited in SQLite's busy handler (10 s), the sleep
+        // would have ended that much later.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        release_tx.send(()).unwrap();
+        assert_eq!(enqueue.await.unwrap().unwrap(), Some(1));
+        other.join().unwrap();
     }
 
     #[tokio::test]
