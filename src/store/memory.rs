@@ -1,7 +1,7 @@
 //! A store in process memory: for tests, demos, and one-process hosts that
 //! can lose conversations on restart.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -16,10 +16,11 @@ use crate::conversation::{Conversation, Status};
 /// A [`Store`] in memory.
 ///
 /// A conversation in the middle of a turn is kept as a value (cheap to
-/// replace at each of the turn's saves); one that waits — for the user, a
-/// Delay, or nothing more — is kept as its JSON, as a database would keep
-/// it: a parked conversation's values take several times the memory of
-/// their text.
+/// replace at each of the turn's saves), and so are the last
+/// 1,024 conversations that parked, as the ones likeliest to be taken
+/// again soon; the others that wait — for the user, a Delay, or nothing
+/// more — are kept as their JSON, as a database would keep them: a parked
+/// conversation's values take several times the memory of their text.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -31,7 +32,14 @@ struct Inner {
     seen: HashSet<(String, String)>,
     /// (wake_at ms, id) for every conversation with a wake-up time.
     wakes: BTreeSet<(u64, String)>,
+    /// (id, save number) of the conversations that parked as values, oldest
+    /// first; past [`PARKED_VALUES`], the oldest is turned into JSON unless
+    /// it was saved again since.
+    parked_values: VecDeque<(String, u64)>,
 }
+
+/// How many parked conversations stay values.
+const PARKED_VALUES: usize = 1024;
 
 #[derive(Debug, Default)]
 struct Record {
@@ -41,31 +49,24 @@ struct Record {
     transcript: Vec<TranscriptEntry>,
     wake_at: Option<u64>,
     lease: Option<(String, SystemTime)>,
+    /// How many times the conversation was saved.
+    saves: u64,
 }
 
 /// A conversation as the store holds it.
 #[derive(Debug)]
 enum Stored {
-    /// Mid-turn: it will be replaced at the turn's next save.
-    Running(Box<Conversation>),
-    /// Waiting: compact until a runner takes it again.
-    Parked(String),
+    /// Mid-turn, or parked lately: cheap to hand out again.
+    Value(Box<Conversation>),
+    /// Parked for a while: compact until a runner takes it again.
+    Json(String),
 }
 
 impl Stored {
-    fn new(conversation: &Conversation) -> Result<Stored, StoreError> {
-        if *conversation.status() == Status::Running {
-            return Ok(Stored::Running(Box::new(conversation.clone())));
-        }
-        serde_json::to_string(conversation)
-            .map(Stored::Parked)
-            .map_err(|e| StoreError::Backend(e.to_string()))
-    }
-
     fn conversation(&self, id: &str) -> Result<Conversation, StoreError> {
         match self {
-            Stored::Running(conversation) => Ok((**conversation).clone()),
-            Stored::Parked(json) => decode(id, json),
+            Stored::Value(conversation) => Ok((**conversation).clone()),
+            Stored::Json(json) => decode(id, json),
         }
     }
 }
@@ -85,6 +86,29 @@ impl Record {
             text: text.to_string(),
             at_ms,
         });
+    }
+}
+
+impl Inner {
+    /// Turns the longest-parked value into JSON, unless it was saved again
+    /// since it parked (then a later entry stands for it).
+    fn compact_oldest_parked(&mut self) {
+        let Some((id, saves)) = self.parked_values.pop_front() else {
+            return;
+        };
+        let Some(record) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        if record.saves != saves {
+            return;
+        }
+        if let Some(Stored::Value(conversation)) = &record.state {
+            // A state that does not serialize stays a value.
+            match serde_json::to_string(conversation) {
+                Ok(json) => record.state = Some(Stored::Json(json)),
+                Err(e) => tracing::warn!(conversation = %id, error = %e, "parked state kept as a value"),
+            }
+        }
     }
 }
 
@@ -164,7 +188,9 @@ impl Store for MemoryStore {
         if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
             return Err(StoreError::LeaseLost(conversation_id.to_string()));
         }
-        record.state = Some(Stored::new(save.conversation)?);
+        record.state = Some(Stored::Value(Box::new(save.conversation.clone())));
+        record.saves += 1;
+        let parked = (*save.conversation.status() != Status::Running).then_some(record.saves);
         record.inbox.retain(|e| e.seq > save.consumed_up_to);
         let at_ms = unix_ms(save.now);
         for (direction, text) in save.outgoing {
@@ -183,6 +209,14 @@ impl Store for MemoryStore {
         // The lease is this owner's (checked above): only its end moves.
         if let Some((_, until)) = &mut record.lease {
             *until = save.lease_until;
+        }
+        if let Some(saves) = parked {
+            inner
+                .parked_values
+                .push_back((conversation_id.to_string(), saves));
+            if inner.parked_values.len() > PARKED_VALUES {
+                inner.compact_oldest_parked();
+            }
         }
         Ok(())
     }
@@ -291,5 +325,55 @@ impl Store for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::{MemoryStore, PARKED_VALUES, Stored};
+    use crate::conversation::Status;
+    use crate::store::{Save, Store};
+    use crate::{Engine, Flow};
+
+    async fn park(store: &MemoryStore, engine: &Engine, id: &str) {
+        let mut conversation = engine.start(id);
+        conversation.status = Status::AwaitingReply;
+        let now = SystemTime::now();
+        store.acquire(id, "me", now, now).await.unwrap();
+        let save = Save {
+            conversation: &conversation,
+            consumed_up_to: 0,
+            outgoing: &[],
+            wake_at: None,
+            lease_until: now,
+            now,
+        };
+        store.save(id, "me", save).await.unwrap();
+    }
+
+    fn is_json(store: &MemoryStore, id: &str) -> bool {
+        matches!(store.lock().conversations[id].state, Some(Stored::Json(_)))
+    }
+
+    #[tokio::test]
+    async fn the_conversations_parked_longest_are_kept_as_json() {
+        let flow =
+            Flow::from_json(r#"{"name": "f", "steps": [{"type": "question", "name": "Ask", "text": "?"}]}"#);
+        let engine = Engine::builder(flow.unwrap()).build().unwrap();
+        let store = MemoryStore::new();
+        for i in 0..PARKED_VALUES + 2 {
+            park(&store, &engine, &format!("c{i}")).await;
+        }
+        // Saved again after parking: it is now among the latest.
+        park(&store, &engine, "c2").await;
+        park(&store, &engine, "c3").await;
+        assert!(is_json(&store, "c0") && is_json(&store, "c1"));
+        assert!(!is_json(&store, "c2") && !is_json(&store, "c3"));
+        assert!(!is_json(&store, &format!("c{}", PARKED_VALUES + 1)));
+        // Either way, what comes back is the conversation saved.
+        let back = store.load("c0").await.unwrap().unwrap();
+        assert_eq!((back.id(), back.status()), ("c0", &Status::AwaitingReply));
     }
 }
