@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::conversation::{Conversation, Status};
 use crate::engine::Engine;
 use crate::event::{Event, EventSink};
-use crate::store::{Direction, Save, Store, StoreError, TranscriptEntry};
+use crate::store::{Claim, Direction, Save, Store, StoreError, TranscriptEntry};
 use crate::time::Clock;
 
 /// Runtime settings.
@@ -196,6 +196,15 @@ struct TurnWrite<'a> {
     outbox: &'a Outbox,
 }
 
+/// Which of a turn's saves a commit is.
+enum SavePoint {
+    /// Before an Api call: the turn goes on under the lease.
+    MidTurn,
+    /// The turn's end: gives the lease up, and reads the replies after this
+    /// transcript seq when there is one.
+    Last { replies_after: Option<u64> },
+}
+
 /// Collects a step's events for the next save.
 #[derive(Default)]
 struct Outbox(Mutex<Vec<(Direction, String)>>);
@@ -280,11 +289,34 @@ impl Runtime {
             }
         };
         let now = inner.clock.now();
-        let Some(seq) = inner
-            .store
-            .enqueue(conversation_id, message_id, text, now)
-            .await?
-        else {
+        let mut local = self.local_turn(conversation_id);
+        // Usually no other turn of this conversation runs in this process:
+        // then one store write records the message and takes the lease. The
+        // claim is read under the in-process lock, so it cannot list
+        // messages that a turn running here is about to apply. Otherwise the
+        // message is recorded at once and the lease taken after that turn.
+        let recorded = if local.try_lock() {
+            inner
+                .store
+                .enqueue_and_acquire(
+                    conversation_id,
+                    message_id,
+                    text,
+                    &inner.owner,
+                    now + inner.options.lease,
+                    now,
+                )
+                .await?
+                .map(|e| (e.seq, e.claim))
+        } else {
+            inner
+                .store
+                .enqueue(conversation_id, message_id, text, now)
+                .await?
+                .map(|seq| (seq, None))
+        };
+        let Some((seq, mut claim)) = recorded else {
+            drop(local);
             tracing::info!(
                 conversation = conversation_id,
                 message_id,
@@ -302,19 +334,32 @@ impl Runtime {
                 status,
             });
         };
-        let status = loop {
-            match self.run_turn(conversation_id, inner.options.busy_timeout).await? {
-                Status::Sleeping { until } => inner.clock.sleep_until(until).await,
-                status => break status,
+        let (status, replies) = loop {
+            local.lock().await;
+            let busy_wait = inner.options.busy_timeout;
+            match self
+                .run_turn_held(&mut local, busy_wait, claim.take(), Some(seq))
+                .await?
+            {
+                (Status::Sleeping { until }, _) => {
+                    // Other turns of the conversation may run meanwhile.
+                    local.unlock();
+                    inner.clock.sleep_until(until).await;
+                }
+                done => break done,
             }
         };
-        let replies = inner
-            .store
-            .transcript(conversation_id, seq)
-            .await?
-            .into_iter()
-            .filter(|e| e.direction != Direction::In)
-            .collect();
+        drop(local);
+        let replies = match replies {
+            Some(replies) => replies,
+            // Not reached (the last save of a turn that does not sleep
+            // reads the replies); kept so that the answer never depends on it.
+            None => {
+                let mut entries = inner.store.transcript(conversation_id, seq).await?;
+                entries.retain(|e| e.direction != Direction::In);
+                entries
+            }
+        };
         Ok(Turn {
             conversation_id: conversation_id.to_string(),
             duplicate: false,
@@ -471,32 +516,50 @@ impl Runtime {
         }
     }
 
-    /// Runs one turn of a conversation under its lease: until it waits for
-    /// the user, sleeps, hands off, ends or fails.
     /// Runs one turn; waits up to `busy_wait` for a conversation another
     /// runner holds, then gives up with [`RuntimeError::Busy`].
     async fn run_turn(&self, conversation_id: &str, busy_wait: Duration) -> Result<Status, RuntimeError> {
-        let local = {
+        let mut local = self.local_turn(conversation_id);
+        local.lock().await;
+        let (status, _) = self.run_turn_held(&mut local, busy_wait, None, None).await?;
+        Ok(status)
+    }
+
+    /// The in-process turn lock of a conversation, not yet taken.
+    fn local_turn<'a>(&'a self, conversation_id: &'a str) -> LocalTurn<'a> {
+        let lock = {
             let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
             running.entry(conversation_id.to_string()).or_default().clone()
         };
-        let turn = local.lock().await;
+        LocalTurn {
+            running: &self.inner.running,
+            conversation_id,
+            lock,
+            guard: None,
+        }
+    }
+
+    /// Runs one turn of a conversation under its lease, with its in-process
+    /// lock held: until it waits for the user, sleeps, hands off, ends or
+    /// fails. `claim` is the lease already taken, if it was; with
+    /// `replies_after`, a turn that does not end asleep also returns the
+    /// replies after that transcript seq, read by its last save.
+    async fn run_turn_held(
+        &self,
+        local: &mut LocalTurn<'_>,
+        busy_wait: Duration,
+        claim: Option<Claim>,
+        replies_after: Option<u64>,
+    ) -> Result<(Status, Option<Vec<TranscriptEntry>>), RuntimeError> {
+        let conversation_id = local.conversation_id;
         let span = tracing::info_span!("turn", conversation = conversation_id);
         let result = self
-            .run_turn_locked(conversation_id, busy_wait)
+            .run_turn_locked(conversation_id, busy_wait, claim, replies_after)
             .instrument(span)
             .await;
-        drop(turn);
         // Committed asleep: the scheduler must not sleep past its wake-up.
-        if let Ok(Status::Sleeping { until }) = &result {
+        if let Ok((Status::Sleeping { until }, _)) = &result {
             self.inner.wakeups.note(*until);
-        }
-        // Forget the conversation's lock when no other turn waits on it, so
-        // the map does not grow with every conversation ever seen. Clones
-        // are only made under the map's lock, so the count is stable here.
-        let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
-        if Arc::strong_count(&local) == 2 {
-            running.remove(conversation_id);
         }
         result
     }
@@ -505,25 +568,30 @@ impl Runtime {
         &self,
         conversation_id: &str,
         busy_wait: Duration,
-    ) -> Result<Status, RuntimeError> {
+        claim: Option<Claim>,
+        replies_after: Option<u64>,
+    ) -> Result<(Status, Option<Vec<TranscriptEntry>>), RuntimeError> {
         let inner = &*self.inner;
         let waiting_since = std::time::Instant::now();
-        let claim = loop {
-            let now = inner.clock.now();
-            let lease_until = now + inner.options.lease;
-            match inner
-                .store
-                .acquire(conversation_id, &inner.owner, lease_until, now)
-                .await?
-            {
-                Some(claim) => break claim,
-                None if waiting_since.elapsed() >= busy_wait => {
-                    return Err(RuntimeError::Busy(conversation_id.to_string()));
+        let claim = match claim {
+            Some(claim) => claim,
+            None => loop {
+                let now = inner.clock.now();
+                let lease_until = now + inner.options.lease;
+                match inner
+                    .store
+                    .acquire(conversation_id, &inner.owner, lease_until, now)
+                    .await?
+                {
+                    Some(claim) => break claim,
+                    None if waiting_since.elapsed() >= busy_wait => {
+                        return Err(RuntimeError::Busy(conversation_id.to_string()));
+                    }
+                    // Another process is running a turn: it will reach a save
+                    // point soon. Real time, so a virtual clock cannot expire it.
+                    None => tokio::time::sleep(inner.options.busy_retry).await,
                 }
-                // Another process is running a turn: it will reach a save
-                // point soon. Real time, so a virtual clock cannot expire it.
-                None => tokio::time::sleep(inner.options.busy_retry).await,
-            }
+            },
         };
         let engine = &inner.engine;
         let consumed_up_to = claim.inbox.last().map_or(0, |e| e.seq);
@@ -562,7 +630,7 @@ impl Runtime {
         let status = loop {
             let call = engine.api_call_next(&conversation);
             if unsaved && call.is_some() {
-                self.commit(&turn, &conversation, false).await?;
+                self.commit(&turn, &conversation, SavePoint::MidTurn).await?;
                 unsaved = false;
             }
             match engine.advance_once(&mut conversation, &outbox).await {
@@ -576,19 +644,27 @@ impl Runtime {
         };
         // Always written, even when there was nothing to do: it also clears a
         // wake-up left by a runner that died after the state had moved on.
-        self.commit(&turn, &conversation, true).await?;
-        Ok(status)
+        // A turn that answers a message reads its replies in the same write.
+        let replies_after = replies_after.filter(|_| !matches!(status, Status::Sleeping { .. }));
+        let replies = self
+            .commit(&turn, &conversation, SavePoint::Last { replies_after })
+            .await?;
+        Ok((status, replies))
     }
 
     /// Saves a turn's progress under the lease. The last save of a turn gives
     /// the lease up in the same write, so a crash right after it leaves
-    /// nothing held.
+    /// nothing held; it returns the replies when asked to.
     async fn commit(
         &self,
         turn: &TurnWrite<'_>,
         conversation: &Conversation,
-        last: bool,
-    ) -> Result<(), StoreError> {
+        point: SavePoint,
+    ) -> Result<Option<Vec<TranscriptEntry>>, StoreError> {
+        let (last, replies_after) = match point {
+            SavePoint::MidTurn => (false, None),
+            SavePoint::Last { replies_after } => (true, replies_after),
+        };
         let outgoing = turn.outbox.take();
         let inner = &*self.inner;
         let now = inner.clock.now();
@@ -601,20 +677,65 @@ impl Runtime {
             _ => None,
         };
         let lease_until = if last { now } else { now + inner.options.lease };
-        inner
-            .store
-            .save(
-                turn.conversation_id,
-                &inner.owner,
-                Save {
-                    conversation,
-                    consumed_up_to: turn.consumed_up_to,
-                    outgoing: &outgoing,
-                    wake_at,
-                    lease_until,
-                    now,
-                },
-            )
-            .await
+        let save = Save {
+            conversation,
+            consumed_up_to: turn.consumed_up_to,
+            outgoing: &outgoing,
+            wake_at,
+            lease_until,
+            now,
+        };
+        let (store, id, owner) = (&inner.store, turn.conversation_id, inner.owner.as_str());
+        match replies_after {
+            Some(seq) => store.save_and_read_replies(id, owner, save, seq).await.map(Some),
+            None => store.save(id, owner, save).await.map(|()| None),
+        }
+    }
+}
+
+/// A conversation's in-process turn lock: one turn at a time per
+/// conversation within this process (the lease does the same across
+/// processes). Dropping it lets the lock go and forgets it when no other
+/// turn waits on it, so the map does not grow with every conversation ever
+/// seen.
+struct LocalTurn<'a> {
+    running: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    conversation_id: &'a str,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl LocalTurn<'_> {
+    /// Takes the lock if it is free; true when it is held now.
+    fn try_lock(&mut self) -> bool {
+        if self.guard.is_none() {
+            self.guard = self.lock.clone().try_lock_owned().ok();
+        }
+        self.guard.is_some()
+    }
+
+    /// Takes the lock, waiting for the turn that holds it.
+    async fn lock(&mut self) {
+        if self.guard.is_none() {
+            self.guard = Some(self.lock.clone().lock_owned().await);
+        }
+    }
+
+    fn unlock(&mut self) {
+        self.guard = None;
+    }
+}
+
+impl Drop for LocalTurn<'_> {
+    fn drop(&mut self) {
+        self.guard = None;
+        // Each `LocalTurn` is made under the map's lock and holds its clone
+        // for life (its guard's clone only while it lives), so under that
+        // lock a count of 2, the map's and this one, means no other turn is
+        // waiting or about to.
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&self.lock) == 2 {
+            running.remove(self.conversation_id);
+        }
     }
 }

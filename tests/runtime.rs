@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chatflow::http::{HttpClient, HttpError, HttpRequest, HttpResponse, ReqwestClient};
 use chatflow::mock::{MockOpenAi, Reply, ReplyInput};
-use chatflow::store::{Direction, MemoryStore, Store};
+use chatflow::store::{
+    Claim, ConversationCounts, Direction, Enqueued, MemoryStore, Save, Store, StoreError, TranscriptEntry,
+};
 use chatflow::{Engine, EngineOptions, Flow, ReplyMode, Runtime, Status, VirtualClock};
 
 fn assistant_flow() -> Flow {
@@ -719,6 +721,110 @@ async fn a_deeply_nested_response_keeps_the_conversation_readable() {
     }
 }
 
+/// A store that forwards to a [`MemoryStore`] and records which operations
+/// were asked of it.
+#[derive(Default)]
+struct Recording {
+    inner: MemoryStore,
+    calls: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl Recording {
+    fn note(&self, call: &'static str) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+#[async_trait]
+impl Store for Recording {
+    async fn enqueue(
+        &self,
+        id: &str,
+        message_id: &str,
+        text: &str,
+        now: std::time::SystemTime,
+    ) -> Result<Option<u64>, StoreError> {
+        self.note("enqueue");
+        self.inner.enqueue(id, message_id, text, now).await
+    }
+
+    async fn acquire(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        self.note("acquire");
+        self.inner.acquire(id, owner, lease_until, now).await
+    }
+
+    async fn enqueue_and_acquire(
+        &self,
+        id: &str,
+        message_id: &str,
+        text: &str,
+        owner: &str,
+        lease_until: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Result<Option<Enqueued>, StoreError> {
+        self.note("enqueue_and_acquire");
+        self.inner
+            .enqueue_and_acquire(id, message_id, text, owner, lease_until, now)
+            .await
+    }
+
+    async fn save(&self, id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
+        self.note("save");
+        self.inner.save(id, owner, save).await
+    }
+
+    async fn save_and_read_replies(
+        &self,
+        id: &str,
+        owner: &str,
+        save: Save<'_>,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        self.note("save_and_read_replies");
+        self.inner.save_and_read_replies(id, owner, save, after_seq).await
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.note("release");
+        self.inner.release(id, owner).await
+    }
+
+    async fn due(&self, now: std::time::SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.note("due");
+        self.inner.due(now, limit).await
+    }
+
+    async fn counts(&self, now: std::time::SystemTime) -> Result<ConversationCounts, StoreError> {
+        self.note("counts");
+        self.inner.counts(now).await
+    }
+
+    async fn next_wake(&self) -> Result<Option<std::time::SystemTime>, StoreError> {
+        self.note("next_wake");
+        self.inner.next_wake().await
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<chatflow::Conversation>, StoreError> {
+        self.note("load");
+        self.inner.load(id).await
+    }
+
+    async fn transcript(&self, id: &str, after_seq: u64) -> Result<Vec<TranscriptEntry>, StoreError> {
+        self.note("transcript");
+        self.inner.transcript(id, after_seq).await
+    }
+}
+
 /// Answers every call with `{}`.
 struct EmptyJson;
 
@@ -726,72 +832,6 @@ struct EmptyJson;
 impl HttpClient for EmptyJson {
     async fn send(&self, _: &HttpRequest) -> Result<HttpResponse, HttpError> {
         Ok(HttpResponse::json(200, &serde_json::json!({})))
-    }
-}
-
-/// A memory store that counts saves.
-struct CountingSaves {
-    inner: MemoryStore,
-    saves: AtomicUsize,
-}
-
-#[async_trait]
-impl Store for CountingSaves {
-    async fn enqueue(
-        &self,
-        id: &str,
-        message_id: &str,
-        text: &str,
-        now: std::time::SystemTime,
-    ) -> Result<Option<u64>, chatflow::store::StoreError> {
-        self.inner.enqueue(id, message_id, text, now).await
-    }
-    async fn acquire(
-        &self,
-        id: &str,
-        owner: &str,
-        lease_until: std::time::SystemTime,
-        now: std::time::SystemTime,
-    ) -> Result<Option<chatflow::store::Claim>, chatflow::store::StoreError> {
-        self.inner.acquire(id, owner, lease_until, now).await
-    }
-    async fn save(
-        &self,
-        id: &str,
-        owner: &str,
-        save: chatflow::store::Save<'_>,
-    ) -> Result<(), chatflow::store::StoreError> {
-        self.saves.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(id, owner, save).await
-    }
-    async fn release(&self, id: &str, owner: &str) -> Result<(), chatflow::store::StoreError> {
-        self.inner.release(id, owner).await
-    }
-    async fn due(
-        &self,
-        now: std::time::SystemTime,
-        limit: usize,
-    ) -> Result<Vec<String>, chatflow::store::StoreError> {
-        self.inner.due(now, limit).await
-    }
-    async fn counts(
-        &self,
-        now: std::time::SystemTime,
-    ) -> Result<chatflow::store::ConversationCounts, chatflow::store::StoreError> {
-        self.inner.counts(now).await
-    }
-    async fn next_wake(&self) -> Result<Option<std::time::SystemTime>, chatflow::store::StoreError> {
-        self.inner.next_wake().await
-    }
-    async fn load(&self, id: &str) -> Result<Option<chatflow::Conversation>, chatflow::store::StoreError> {
-        self.inner.load(id).await
-    }
-    async fn transcript(
-        &self,
-        id: &str,
-        after_seq: u64,
-    ) -> Result<Vec<chatflow::store::TranscriptEntry>, chatflow::store::StoreError> {
-        self.inner.transcript(id, after_seq).await
     }
 }
 
@@ -812,20 +852,61 @@ async fn only_calls_that_change_something_are_saved_before_the_next_call() {
         ]}"#,
     )
     .unwrap();
-    let store = Arc::new(CountingSaves {
-        inner: MemoryStore::new(),
-        saves: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Recording::default());
     let engine = Engine::builder(flow).http_client(EmptyJson).build().unwrap();
     let runtime = Runtime::new(engine, store.clone());
     runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
-    let first = store.saves.swap(0, Ordering::SeqCst);
+    let saves = |calls: Vec<&str>| calls.iter().filter(|c| c.starts_with("save")).count();
+    let first = saves(store.take());
     let turn = runtime.handle_message("c", Some("m2"), "again").await.unwrap();
     assert_eq!(turn.replies.len(), 2, "done, and the question again");
     // First turn: before "Create" (the question was sent), before "Read"
     // (after the POST), at the end. Second: before "Read" and at the end —
     // the GETs and the PUT run again after a crash, like a retry; the PATCH
     // is followed by no call. (Saving after every response wrote 5 times.)
-    let second = store.saves.load(Ordering::SeqCst);
+    let second = saves(store.take());
     assert_eq!((first, second), (3, 2), "saves in the first and second turn");
+}
+
+/// A turn costs the store one write to take the message and the lease, one
+/// per save point, and one for its last save, which also reads its replies:
+/// on a database, each is a round trip.
+#[tokio::test]
+async fn a_turn_asks_the_store_once_per_save_point() {
+    let mock = MockOpenAi::builder().reply_with(scripted).start().await;
+    let store = Arc::new(Recording::default());
+    let clock = Arc::new(VirtualClock::new());
+    let runtime = Runtime::new(
+        engine(assistant_flow(), &mock, clock, ReqwestClient::new().unwrap()),
+        store.clone(),
+    );
+    // The welcome, then four Api calls: a save before each (the first
+    // follows the welcome, the others a response).
+    let turn = runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
+    assert_eq!(turn.status, Status::AwaitingReply);
+    assert_eq!(
+        store.take(),
+        [
+            "enqueue_and_acquire",
+            "save",
+            "save",
+            "save",
+            "save",
+            "save_and_read_replies"
+        ]
+    );
+    // Three Api calls: saves before the second and the third.
+    let turn = runtime.handle_message("c", Some("m2"), "order?").await.unwrap();
+    assert_eq!(
+        texts(&turn.replies),
+        [(Direction::Out, "Answer to: order?".to_string())]
+    );
+    assert_eq!(
+        store.take(),
+        ["enqueue_and_acquire", "save", "save", "save_and_read_replies"]
+    );
+    // A repeat only reads the status.
+    let again = runtime.handle_message("c", Some("m2"), "order?").await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(store.take(), ["enqueue_and_acquire", "load"]);
 }

@@ -168,7 +168,7 @@ mod suite {
     use std::collections::BTreeSet;
     use std::task::Poll;
 
-    use chatflow::store::{Direction, Save, StoreError, TranscriptEntry};
+    use chatflow::store::{Claim, Direction, Enqueued, Save, StoreError, TranscriptEntry};
     use chatflow::{
         Clock, Conversation, Engine, EngineOptions, Flow, ReplyMode, Runtime, RuntimeOptions, Status,
         VirtualClock,
@@ -1199,6 +1199,269 @@ mod suite {
         assert_eq!(store.next_wake().await.unwrap(), None);
         assert_eq!(store.due(clock.now(), 10).await.unwrap(), Vec::<String>::new());
     }
+
+    pub async fn enqueue_and_acquire_records_once_and_takes_the_lease(h: &Harness) {
+        let store = &*h.store;
+        let got = store
+            .enqueue_and_acquire("c", "m1", "one", "a", t(1000), t(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some(Enqueued {
+                seq: 1,
+                claim: Some(Claim {
+                    conversation: None,
+                    inbox: inbox(&[(1, "one")]),
+                }),
+            })
+        );
+        // a holds the lease now.
+        assert!(store.acquire("c", "b", t(2000), t(10)).await.unwrap().is_none());
+        // A repeat changes nothing.
+        let repeat = store
+            .enqueue_and_acquire("c", "m1", "again", "a", t(1000), t(20))
+            .await;
+        assert_eq!(repeat.unwrap(), None);
+        // Held by a: b's message is recorded, without the lease.
+        let got = store
+            .enqueue_and_acquire("c", "m2", "two", "b", t(2000), t(30))
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Enqueued { seq: 2, claim: None }));
+        // a's own lease is renewed, and the claim lists every unapplied message.
+        let got = store
+            .enqueue_and_acquire("c", "m3", "three", "a", t(1000), t(40))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.seq, 3);
+        let claim = got.claim.unwrap();
+        assert_eq!(claim.inbox, inbox(&[(1, "one"), (2, "two"), (3, "three")]));
+        let conversation = state("c", "x");
+        let outgoing = [(Direction::Out, "hi".to_string())];
+        store
+            .save("c", "a", save(&conversation, 2, &outgoing, None, t(1000)))
+            .await
+            .unwrap();
+        // Once a's lease expires, b takes it with the state and what is unapplied.
+        let got = store
+            .enqueue_and_acquire("c", "m4", "four", "b", t(3000), t(1000))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.seq, 5);
+        let claim = got.claim.unwrap();
+        assert_eq!(claim.conversation, Some(conversation.clone()));
+        assert_eq!(claim.inbox, inbox(&[(3, "three"), (4, "four")]));
+        assert!(store.acquire("c", "a", t(4000), t(1500)).await.unwrap().is_none());
+        // A repeat takes no lease, even a free one.
+        store
+            .save("c", "b", save(&conversation, 4, &[], None, t(2000)))
+            .await
+            .unwrap();
+        let repeat = store
+            .enqueue_and_acquire("c", "m4", "four", "d", t(9000), t(2000))
+            .await;
+        assert_eq!(repeat.unwrap(), None);
+        assert!(store.acquire("c", "e", t(9000), t(2000)).await.unwrap().is_some());
+        assert_eq!(
+            texts(&store.transcript("c", 0).await.unwrap()),
+            [
+                (1, Direction::In, "one"),
+                (2, Direction::In, "two"),
+                (3, Direction::In, "three"),
+                (4, Direction::Out, "hi"),
+                (5, Direction::In, "four"),
+            ]
+        );
+    }
+
+    /// Messages enqueued while `enqueue_and_acquire` runs: its claim lists
+    /// every message before its own (a claim that skipped one would have it
+    /// consumed unapplied).
+    pub async fn enqueue_and_acquire_claims_every_message_before_its_own(h: &Harness) {
+        for round in 0..30 {
+            let id = format!("c{round}");
+            let mut others = Vec::new();
+            for i in 0..6 {
+                let (store, id) = (h.store.clone(), id.clone());
+                others.push(tokio::spawn(async move {
+                    store
+                        .enqueue(&id, &format!("m{i}"), &format!("text {i}"), t(0))
+                        .await
+                        .unwrap()
+                }));
+            }
+            let got = h
+                .store
+                .enqueue_and_acquire(&id, "mine", "mine", "r", t(1000), t(0))
+                .await
+                .unwrap()
+                .unwrap();
+            for task in others {
+                task.await.unwrap();
+            }
+            let claim = got.claim.unwrap();
+            let seqs: Vec<u64> = claim.inbox.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "round {round}");
+            // The transcript's first messages, in its order, up to this one
+            // at least (later ones may be listed too).
+            let transcript = h.store.transcript(&id, 0).await.unwrap();
+            let first: Vec<&str> = transcript
+                .iter()
+                .take(claim.inbox.len())
+                .map(|e| e.text.as_str())
+                .collect();
+            let claimed: Vec<&str> = claim.inbox.iter().map(|e| e.text.as_str()).collect();
+            assert_eq!(claimed, first, "round {round}");
+            assert!(claimed.contains(&"mine"), "round {round}: {claimed:?}");
+        }
+    }
+
+    pub async fn save_and_read_replies_reads_what_the_save_leaves(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        store.acquire("c", "a", t(1000), t(0)).await.unwrap().unwrap();
+        let conversation = state("c", "x");
+        let first = [(Direction::Out, "one".to_string())];
+        store
+            .save("c", "a", save(&conversation, 1, &first, Some(t(0)), t(1000)))
+            .await
+            .unwrap();
+        // A message arrives mid-turn (enqueueing needs no lease).
+        store.enqueue("c", "m2", "more", t(5)).await.unwrap();
+        let last = [
+            (Direction::Out, "two".to_string()),
+            (Direction::Handoff, "support".to_string()),
+        ];
+        let replies = store
+            .save_and_read_replies("c", "a", save(&conversation, 1, &last, None, t(10)), 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            replies,
+            [
+                TranscriptEntry {
+                    seq: 2,
+                    direction: Direction::Out,
+                    text: "one".into(),
+                    at_ms: t_ms(1000),
+                },
+                TranscriptEntry {
+                    seq: 4,
+                    direction: Direction::Out,
+                    text: "two".into(),
+                    at_ms: t_ms(10),
+                },
+                TranscriptEntry {
+                    seq: 5,
+                    direction: Direction::Handoff,
+                    text: "support".into(),
+                    at_ms: t_ms(10),
+                },
+            ]
+        );
+        // What the transcript lists, less the user's messages.
+        let mut listed = store.transcript("c", 1).await.unwrap();
+        listed.retain(|e| e.direction != Direction::In);
+        assert_eq!(replies, listed);
+        // It saved: state, inbox, lease (given up at `now`), wake-up.
+        assert_eq!(store.load("c").await.unwrap(), Some(conversation.clone()));
+        assert_eq!(store.next_wake().await.unwrap(), None);
+        let claim = store.acquire("c", "b", t(2000), t(10)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(2, "more")]));
+        // Only later entries; none at all is an empty list.
+        let silent = store
+            .save_and_read_replies("c", "b", save(&conversation, 2, &[], None, t(20)), 5)
+            .await
+            .unwrap();
+        assert_eq!(silent, []);
+        let later = store
+            .save_and_read_replies("c", "b", save(&conversation, 2, &[], None, t(20)), 4)
+            .await
+            .unwrap();
+        assert_eq!(texts(&later), [(5, Direction::Handoff, "support")]);
+    }
+
+    pub async fn save_and_read_replies_after_a_takeover_is_refused_and_commits_nothing(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        let before = state("c", "before");
+        store.acquire("c", "a", t(100), t(0)).await.unwrap().unwrap();
+        store
+            .save("c", "a", save(&before, 0, &[], Some(t(5000)), t(100)))
+            .await
+            .unwrap();
+        store.acquire("c", "b", t(1000), t(150)).await.unwrap().unwrap();
+        let after = state("c", "after");
+        let outgoing = [(Direction::Out, "from a".to_string())];
+        let refused = store
+            .save_and_read_replies("c", "a", save(&after, 1, &outgoing, None, t(200)), 0)
+            .await;
+        assert!(
+            matches!(&refused, Err(StoreError::LeaseLost(id)) if id == "c"),
+            "{refused:?}"
+        );
+        assert_eq!(store.load("c").await.unwrap(), Some(before));
+        assert_eq!(
+            texts(&store.transcript("c", 0).await.unwrap()),
+            [(1, Direction::In, "hi")]
+        );
+        assert_eq!(store.next_wake().await.unwrap(), Some(t(5000)));
+        let claim = store.acquire("c", "b", t(1000), t(200)).await.unwrap().unwrap();
+        assert_eq!(claim.inbox, inbox(&[(1, "hi")]));
+    }
+
+    /// Two runtimes answering messages to one conversation: each turn
+    /// answers with its message's echo, whichever runtime applied it, and
+    /// with nothing from before its message.
+    pub async fn each_turn_answers_with_the_replies_to_its_message(h: &Harness) {
+        let runtime = || {
+            let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
+                .options(EngineOptions {
+                    reply_mode: ReplyMode::OnePerQuestion,
+                    ..EngineOptions::default()
+                })
+                .build()
+                .unwrap();
+            let options = RuntimeOptions {
+                busy_retry: Duration::from_millis(1),
+                ..RuntimeOptions::default()
+            };
+            Runtime::with_options(engine, h.store.clone(), options)
+        };
+        let runtimes = [runtime(), runtime()];
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let runtime = runtimes[i % 2].clone();
+                tokio::spawn(async move {
+                    let text = format!("message {i}");
+                    let turn = runtime
+                        .handle_message("c", Some(&format!("m{i}")), &text)
+                        .await
+                        .unwrap();
+                    (text, turn)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (text, turn) = task.await.unwrap();
+            let replies: Vec<&str> = turn.replies.iter().map(|r| r.text.as_str()).collect();
+            assert!(
+                replies.contains(&format!("echo {text}").as_str()),
+                "{text}: {replies:?}"
+            );
+            assert!(turn.replies.iter().all(|r| r.direction != Direction::In));
+            assert!(turn.replies.windows(2).all(|w| w[0].seq < w[1].seq));
+            let transcript = h.store.transcript("c", 0).await.unwrap();
+            let own = transcript
+                .iter()
+                .find(|e| e.direction == Direction::In && e.text == text)
+                .unwrap();
+            assert!(turn.replies.iter().all(|r| r.seq > own.seq), "{text}");
+        }
+    }
 }
 
 /// Runs every suite function against one store: `conformance!(name, harness)`,
@@ -1230,6 +1493,11 @@ macro_rules! conformance {
                 a_lease_taken_during_a_save_sees_only_unapplied_messages,
                 a_parked_conversation_resumes_in_another_runtime,
                 each_due_conversation_is_resumed_by_exactly_one_runtime,
+                enqueue_and_acquire_records_once_and_takes_the_lease,
+                enqueue_and_acquire_claims_every_message_before_its_own,
+                save_and_read_replies_reads_what_the_save_leaves,
+                save_and_read_replies_after_a_takeover_is_refused_and_commits_nothing,
+                each_turn_answers_with_the_replies_to_its_message,
             );
         }
     };

@@ -81,6 +81,16 @@ pub struct Claim {
     pub inbox: Vec<InboxEntry>,
 }
 
+/// A new message recorded by [`Store::enqueue_and_acquire`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    /// The message's transcript `seq`, as [`Store::enqueue`] returns it.
+    pub seq: u64,
+    /// The conversation taken for a turn, as [`Store::acquire`] returns it:
+    /// `None` when another owner holds an unexpired lease.
+    pub claim: Option<Claim>,
+}
+
 /// What a turn commits in one atomic write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Save<'a> {
@@ -162,10 +172,57 @@ pub trait Store: Send + Sync {
         now: SystemTime,
     ) -> Result<Option<Claim>, StoreError>;
 
+    /// [`Store::enqueue`] followed, for a message not seen before, by
+    /// [`Store::acquire`]: returns `None`, changing nothing and taking no
+    /// lease, for a repeated `message_id`. The claim lists every unapplied
+    /// message up to and including this one.
+    ///
+    /// The default calls the two in turn. A store may do both in one write
+    /// (the Postgres store does, saving a round trip per message); the
+    /// message is then as durable as with [`Store::enqueue`], and the lease
+    /// is taken in the same commit.
+    async fn enqueue_and_acquire(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Enqueued>, StoreError> {
+        let Some(seq) = self.enqueue(conversation_id, message_id, text, now).await? else {
+            return Ok(None);
+        };
+        let claim = self.acquire(conversation_id, owner, lease_until, now).await?;
+        Ok(Some(Enqueued { seq, claim }))
+    }
+
     /// Commits a turn's progress under `owner`'s lease, atomically; refused
     /// with [`StoreError::LeaseLost`] when the lease is not `owner`'s (another
     /// runner took it over after it expired).
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError>;
+
+    /// [`Store::save`], then the transcript entries after `after_seq` that
+    /// are not [`Direction::In`], in order, as they stand once the save has
+    /// committed (the save's own entries included): the replies a turn
+    /// returns for the message at `after_seq`.
+    ///
+    /// Only a lease holder writes such entries, so what a store reads with
+    /// the save's own write is what [`Store::transcript`] would list right
+    /// after it. The default calls the two in turn; the Postgres store
+    /// answers from the save's statement, saving a round trip per turn.
+    async fn save_and_read_replies(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        save: Save<'_>,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        self.save(conversation_id, owner, save).await?;
+        let mut entries = self.transcript(conversation_id, after_seq).await?;
+        entries.retain(|e| e.direction != Direction::In);
+        Ok(entries)
+    }
 
     /// Gives the lease up.
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError>;

@@ -14,7 +14,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::sql::*;
-use super::{Claim, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
+use super::{Claim, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
 
 /// A [`Store`] in a Postgres database.
@@ -50,12 +50,13 @@ impl PostgresStore {
     /// The store holds two pools of up to 10 connections each, not pinged
     /// before each use. The second has `synchronous_commit = off`, for the
     /// writes a database crash may lose without breaking any guarantee:
-    /// taking a lease, and a turn's saves before its last one that send
-    /// nothing (after a crash the turn runs again from its last durable
-    /// save, repeating at most Api calls). The last save of a turn, any save
-    /// with replies, and every user message are committed durably, and a
-    /// durable commit flushes the relaxed ones before it. This saves most of
-    /// a turn's WAL flushes.
+    /// taking a lease alone ([`Store::acquire`]), and a turn's saves before
+    /// its last one that send nothing (after a crash the turn runs again
+    /// from its last durable save, repeating at most Api calls). The last
+    /// save of a turn, any save with replies, and every user message (with
+    /// the lease [`Store::enqueue_and_acquire`] takes in the same commit)
+    /// are committed durably, and a durable commit flushes the relaxed ones
+    /// before it. This saves most of a turn's WAL flushes.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), chatflow::store::StoreError> {
@@ -129,6 +130,102 @@ fn text_of(id: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
         id: id.to_string(),
         message: format!("message text is not UTF-8: {e}"),
     })
+}
+
+/// An inbox read back as parallel arrays (`array_agg` of nothing is NULL).
+fn inbox_of(
+    id: &str,
+    seqs: Option<Vec<i64>>,
+    texts: Option<Vec<Vec<u8>>>,
+) -> Result<Vec<InboxEntry>, StoreError> {
+    let (seqs, texts) = (seqs.unwrap_or_default(), texts.unwrap_or_default());
+    if seqs.len() != texts.len() {
+        return Err(StoreError::Corrupt {
+            id: id.to_string(),
+            message: format!("inbox read back as {} seqs for {} texts", seqs.len(), texts.len()),
+        });
+    }
+    seqs.into_iter()
+        .zip(texts)
+        .map(|(seq, text)| {
+            Ok(InboxEntry {
+                seq: to_u64(seq),
+                text: text_of(id, text)?,
+            })
+        })
+        .collect()
+}
+
+/// The writes of `save` (and of `save_and_read_replies`, which reads after
+/// them in the same statement): `$1` conversation, `$2` owner, `$3` state,
+/// `$4` wake-up, `$5` lease end, `$6` consumed up to, `$7` and `$8` the
+/// outgoing directions and texts, `$9` their time.
+///
+/// One statement, hence one transaction. The lease check and the state
+/// write are the UPDATE: it locks the row (as SELECT ... FOR UPDATE would)
+/// and re-checks the owner on its latest version, so a takeover that
+/// committed first makes it match nothing, and then the inbox and
+/// transcript writes, which hang on its result, do nothing either. The
+/// transcript seqs come from the row's counter (latest version, under the
+/// lock), not from the statement's snapshot, which may miss an entry a
+/// concurrent enqueue committed.
+macro_rules! save_writes {
+    () => {
+        "WITH saved AS (
+             UPDATE conversations SET
+                 state = $3, wake_at_ms = $4, lease_until_ms = $5,
+                 applied_inbox_seq = GREATEST(applied_inbox_seq, $6),
+                 next_transcript_seq = CASE WHEN cardinality($7::text[]) = 0 THEN next_transcript_seq
+                     ELSE GREATEST(
+                         next_transcript_seq,
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM transcript WHERE conversation_id = $1)
+                     ) + cardinality($7::text[])
+                 END
+             WHERE id = $1 AND lease_owner = $2
+             RETURNING next_transcript_seq - cardinality($7::text[]) AS first_seq
+         ),
+         consumed AS (
+             DELETE FROM inbox
+             WHERE conversation_id = $1 AND seq <= $6 AND EXISTS (SELECT 1 FROM saved)
+         ),
+         said AS (
+             INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+             SELECT $1, saved.first_seq + entry.n - 1, entry.direction, entry.text, $9
+             FROM saved, unnest($7::text[], $8::bytea[]) WITH ORDINALITY AS entry (direction, text, n)
+             RETURNING seq, direction, text, at_ms
+         )
+         "
+    };
+}
+
+/// `sql` (which starts with [`save_writes!`]) with a [`Save`] bound.
+fn bind_save<'q>(
+    sql: &'q str,
+    conversation_id: &'q str,
+    owner: &'q str,
+    state: &'q str,
+    save: &Save<'q>,
+    directions: &'q [&'q str],
+    texts: &'q [&'q [u8]],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(conversation_id)
+        .bind(owner)
+        .bind(state)
+        .bind(save.wake_at.map(ms))
+        .bind(ms(save.lease_until))
+        .bind(to_i64(save.consumed_up_to))
+        .bind(directions)
+        .bind(texts)
+        // The turn's own time is not in `Save`: like the memory store, stamp
+        // outgoing entries with the caller's clock.
+        .bind(ms(save.now))
+}
+
+/// Whether a save may be committed without waiting for its WAL flush:
+/// mid-turn and silent, so losing it costs a repeat, never a guarantee.
+fn relaxed(save: &Save<'_>) -> bool {
+    save.outgoing.is_empty() && save.lease_until > save.now
 }
 
 #[async_trait]
@@ -227,87 +324,205 @@ impl Store for PostgresStore {
         let Some((state, seqs, texts)) = taken else {
             return Ok(None);
         };
-        let (seqs, texts) = (seqs.unwrap_or_default(), texts.unwrap_or_default());
-        if seqs.len() != texts.len() {
-            return Err(StoreError::Corrupt {
-                id: conversation_id.to_string(),
-                message: format!("inbox read back as {} seqs for {} texts", seqs.len(), texts.len()),
-            });
-        }
-        let inbox = seqs
-            .into_iter()
-            .zip(texts)
-            .map(|(seq, text)| {
-                Ok(InboxEntry {
-                    seq: to_u64(seq),
-                    text: text_of(conversation_id, text)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let inbox = inbox_of(conversation_id, seqs, texts)?;
         // As in the memory store, the lease stays taken even when the state
         // turns out to be unreadable.
         let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
         Ok(Some(Claim { conversation, inbox }))
     }
 
-    async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
-        let state = serde_json::to_string(save.conversation).map_err(backend)?;
-        // Mid-turn and silent: losing it costs a repeat, never a guarantee.
-        let relaxed = save.outgoing.is_empty() && save.lease_until > save.now;
-        let directions: Vec<&str> = save.outgoing.iter().map(|(d, _)| direction_name(*d)).collect();
-        let texts: Vec<&[u8]> = save.outgoing.iter().map(|(_, t)| t.as_bytes()).collect();
-        // One statement, hence one transaction. The lease check and the
-        // state write are the UPDATE: it locks the row (as SELECT ... FOR
-        // UPDATE would) and re-checks the owner on its latest version, so a
-        // takeover that committed first makes it match nothing, and then
-        // the inbox and transcript writes, which hang on its result, do
-        // nothing either. The transcript seqs come from the row's counter
-        // (latest version, under the lock), not from the statement's
-        // snapshot, which may miss an entry a concurrent enqueue committed.
-        let held: bool = sqlx::query_scalar(
-            "WITH saved AS (
-                 UPDATE conversations SET
-                     state = $3, wake_at_ms = $4, lease_until_ms = $5,
-                     applied_inbox_seq = GREATEST(applied_inbox_seq, $6),
-                     next_transcript_seq = CASE WHEN cardinality($7::text[]) = 0 THEN next_transcript_seq
-                         ELSE GREATEST(
-                             next_transcript_seq,
+    async fn enqueue_and_acquire(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Enqueued>, StoreError> {
+        // One statement, committed durably: `enqueue`'s writes, with the
+        // lease taken by the same upsert of the conversation's row (one
+        // statement cannot update a row twice), on the row's latest version
+        // and under its lock, as `acquire` does; its SET expressions all
+        // read the row as it was, so the lease is taken only when it was
+        // free, expired or ours, while the counters always advance. The
+        // inbox is read as `acquire` reads it, from the statement's
+        // snapshot, left out what the latest version says is applied, plus
+        // this message, which the snapshot cannot show.
+        let row: Option<(
+            i64,
+            i64,
+            bool,
+            i64,
+            Option<String>,
+            Option<Vec<i64>>,
+            Option<Vec<Vec<u8>>>,
+        )> = sqlx::query_as(
+            "WITH seen AS (
+                     INSERT INTO seen_messages (conversation_id, message_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING
+                     RETURNING 1
+                 ),
+                 conversation AS (
+                     INSERT INTO conversations AS c
+                         (id, next_inbox_seq, next_transcript_seq, lease_owner, lease_until_ms)
+                     SELECT $1, 2, 2, $5, $6 FROM seen
+                     ON CONFLICT (id) DO UPDATE SET
+                         next_inbox_seq = c.next_inbox_seq + 1,
+                         next_transcript_seq = GREATEST(
+                             c.next_transcript_seq,
                              (SELECT COALESCE(MAX(seq), 0) + 1 FROM transcript WHERE conversation_id = $1)
-                         ) + cardinality($7::text[])
-                     END
-                 WHERE id = $1 AND lease_owner = $2
-                 RETURNING next_transcript_seq - cardinality($7::text[]) AS first_seq
-             ),
-             consumed AS (
-                 DELETE FROM inbox
-                 WHERE conversation_id = $1 AND seq <= $6 AND EXISTS (SELECT 1 FROM saved)
-             ),
-             said AS (
-                 INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
-                 SELECT $1, saved.first_seq + entry.n - 1, entry.direction, entry.text, $9
-                 FROM saved, unnest($7::text[], $8::bytea[]) WITH ORDINALITY AS entry (direction, text, n)
-             )
-             SELECT EXISTS (SELECT 1 FROM saved)",
+                         ) + 1,
+                         lease_owner = CASE
+                             WHEN c.lease_owner IS NULL OR c.lease_owner = $5 OR c.lease_until_ms <= $7
+                             THEN $5 ELSE c.lease_owner END,
+                         lease_until_ms = CASE
+                             WHEN c.lease_owner IS NULL OR c.lease_owner = $5 OR c.lease_until_ms <= $7
+                             THEN $6 ELSE c.lease_until_ms END
+                     RETURNING next_inbox_seq - 1 AS inbox_seq, next_transcript_seq - 1 AS seq,
+                         lease_owner = $5 AS leased, applied_inbox_seq,
+                         CASE WHEN lease_owner = $5 THEN state END AS state
+                 ),
+                 inbox_entry AS (
+                     INSERT INTO inbox (conversation_id, seq, text, at_ms)
+                     SELECT $1, inbox_seq, $3, $4 FROM conversation
+                 ),
+                 transcript_entry AS (
+                     INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+                     SELECT $1, seq, 'in', $3, $4 FROM conversation
+                 )
+                 SELECT c.seq, c.inbox_seq, c.leased, c.applied_inbox_seq, c.state, inbox.seqs, inbox.texts
+                 FROM conversation AS c, LATERAL (
+                     SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(text ORDER BY seq) AS texts
+                     FROM (
+                         SELECT seq, text FROM inbox
+                         WHERE c.leased AND conversation_id = $1 AND seq > c.applied_inbox_seq
+                         UNION ALL
+                         SELECT c.inbox_seq, $3 WHERE c.leased
+                     ) AS entry
+                 ) AS inbox",
         )
         .bind(conversation_id)
+        .bind(message_id)
+        .bind(text.as_bytes())
+        .bind(ms(now))
         .bind(owner)
-        .bind(&state)
-        .bind(save.wake_at.map(ms))
-        .bind(ms(save.lease_until))
-        .bind(to_i64(save.consumed_up_to))
-        .bind(&directions)
-        .bind(&texts)
-        // The turn's own time is not in `Save`: like the memory store, stamp
-        // outgoing entries with the caller's clock.
-        .bind(ms(save.now))
-        .fetch_one(if relaxed { &self.relaxed } else { &self.pool })
+        .bind(ms(lease_until))
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
         .await
         .map_err(backend)?;
-        if held {
+        let Some((seq, inbox_seq, leased, applied, state, seqs, texts)) = row else {
+            return Ok(None);
+        };
+        let seq = to_u64(seq);
+        if !leased {
+            return Ok(Some(Enqueued { seq, claim: None }));
+        }
+        let inbox = inbox_of(conversation_id, seqs, texts)?;
+        // The snapshot shows a prefix of the committed messages (seqs are
+        // given under the row lock, in commit order), but it misses those a
+        // concurrent enqueue committed while this statement waited for the
+        // lock, and they come before this one: applying this one would
+        // consume them unapplied. Every seq from the applied one to this
+        // message's is then not listed; the lease is ours now, and taking
+        // it again reads the inbox with a snapshot that shows them all.
+        let complete = inbox
+            .iter()
+            .map(|e| e.seq)
+            .eq(to_u64(applied) + 1..=to_u64(inbox_seq));
+        if !complete {
+            let claim = self.acquire(conversation_id, owner, lease_until, now).await?;
+            return Ok(Some(Enqueued { seq, claim }));
+        }
+        // As in `acquire`, the lease stays taken even when the state turns
+        // out to be unreadable.
+        let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
+        Ok(Some(Enqueued {
+            seq,
+            claim: Some(Claim { conversation, inbox }),
+        }))
+    }
+
+    async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
+        let state = serde_json::to_string(save.conversation).map_err(backend)?;
+        let directions: Vec<&str> = save.outgoing.iter().map(|(d, _)| direction_name(*d)).collect();
+        let texts: Vec<&[u8]> = save.outgoing.iter().map(|(_, t)| t.as_bytes()).collect();
+        let sql = concat!(save_writes!(), "SELECT EXISTS (SELECT 1 FROM saved)");
+        let row = bind_save(sql, conversation_id, owner, &state, &save, &directions, &texts)
+            .fetch_one(if relaxed(&save) { &self.relaxed } else { &self.pool })
+            .await
+            .map_err(backend)?;
+        if row.try_get::<bool, _>(0).map_err(backend)? {
             Ok(())
         } else {
             Err(StoreError::LeaseLost(conversation_id.to_string()))
         }
+    }
+
+    async fn save_and_read_replies(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        save: Save<'_>,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let state = serde_json::to_string(save.conversation).map_err(backend)?;
+        let directions: Vec<&str> = save.outgoing.iter().map(|(d, _)| direction_name(*d)).collect();
+        let texts: Vec<&[u8]> = save.outgoing.iter().map(|(_, t)| t.as_bytes()).collect();
+        // The save's writes, then the replies: the earlier ones from the
+        // statement's snapshot, this save's from its INSERT (a statement
+        // cannot see its own writes). The snapshot misses only what was
+        // committed while the UPDATE waited for the row lock, which a
+        // runner without the lease can have written: user messages, not
+        // replies (a takeover of the lease makes the save match nothing).
+        let sql = concat!(
+            save_writes!(),
+            "SELECT EXISTS (SELECT 1 FROM saved), replies.seqs, replies.directions, replies.texts, replies.ats
+             FROM (
+                 SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(direction ORDER BY seq) AS directions,
+                        array_agg(text ORDER BY seq) AS texts, array_agg(at_ms ORDER BY seq) AS ats
+                 FROM (
+                     SELECT seq, direction, text, at_ms FROM transcript
+                     WHERE conversation_id = $1 AND seq > $10 AND direction <> 'in'
+                       AND EXISTS (SELECT 1 FROM saved)
+                     UNION ALL
+                     SELECT seq, direction, text, at_ms FROM said
+                 ) AS entry
+             ) AS replies"
+        );
+        let row = bind_save(sql, conversation_id, owner, &state, &save, &directions, &texts)
+            .bind(to_i64(after_seq))
+            .fetch_one(if relaxed(&save) { &self.relaxed } else { &self.pool })
+            .await
+            .map_err(backend)?;
+        if !row.try_get::<bool, _>(0).map_err(backend)? {
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        }
+        let seqs: Option<Vec<i64>> = row.try_get(1).map_err(backend)?;
+        let directions: Option<Vec<String>> = row.try_get(2).map_err(backend)?;
+        let texts: Option<Vec<Vec<u8>>> = row.try_get(3).map_err(backend)?;
+        let ats: Option<Vec<i64>> = row.try_get(4).map_err(backend)?;
+        let (seqs, directions) = (seqs.unwrap_or_default(), directions.unwrap_or_default());
+        let (texts, ats) = (texts.unwrap_or_default(), ats.unwrap_or_default());
+        if [directions.len(), texts.len(), ats.len()] != [seqs.len(); 3] {
+            return Err(StoreError::Corrupt {
+                id: conversation_id.to_string(),
+                message: "replies read back as arrays of different lengths".to_string(),
+            });
+        }
+        seqs.into_iter()
+            .zip(directions)
+            .zip(texts.into_iter().zip(ats))
+            .map(|((seq, direction), (text, at_ms))| {
+                Ok(TranscriptEntry {
+                    seq: to_u64(seq),
+                    direction: parse_direction(conversation_id, &direction)?,
+                    text: text_of(conversation_id, text)?,
+                    at_ms: to_u64(at_ms),
+                })
+            })
+            .collect()
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
