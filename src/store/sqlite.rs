@@ -28,7 +28,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::oneshot;
 
 use super::sql::*;
-use super::{Claim, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
+use super::{Claim, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
 
 /// The rusqlite version the store is built on, for
@@ -448,6 +448,157 @@ fn supported(version: &str) -> bool {
     (major, minor) >= MIN_SQLITE_VERSION
 }
 
+/// [`Store::enqueue`]: the user entry, numbered after the transcript's last,
+/// unless the id was seen; the `transcript_enqueue` trigger records the id
+/// and fills the inbox. No row comes back for a duplicate.
+const ENQUEUE: &str = "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+     SELECT ?1, last + 1, 'in', ?3, ?4, ?2
+     FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
+     WHERE NOT EXISTS (SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2)
+     RETURNING seq";
+
+/// [`Store::acquire`]: creates the row if missing; takes the lease only when
+/// it is free, expired or already ours (no row comes back otherwise), and
+/// reads the inbox, as JSON, under the same lock.
+const ACQUIRE: &str = "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
+     ON CONFLICT (id) DO UPDATE
+        SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
+        WHERE conversations.lease_owner IS NULL
+           OR conversations.lease_owner = excluded.lease_owner
+           OR conversations.lease_until_ms <= ?4
+     RETURNING state, (
+         SELECT json_group_array(json_array(seq, text))
+         FROM (SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq)
+     )";
+
+/// [`Store::save`]: the `turn_saves_insert` trigger checks the lease and
+/// writes state, wake-up, inbox and transcript, or aborts the whole
+/// statement when the lease is not `owner`'s.
+const SAVE: &str = "INSERT INTO turn_saves
+        (conversation_id, owner, state, wake_at_ms, lease_until_ms, consumed_up_to, outgoing, at_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// [`Store::transcript`].
+const TRANSCRIPT: &str = "SELECT seq, direction, text, at_ms FROM transcript
+     WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq";
+
+/// A transcript row as read.
+type TranscriptRow = (i64, String, String, i64);
+
+/// What [`ACQUIRE`] returns: the state, and the inbox as JSON.
+type Taken = (Option<String>, String);
+
+fn read_transcript(conn: &Connection, id: &str, after_seq: i64) -> rusqlite::Result<Vec<TranscriptRow>> {
+    conn.prepare_cached(TRANSCRIPT)?
+        .query_map(params![id, after_seq], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect()
+}
+
+fn take_lease(
+    conn: &Connection,
+    id: &str,
+    owner: &str,
+    lease_until: i64,
+    now: i64,
+) -> rusqlite::Result<Option<Taken>> {
+    conn.prepare_cached(ACQUIRE)?
+        .query_row(params![id, owner, lease_until, now], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()
+}
+
+/// The claim from what [`ACQUIRE`] returned.
+fn claim(conversation_id: &str, (state, inbox): Taken) -> Result<Claim, StoreError> {
+    let mut inbox: Vec<(i64, String)> = serde_json::from_str(&inbox).map_err(|e| StoreError::Corrupt {
+        id: conversation_id.to_string(),
+        message: format!("inbox read back as unexpected JSON: {e}"),
+    })?;
+    inbox.sort_unstable_by_key(|(seq, _)| *seq);
+    let inbox = inbox
+        .into_iter()
+        .map(|(seq, text)| InboxEntry {
+            seq: to_u64(seq),
+            text,
+        })
+        .collect();
+    // As in the memory store, the lease stays taken even when the state
+    // turns out to be unreadable.
+    let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
+    Ok(Claim { conversation, inbox })
+}
+
+fn transcript_entries(
+    conversation_id: &str,
+    rows: Vec<TranscriptRow>,
+) -> Result<Vec<TranscriptEntry>, StoreError> {
+    rows.into_iter()
+        .map(|(seq, direction, text, at_ms)| {
+            Ok(TranscriptEntry {
+                seq: to_u64(seq),
+                direction: parse_direction(conversation_id, &direction)?,
+                text,
+                at_ms: to_u64(at_ms),
+            })
+        })
+        .collect()
+}
+
+/// The arguments of [`SAVE`], owned, for an operation that may run twice
+/// (see [`SqliteStore::run`]).
+struct SaveRow {
+    id: String,
+    owner: String,
+    state: String,
+    wake_at: Option<i64>,
+    lease_until: i64,
+    consumed_up_to: i64,
+    outgoing: String,
+    now: i64,
+}
+
+impl SaveRow {
+    fn new(conversation_id: &str, owner: &str, save: &Save<'_>) -> Result<SaveRow, StoreError> {
+        Ok(SaveRow {
+            id: conversation_id.to_string(),
+            owner: owner.to_string(),
+            state: serde_json::to_string(save.conversation).map_err(backend)?,
+            wake_at: save.wake_at.map(ms),
+            lease_until: ms(save.lease_until),
+            consumed_up_to: to_i64(save.consumed_up_to),
+            outgoing: outgoing_json(save.outgoing),
+            // The turn's own time is not in `Save`: like the memory store,
+            // stamp outgoing entries with the caller's clock.
+            now: ms(save.now),
+        })
+    }
+
+    fn execute(&self, conn: &Connection) -> rusqlite::Result<usize> {
+        conn.prepare_cached(SAVE)?.execute(params![
+            self.id,
+            self.owner,
+            self.state,
+            self.wake_at,
+            self.lease_until,
+            self.consumed_up_to,
+            self.outgoing,
+            self.now
+        ])
+    }
+}
+
+/// A save's error: [`StoreError::LeaseLost`] for the trigger's refusal.
+fn save_error(conversation_id: &str, error: rusqlite::Error) -> StoreError {
+    match error {
+        rusqlite::Error::SqliteFailure(_, Some(message)) if message == LEASE_LOST => {
+            StoreError::LeaseLost(conversation_id.to_string())
+        }
+        e => backend(e),
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn enqueue(
@@ -463,23 +614,11 @@ impl Store for SqliteStore {
             text.to_string(),
         );
         let now = ms(now);
-        // One statement: the user entry, numbered after the transcript's
-        // last, unless the id was seen; the `transcript_enqueue` trigger
-        // records the id and fills the inbox. No row comes back for a
-        // duplicate.
         let seq: Option<i64> = self
             .run(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
-                     SELECT ?1, last + 1, 'in', ?3, ?4, ?2
-                     FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
-                     WHERE NOT EXISTS (
-                         SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2
-                     )
-                     RETURNING seq",
-                )?
-                .query_row(params![id, message_id, text, now], |row| row.get(0))
-                .optional()
+                conn.prepare_cached(ENQUEUE)?
+                    .query_row(params![id, message_id, text, now], |row| row.get(0))
+                    .optional()
             })
             .await?
             .map_err(backend)?;
@@ -495,82 +634,86 @@ impl Store for SqliteStore {
     ) -> Result<Option<Claim>, StoreError> {
         let (id, owner) = (conversation_id.to_string(), owner.to_string());
         let (lease_until, now) = (ms(lease_until), ms(now));
-        // One statement: creates the row if missing; takes the lease only
-        // when it is free, expired or already ours (no row comes back
-        // otherwise), and reads the inbox, as JSON, under the same lock.
-        let taken: Option<(Option<String>, String)> = self
+        let taken = self
+            .run(move |conn| take_lease(conn, &id, &owner, lease_until, now))
+            .await?
+            .map_err(backend)?;
+        taken.map(|taken| claim(conversation_id, taken)).transpose()
+    }
+
+    async fn enqueue_and_acquire(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Enqueued>, StoreError> {
+        let (id, message_id, text) = (
+            conversation_id.to_string(),
+            message_id.to_string(),
+            text.to_string(),
+        );
+        let owner = owner.to_string();
+        let (lease_until, now) = (ms(lease_until), ms(now));
+        // Both statements in one transaction: one commit, and the claim
+        // sees the message.
+        let recorded = self
             .run(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE
-                        SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
-                        WHERE conversations.lease_owner IS NULL
-                           OR conversations.lease_owner = excluded.lease_owner
-                           OR conversations.lease_until_ms <= ?4
-                     RETURNING state, (
-                         SELECT json_group_array(json_array(seq, text))
-                         FROM (SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq)
-                     )",
-                )?
-                .query_row(params![id, owner, lease_until, now], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let seq: Option<i64> = tx
+                    .prepare_cached(ENQUEUE)?
+                    .query_row(params![id, message_id, text, now], |row| row.get(0))
+                    .optional()?;
+                let Some(seq) = seq else {
+                    return Ok(None);
+                };
+                let taken = take_lease(&tx, &id, &owner, lease_until, now)?;
+                tx.commit()?;
+                Ok(Some((seq, taken)))
             })
             .await?
             .map_err(backend)?;
-        let Some((state, inbox)) = taken else {
+        let Some((seq, taken)) = recorded else {
             return Ok(None);
         };
-        let mut inbox: Vec<(i64, String)> =
-            serde_json::from_str(&inbox).map_err(|e| StoreError::Corrupt {
-                id: conversation_id.to_string(),
-                message: format!("inbox read back as unexpected JSON: {e}"),
-            })?;
-        inbox.sort_unstable_by_key(|(seq, _)| *seq);
-        let inbox = inbox
-            .into_iter()
-            .map(|(seq, text)| InboxEntry {
-                seq: to_u64(seq),
-                text,
-            })
-            .collect();
-        // As in the memory store, the lease stays taken even when the state
-        // turns out to be unreadable.
-        let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
-        Ok(Some(Claim { conversation, inbox }))
+        Ok(Some(Enqueued {
+            seq: to_u64(seq),
+            claim: taken.map(|taken| claim(conversation_id, taken)).transpose()?,
+        }))
     }
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
-        let state = serde_json::to_string(save.conversation).map_err(backend)?;
-        let (id, owner) = (conversation_id.to_string(), owner.to_string());
-        let wake_at = save.wake_at.map(ms);
-        let lease_until = ms(save.lease_until);
-        let consumed_up_to = to_i64(save.consumed_up_to);
-        let outgoing = outgoing_json(save.outgoing);
-        // The turn's own time is not in `Save`: like the memory store, stamp
-        // outgoing entries with the caller's clock.
-        let now = ms(save.now);
-        // One statement: the `turn_saves_insert` trigger checks the lease
-        // and writes state, wake-up, inbox and transcript, or aborts the
-        // whole statement when the lease is not `owner`'s.
-        let result = self
+        let row = SaveRow::new(conversation_id, owner, &save)?;
+        self.run(move |conn| row.execute(conn))
+            .await?
+            .map_err(|e| save_error(conversation_id, e))?;
+        Ok(())
+    }
+
+    async fn save_and_read_replies(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        save: Save<'_>,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let row = SaveRow::new(conversation_id, owner, &save)?;
+        let after_seq = to_i64(after_seq);
+        // The read follows the save on the same connection, under the same
+        // lock: no other turn's replies can come in between (only the lease
+        // holder writes them).
+        let rows = self
             .run(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO turn_saves
-                        (conversation_id, owner, state, wake_at_ms, lease_until_ms, consumed_up_to, outgoing, at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![id, owner, state, wake_at, lease_until, consumed_up_to, outgoing, now])
+                row.execute(conn)?;
+                read_transcript(conn, &row.id, after_seq)
             })
-            .await?;
-        match result {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(_, Some(message))) if message == LEASE_LOST => {
-                Err(StoreError::LeaseLost(conversation_id.to_string()))
-            }
-            Err(e) => Err(backend(e)),
-        }
+            .await?
+            .map_err(|e| save_error(conversation_id, e))?;
+        let mut entries = transcript_entries(conversation_id, rows)?;
+        entries.retain(|e| e.direction != Direction::In);
+        Ok(entries)
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
@@ -693,29 +836,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         let id = conversation_id.to_string();
         let after_seq = to_i64(after_seq);
-        let rows: Vec<(i64, String, String, i64)> = self
-            .run(move |conn| {
-                conn.prepare_cached(
-                    "SELECT seq, direction, text, at_ms FROM transcript
-                     WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq",
-                )?
-                .query_map(params![id, after_seq], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                })?
-                .collect()
-            })
+        let rows = self
+            .run(move |conn| read_transcript(conn, &id, after_seq))
             .await?
             .map_err(backend)?;
-        rows.into_iter()
-            .map(|(seq, direction, text, at_ms)| {
-                Ok(TranscriptEntry {
-                    seq: to_u64(seq),
-                    direction: parse_direction(conversation_id, &direction)?,
-                    text,
-                    at_ms: to_u64(at_ms),
-                })
-            })
-            .collect()
+        transcript_entries(conversation_id, rows)
     }
 }
 
