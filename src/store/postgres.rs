@@ -11,11 +11,19 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::sync::Arc;
+
+use sqlx::Connection as _;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 
 use super::sql::*;
 use super::{Claim, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
+
+/// How many connections of each kind a store made by
+/// [`PostgresStore::connect`] opens for turns' statements.
+const TURN_CONNECTIONS: usize = 10;
 
 /// A [`Store`] in a Postgres database.
 ///
@@ -37,9 +45,87 @@ use crate::conversation::Conversation;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
-    /// For writes a crash may lose: the same database with
-    /// `synchronous_commit = off` (see [`PostgresStore::connect`]), or `pool`.
-    relaxed: PgPool,
+    /// The connections of a turn's statements, for a store made by
+    /// [`PostgresStore::connect`]; `None` on a host's pool, where they use
+    /// `pool`.
+    turns: Option<Arc<TurnConnections>>,
+}
+
+/// A turn's statements (enqueue, lease, saves) run on connections the
+/// store keeps open between statements, outside any sqlx pool: sqlx checks a
+/// connection returned to its pool with a round trip (a Sync message), which
+/// would double the round trips of these one-statement operations.
+#[derive(Debug)]
+struct TurnConnections {
+    durable: Connections,
+    /// `synchronous_commit = off`: for writes a crash may lose (see
+    /// [`PostgresStore::connect`]).
+    relaxed: Connections,
+}
+
+/// Up to `permits` open connections, the idle ones kept for the next
+/// statement. A connection is opened only when none is idle and a permit is
+/// held, so no more than `permits` are ever open.
+#[derive(Debug)]
+struct Connections {
+    options: PgConnectOptions,
+    idle: std::sync::Mutex<Vec<PgConnection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Connections {
+    fn new(options: PgConnectOptions, max: usize) -> Connections {
+        Connections {
+            options,
+            idle: std::sync::Mutex::default(),
+            permits: tokio::sync::Semaphore::new(max),
+        }
+    }
+
+    async fn get(&self) -> Result<Connection<'_>, StoreError> {
+        let permit = self.permits.acquire().await.map_err(backend)?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => PgConnection::connect_with(&self.options).await.map_err(backend)?,
+        };
+        Ok(Connection::Kept {
+            from: self,
+            conn,
+            _permit: permit,
+        })
+    }
+}
+
+/// A connection for one statement.
+enum Connection<'a> {
+    /// From a host's pool: returned to it when dropped.
+    Pooled(PoolConnection<Postgres>),
+    /// One of [`Connections`]: kept for the next statement by
+    /// [`Connection::done`]. Dropped without it (the statement failed, or
+    /// its future was dropped midway, leaving the protocol state unknown),
+    /// it is closed.
+    Kept {
+        from: &'a Connections,
+        conn: PgConnection,
+        _permit: tokio::sync::SemaphorePermit<'a>,
+    },
+}
+
+impl Connection<'_> {
+    fn conn(&mut self) -> &mut PgConnection {
+        match self {
+            Connection::Pooled(conn) => conn,
+            Connection::Kept { conn, .. } => conn,
+        }
+    }
+
+    /// The statement completed: the connection is ready for the next one.
+    fn done(self) {
+        if let Connection::Kept { from, conn, _permit } = self {
+            from.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+        }
+    }
 }
 
 impl PostgresStore {
@@ -47,8 +133,11 @@ impl PostgresStore {
     /// Processes starting together are safe: migrations run under a
     /// database-wide advisory lock.
     ///
-    /// The store holds two pools of up to 10 connections each, not pinged
-    /// before each use. The second has `synchronous_commit = off`, for the
+    /// The store holds a pool of up to 10 connections, not pinged before
+    /// each use ([`PostgresStore::pool`]: the scheduler's queries, reads,
+    /// migrations and the host's own queries), and for turns' statements up
+    /// to 10 more connections of its own, and 10 with `synchronous_commit =
+    /// off`, kept open between statements. The last are for the
     /// writes a database crash may lose without breaking any guarantee:
     /// taking a lease alone ([`Store::acquire`]), and a turn's saves before
     /// its last one that send nothing (after a crash the turn runs again
@@ -72,14 +161,13 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(backend)?;
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("synchronous_commit", "off")]);
-        let relaxed = PgPoolOptions::new()
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
+        let options = (*pool.connect_options()).clone();
+        let relaxed = options.clone().options([("synchronous_commit", "off")]);
         let mut store = Self::from_pool(pool).await?;
-        store.relaxed = relaxed;
+        store.turns = Some(Arc::new(TurnConnections {
+            durable: Connections::new(options, TURN_CONNECTIONS),
+            relaxed: Connections::new(relaxed, TURN_CONNECTIONS),
+        }));
         Ok(store)
     }
 
@@ -103,10 +191,17 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(backend)?;
-        Ok(PostgresStore {
-            relaxed: pool.clone(),
-            pool,
-        })
+        Ok(PostgresStore { pool, turns: None })
+    }
+
+    /// A connection for one statement of a turn: `relaxed` when a crash may
+    /// lose its commit.
+    async fn connection(&self, relaxed: bool) -> Result<Connection<'_>, StoreError> {
+        match &self.turns {
+            Some(turns) if relaxed => turns.relaxed.get().await,
+            Some(turns) => turns.durable.get().await,
+            None => self.pool.acquire().await.map(Connection::Pooled).map_err(backend),
+        }
     }
 
     /// The connection pool, e.g. for the host's own queries on the tables.
@@ -244,6 +339,7 @@ impl Store for PostgresStore {
         // latest version, so concurrent writers of the conversation queue
         // there and get consecutive seqs. (The foreign keys are checked at
         // the end of the statement, when the row exists.)
+        let mut conn = self.connection(false).await?;
         let seq: Option<i64> = sqlx::query_scalar(
             "WITH seen AS (
                  INSERT INTO seen_messages (conversation_id, message_id) VALUES ($1, $2)
@@ -275,9 +371,10 @@ impl Store for PostgresStore {
         .bind(message_id)
         .bind(text.as_bytes())
         .bind(ms(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(conn.conn())
         .await
         .map_err(backend)?;
+        conn.done();
         Ok(seq.map(to_u64))
     }
 
@@ -298,6 +395,7 @@ impl Store for PostgresStore {
         // - it may still show messages the previous holder's last save
         //   applied and deleted meanwhile: the row's latest version says up
         //   to which seq they are applied, and those are left out.
+        let mut conn = self.connection(true).await?;
         let taken: Option<(Option<String>, Option<Vec<i64>>, Option<Vec<Vec<u8>>>)> = sqlx::query_as(
             "WITH lease AS (
                  INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES ($1, $2, $3)
@@ -318,9 +416,10 @@ impl Store for PostgresStore {
         .bind(owner)
         .bind(ms(lease_until))
         .bind(ms(now))
-        .fetch_optional(&self.relaxed)
+        .fetch_optional(conn.conn())
         .await
         .map_err(backend)?;
+        conn.done();
         let Some((state, seqs, texts)) = taken else {
             return Ok(None);
         };
@@ -349,6 +448,7 @@ impl Store for PostgresStore {
         // inbox is read as `acquire` reads it, from the statement's
         // snapshot, left out what the latest version says is applied, plus
         // this message, which the snapshot cannot show.
+        let mut conn = self.connection(false).await?;
         let row: Option<(
             i64,
             i64,
@@ -409,9 +509,10 @@ impl Store for PostgresStore {
         .bind(owner)
         .bind(ms(lease_until))
         .bind(ms(now))
-        .fetch_optional(&self.pool)
+        .fetch_optional(conn.conn())
         .await
         .map_err(backend)?;
+        conn.done();
         let Some((seq, inbox_seq, leased, applied, state, seqs, texts)) = row else {
             return Ok(None);
         };
@@ -449,10 +550,12 @@ impl Store for PostgresStore {
         let directions: Vec<&str> = save.outgoing.iter().map(|(d, _)| direction_name(*d)).collect();
         let texts: Vec<&[u8]> = save.outgoing.iter().map(|(_, t)| t.as_bytes()).collect();
         let sql = concat!(save_writes!(), "SELECT EXISTS (SELECT 1 FROM saved)");
+        let mut conn = self.connection(relaxed(&save)).await?;
         let row = bind_save(sql, conversation_id, owner, &state, &save, &directions, &texts)
-            .fetch_one(if relaxed(&save) { &self.relaxed } else { &self.pool })
+            .fetch_one(conn.conn())
             .await
             .map_err(backend)?;
+        conn.done();
         if row.try_get::<bool, _>(0).map_err(backend)? {
             Ok(())
         } else {
@@ -491,11 +594,13 @@ impl Store for PostgresStore {
                  ) AS entry
              ) AS replies"
         );
+        let mut conn = self.connection(relaxed(&save)).await?;
         let row = bind_save(sql, conversation_id, owner, &state, &save, &directions, &texts)
             .bind(to_i64(after_seq))
-            .fetch_one(if relaxed(&save) { &self.relaxed } else { &self.pool })
+            .fetch_one(conn.conn())
             .await
             .map_err(backend)?;
+        conn.done();
         if !row.try_get::<bool, _>(0).map_err(backend)? {
             return Err(StoreError::LeaseLost(conversation_id.to_string()));
         }

@@ -1,0 +1,107 @@
+//! The connections a `PostgresStore::connect` store keeps open for turns'
+//! statements: one the server closed (a restart, a failover, an idle
+//! timeout) fails at most the statement that finds it closed and is then
+//! replaced, never kept. Runs when `CHATFLOW_TEST_POSTGRES_URL` is set.
+
+use std::time::{Duration, SystemTime};
+
+use chatflow::store::{PostgresStore, Store};
+use sqlx::postgres::PgPoolOptions;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_closed_are_replaced() {
+    let Some(url) = std::env::var("CHATFLOW_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://… to test the Postgres store");
+        return;
+    };
+    let tag = format!("chatflow_conn_{}_{:016x}", std::process::id(), fastrand::u64(..));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {tag}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    // The application name tells this store's connections from other tests'.
+    let store = PostgresStore::connect(&format!(
+        "{url}{separator}options[search_path]={tag}&application_name={tag}"
+    ))
+    .await
+    .unwrap();
+    let now = SystemTime::now();
+    let lease = now + Duration::from_secs(60);
+    // Durable and relaxed connections are open and idle.
+    store.enqueue("c", "m0", "hi", now).await.unwrap();
+    store.acquire("c", "r", lease, now).await.unwrap().unwrap();
+
+    let closed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&tag)
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert!(closed.len() >= 2, "{closed:?}");
+    // Backends end asynchronously: wait until they are gone.
+    for _ in 0..100 {
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&tag)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Each kind fails at most once, on the closed connection it had kept.
+    let mut failed = 0;
+    for i in 1..=3 {
+        match store.enqueue("c", &format!("m{i}"), "again", now).await {
+            Ok(seq) => {
+                assert!(seq.is_some());
+                break;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed <= 1, "{failed} enqueues failed");
+    let mut failed = 0;
+    for _ in 0..3 {
+        match store.acquire("c", "r", lease, now).await {
+            Ok(claim) => {
+                assert!(claim.is_some());
+                break;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed <= 1, "{failed} acquires failed");
+    // And then everything works, the messages recorded once each.
+    for i in 10..20 {
+        store.enqueue("c", &format!("m{i}"), "more", now).await.unwrap();
+        store.acquire("c", "r", lease, now).await.unwrap().unwrap();
+    }
+    // (Read on the side: the store's pool lost its connection too, and a
+    // pool's connection is not tested before use.)
+    let inbound: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {tag}.transcript"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(inbound, 12);
+
+    drop(store);
+    sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
