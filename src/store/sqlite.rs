@@ -72,8 +72,23 @@ struct Shared {
     wal: bool,
 }
 
-/// An operation for the connection's thread.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the connection's thread.
+enum Job {
+    /// One of the store's operations: it may share a transaction with
+    /// other operations queued with it, and its answer waits for the commit.
+    Operation(Operation),
+    /// Runs on its own, outside any transaction: a host's closure (it may
+    /// open transactions of its own), a checkpoint.
+    Alone(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// A store operation: runs its statements and returns how to deliver its
+/// answer once the outcome of its transaction is known.
+type Operation = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
+
+/// Delivers an operation's answer, or the error that its batch's commit
+/// failed with (then nothing of the batch was written).
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,13 +177,33 @@ impl SqliteStore {
     {
         let (done, result) = oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn: &mut Connection| {
+            .send(Job::Alone(Box::new(move |conn: &mut Connection| {
                 let _ = done.send(f(conn));
-            }))
+            })))
             .map_err(|_| stopped())?;
-        result.await.map_err(|_| {
-            StoreError::Backend("a SQLite operation panicked on the connection's thread".to_string())
-        })
+        result.await.map_err(|_| panicked())
+    }
+
+    /// Runs one of the store's operations on the connection's thread.
+    async fn queue<R, F>(&self, op: F) -> Result<rusqlite::Result<R>, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let operation: Operation = Box::new(move |conn: &mut Connection| {
+            let outcome = op(conn);
+            Box::new(move |commit_error: Option<&str>| {
+                let _ = done.send(match commit_error {
+                    None => Ok(outcome),
+                    Some(e) => Err(StoreError::Backend(format!(
+                        "committing a batch of SQLite writes failed, nothing of it was written: {e}"
+                    ))),
+                });
+            })
+        });
+        self.jobs.send(Job::Operation(operation)).map_err(|_| stopped())?;
+        result.await.map_err(|_| panicked())?
     }
 
     /// Runs one of the store's operations.
@@ -193,9 +228,9 @@ impl SqliteStore {
             Err(TryLockError::WouldBlock) => None,
         };
         let result = match inline {
-            Some(Err(e)) if is_busy(&e) => self.with_connection(move |conn| op(conn)).await?,
+            Some(Err(e)) if is_busy(&e) => self.queue(op).await?,
             Some(result) => result,
-            None => self.with_connection(move |conn| op(conn)).await?,
+            None => self.queue(op).await?,
         };
         self.count_operation();
         Ok(result)
@@ -209,13 +244,13 @@ impl SqliteStore {
             return;
         }
         shared.operations.store(0, Ordering::Relaxed);
-        let _ = self.jobs.send(Box::new(|conn: &mut Connection| {
+        let _ = self.jobs.send(Job::Alone(Box::new(|conn: &mut Connection| {
             // PASSIVE: copies what it can without waiting for readers in
             // other processes; the next checkpoint takes the rest.
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(error = %e, "SQLite checkpoint failed");
             }
-        }));
+        })));
     }
 }
 
@@ -223,20 +258,96 @@ fn stopped() -> StoreError {
     StoreError::Backend("the SQLite connection's thread has stopped".to_string())
 }
 
-/// The connection's thread: runs queued jobs until every sender is gone,
-/// holding the connection for as many as are queued. There (only) SQLite
-/// may wait for other processes' locks. A job that panics loses only its
-/// own answer: its caller sees the channel closed.
+fn panicked() -> StoreError {
+    StoreError::Backend("a SQLite operation panicked on the connection's thread".to_string())
+}
+
+/// The connection's thread: runs queued jobs until every sender is gone.
+/// There (only) SQLite may wait for other processes' locks. The store's
+/// operations queued together run in one transaction: one commit, one WAL
+/// flush, for the lot (they are queued because the connection was busy, so
+/// under load they come in groups). A job that panics loses only its own
+/// answer: its caller sees the channel closed.
 fn serve(shared: &Shared, queue: &mpsc::Receiver<Job>) {
-    while let Ok(job) = queue.recv() {
+    let mut next = None;
+    loop {
+        let Some(job) = next.take().or_else(|| queue.recv().ok()) else {
+            return;
+        };
         let mut conn = shared.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = conn.busy_timeout(BUSY_TIMEOUT);
-        for job in std::iter::once(job).chain(std::iter::from_fn(|| queue.try_recv().ok())) {
-            if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn))).is_err() {
-                tracing::error!("a SQLite operation panicked; the store goes on");
+        match job {
+            Job::Alone(f) => {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut conn))).is_err() {
+                    tracing::error!("a SQLite operation panicked; the store goes on");
+                }
+            }
+            Job::Operation(first) => {
+                let mut batch = vec![first];
+                while let Ok(job) = queue.try_recv() {
+                    match job {
+                        Job::Operation(operation) => batch.push(operation),
+                        alone => {
+                            next = Some(alone);
+                            break;
+                        }
+                    }
+                }
+                run_batch(&mut conn, batch);
             }
         }
         let _ = conn.busy_timeout(Duration::ZERO);
+    }
+}
+
+/// Runs operations in one transaction and answers them after its commit.
+fn run_batch(conn: &mut Connection, batch: Vec<Operation>) {
+    let run = |conn: &mut Connection, operation: Operation| {
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| operation(conn)));
+        if answer.is_err() {
+            tracing::error!("a SQLite operation panicked; the store goes on");
+        }
+        answer.ok()
+    };
+    if batch.len() == 1 {
+        for operation in batch {
+            if let Some(answer) = run(conn, operation) {
+                answer(None);
+            }
+        }
+        return;
+    }
+    // Without a transaction (BEGIN failed), each operation commits alone.
+    let mut in_transaction = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+    let mut answers = Vec::with_capacity(batch.len());
+    for operation in batch {
+        let Some(answer) = run(conn, operation) else {
+            continue;
+        };
+        if !in_transaction {
+            answer(None);
+        } else if conn.is_autocommit() {
+            // Some errors (a full disk, an I/O error) roll the whole
+            // transaction back: the operations before this one were undone
+            // with it. This one answers with its own error.
+            for earlier in answers.drain(..) {
+                let earlier: Answer = earlier;
+                earlier(Some("rolled back by another write's error"));
+            }
+            answer(None);
+            in_transaction = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        } else {
+            answers.push(answer);
+        }
+    }
+    if in_transaction {
+        let failed = conn.execute_batch("COMMIT").err().map(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for answer in answers {
+            answer(failed.as_deref());
+        }
     }
 }
 
@@ -663,11 +774,11 @@ impl Store for SqliteStore {
         );
         let owner = owner.to_string();
         let (lease_until, now) = (ms(lease_until), ms(now));
-        // Both statements in one transaction: one commit, and the claim
-        // sees the message.
+        // Both statements in one transaction (a savepoint: it may be part of
+        // a batch's transaction): one commit, and the claim sees the message.
         let recorded = self
             .run(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn.savepoint()?;
                 let seq: Option<i64> = tx
                     .prepare_cached(ENQUEUE)?
                     .query_row(params![id, message_id, text, now], |row| row.get(0))
@@ -912,7 +1023,13 @@ mod tests {
         assert_eq!(kept[0].text, "kept");
         // Migration 0004 rebuilt the tables with their rows: the message id
         // is still seen, and the message still waits in the inbox.
-        assert_eq!(store.enqueue("old", "m1", "kept", SystemTime::now()).await.unwrap(), None);
+        assert_eq!(
+            store
+                .enqueue("old", "m1", "kept", SystemTime::now())
+                .await
+                .unwrap(),
+            None
+        );
         let claim = store
             .acquire("old", "me", SystemTime::now(), SystemTime::now())
             .await
@@ -987,6 +1104,69 @@ mod tests {
         release_tx.send(()).unwrap();
         assert_eq!(enqueue.await.unwrap().unwrap(), Some(1));
         other.join().unwrap();
+    }
+
+    /// Operations queued while the connection is busy run in one
+    /// transaction: a refused save among them fails alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operations_queued_together_commit_together_and_fail_alone() {
+        let db = TempDb::new("batch");
+        let store = SqliteStore::connect(&db.url()).await.unwrap();
+        let now = SystemTime::now();
+        store
+            .acquire("held", "owner", now + std::time::Duration::from_secs(60), now)
+            .await
+            .unwrap();
+        // The connection's thread runs this while the operations below
+        // queue behind it.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let store = store.clone();
+            async move { store.with_connection(move |_| released.recv()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut enqueues = Vec::new();
+        for i in 0..20 {
+            let store = store.clone();
+            enqueues.push(tokio::spawn(async move {
+                store
+                    .enqueue(&format!("c{i}"), "m1", "hi", SystemTime::now())
+                    .await
+            }));
+        }
+        let refused = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let engine = crate::Engine::builder(
+                    crate::Flow::from_json(
+                        r#"{"name": "f", "steps": [{"type": "question", "name": "Ask", "text": "?"}]}"#,
+                    )
+                    .unwrap(),
+                )
+                .build()
+                .unwrap();
+                let conversation = engine.start("held");
+                let save = crate::store::Save {
+                    conversation: &conversation,
+                    consumed_up_to: 0,
+                    outgoing: &[],
+                    wake_at: None,
+                    lease_until: now,
+                    now,
+                };
+                store.save("held", "intruder", save).await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap().unwrap();
+        for enqueue in enqueues {
+            assert_eq!(enqueue.await.unwrap().unwrap(), Some(1));
+        }
+        assert!(matches!(refused.await.unwrap(), Err(StoreError::LeaseLost(_))));
+        for i in 0..20 {
+            assert_eq!(store.transcript(&format!("c{i}"), 0).await.unwrap().len(), 1);
+        }
     }
 
     #[tokio::test]
