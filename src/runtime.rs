@@ -28,6 +28,7 @@ use tracing::Instrument;
 use crate::conversation::{Conversation, Status};
 use crate::engine::Engine;
 use crate::event::{Event, EventSink};
+use crate::http::Method;
 use crate::store::{Claim, Direction, Save, Store, StoreError, TranscriptEntry};
 use crate::time::Clock;
 
@@ -203,6 +204,39 @@ enum SavePoint {
     /// The turn's end: gives the lease up, and reads the replies after this
     /// transcript seq when there is one.
     Last { replies_after: Option<u64> },
+}
+
+/// What a turn has done since its last save, for deciding where to save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Unsaved {
+    Nothing,
+    /// Responses of idempotent calls: repeating them is harmless, but a call
+    /// that changes something must not be built from a repeat's answer.
+    Reads,
+    /// A reply, or the response of a call that changed something: neither
+    /// may be repeated.
+    Effects,
+}
+
+impl Unsaved {
+    fn needs_save_before(self, next: Method) -> bool {
+        match self {
+            Unsaved::Nothing => false,
+            Unsaved::Reads => !next.is_idempotent(),
+            Unsaved::Effects => true,
+        }
+    }
+
+    /// After a step that made `call` (if it was an Api step) and `replied`.
+    fn after(self, call: Option<Method>, replied: bool) -> Unsaved {
+        let step = match call {
+            _ if replied => Unsaved::Effects,
+            Some(method) if !method.is_idempotent() => Unsaved::Effects,
+            Some(_) => Unsaved::Reads,
+            None => Unsaved::Nothing,
+        };
+        self.max(step)
+    }
 }
 
 /// Collects a step's events for the next save.
@@ -621,20 +655,25 @@ impl Runtime {
         };
         // Saves happen only where a crash would cost something: before an Api
         // call that follows a reply or the response of a call that changed
-        // something (so neither is repeated after a crash), and at the turn's
-        // end. Local steps between saves, and idempotent calls (GET, HEAD,
-        // PUT, DELETE: the ones the retry policy repeats anyway), simply run
-        // again after a crash; so does taking the message, which stays in the
-        // inbox until a save consumes it.
-        let mut unsaved = false;
+        // something (so neither is repeated after a crash), before a call
+        // that changes something and follows any unsaved response (so the
+        // call a crash repeats is the same call, built from the same data),
+        // and at the turn's end. Local steps between saves, and idempotent
+        // calls (GET, HEAD, PUT, DELETE: the ones the retry policy repeats
+        // anyway) followed by more of them, simply run again after a crash;
+        // so does taking the message, which stays in the inbox until a save
+        // consumes it.
+        let mut unsaved = Unsaved::Nothing;
         let status = loop {
             let call = engine.api_call_next(&conversation);
-            if unsaved && call.is_some() {
+            if let Some(method) = call
+                && unsaved.needs_save_before(method)
+            {
                 self.commit(&turn, &conversation, SavePoint::MidTurn).await?;
-                unsaved = false;
+                unsaved = Unsaved::Nothing;
             }
             match engine.advance_once(&mut conversation, &outbox).await {
-                Ok(None) => unsaved |= call.is_some_and(|m| !m.is_idempotent()) || !outbox.is_empty(),
+                Ok(None) => unsaved = unsaved.after(call, !outbox.is_empty()),
                 Ok(Some(status)) => break status,
                 Err(error) => {
                     tracing::warn!(error = %error, "turn failed");

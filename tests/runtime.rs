@@ -836,10 +836,11 @@ impl HttpClient for EmptyJson {
 }
 
 /// A save protects a call that changed something (or a reply) from being
-/// repeated; the response of an idempotent call needs none, as a crash
-/// merely repeats the call, like a retry would.
+/// repeated, and makes the call a crash repeats the same call: the
+/// responses of idempotent calls need none before more idempotent calls,
+/// as a crash merely repeats them, like a retry would.
 #[tokio::test]
-async fn only_calls_that_change_something_are_saved_before_the_next_call() {
+async fn responses_of_idempotent_calls_are_saved_only_before_a_call_that_changes_something() {
     let flow = Flow::from_json(
         r#"{"name": "saves", "steps": [
           {"type": "question", "name": "Ask", "text": "?"},
@@ -861,11 +862,12 @@ async fn only_calls_that_change_something_are_saved_before_the_next_call() {
     let turn = runtime.handle_message("c", Some("m2"), "again").await.unwrap();
     assert_eq!(turn.replies.len(), 2, "done, and the question again");
     // First turn: before "Create" (the question was sent), before "Read"
-    // (after the POST), at the end. Second: before "Read" and at the end —
-    // the GETs and the PUT run again after a crash, like a retry; the PATCH
-    // is followed by no call. (Saving after every response wrote 5 times.)
+    // (after the POST), before "Update" (a PATCH built on the GETs' and the
+    // PUT's answers), at the end. Second: the same but the first. The GETs
+    // and the PUT between are repeated after a crash, like a retry.
+    // (Saving after every response wrote 6 and 5 times.)
     let second = saves(store.take());
-    assert_eq!((first, second), (3, 2), "saves in the first and second turn");
+    assert_eq!((first, second), (4, 3), "saves in the first and second turn");
 }
 
 /// A turn costs the store one write to take the message and the lease, one

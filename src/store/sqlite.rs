@@ -68,8 +68,7 @@ struct Shared {
     conn: Mutex<Connection>,
     /// Operations since the last checkpoint was started.
     operations: AtomicU32,
-    /// Whether the WAL needs checkpoints of ours (file databases).
-    wal: bool,
+    journal: Journal,
 }
 
 /// Work for the connection's thread.
@@ -125,17 +124,17 @@ impl SqliteStore {
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let location = Location::parse(url)?;
-        let wal = matches!(location, Location::File { read_only: false, .. });
         let (jobs, queue) = mpsc::channel::<Job>();
         let (opened, open_result) = oneshot::channel();
         std::thread::Builder::new()
             .name("chatflow-sqlite".to_string())
             .spawn(move || match open(&location) {
-                Ok(conn) => {
+                Ok((conn, journal)) => {
+                    ON_CONNECTION_THREAD.set(true);
                     let shared = Arc::new(Shared {
                         conn: Mutex::new(conn),
                         operations: AtomicU32::new(0),
-                        wal,
+                        journal,
                     });
                     let _ = opened.send(Ok(shared.clone()));
                     serve(&shared, &queue);
@@ -175,6 +174,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> R + Send + 'static,
         R: Send + 'static,
     {
+        refuse_on_connection_thread()?;
         let (done, result) = oneshot::channel();
         self.jobs
             .send(Job::Alone(Box::new(move |conn: &mut Connection| {
@@ -190,6 +190,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        refuse_on_connection_thread()?;
         let (done, result) = oneshot::channel();
         let operation: Operation = Box::new(move |conn: &mut Connection| {
             let outcome = op(conn);
@@ -217,15 +218,22 @@ impl SqliteStore {
     /// Operations that find the connection taken queue for that thread too,
     /// which runs them one after another. Checkpoints, which sync the files,
     /// also run there: the connection's automatic ones are off.
+    ///
+    /// `op` may run twice, so it must write nothing unless it succeeds:
+    /// one statement, or one transaction (a savepoint, so that it can join
+    /// a batch's).
     async fn run<R, F>(&self, op: F) -> Result<rusqlite::Result<R>, StoreError>
     where
         F: Fn(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let inline = match self.shared.conn.try_lock() {
-            Ok(mut conn) => Some(op(&mut conn)),
-            Err(TryLockError::Poisoned(poisoned)) => Some(op(&mut poisoned.into_inner())),
-            Err(TryLockError::WouldBlock) => None,
+        let inline = match self.shared.journal {
+            Journal::Other => None,
+            Journal::Memory | Journal::Wal => match self.shared.conn.try_lock() {
+                Ok(mut conn) => Some(op(&mut conn)),
+                Err(TryLockError::Poisoned(poisoned)) => Some(op(&mut poisoned.into_inner())),
+                Err(TryLockError::WouldBlock) => None,
+            },
         };
         let result = match inline {
             Some(Err(e)) if is_busy(&e) => self.queue(op).await?,
@@ -240,7 +248,9 @@ impl SqliteStore {
     /// copy the WAL into the database file.
     fn count_operation(&self) {
         let shared = &self.shared;
-        if !shared.wal || shared.operations.fetch_add(1, Ordering::Relaxed) + 1 < CHECKPOINT_EVERY {
+        if shared.journal != Journal::Wal
+            || shared.operations.fetch_add(1, Ordering::Relaxed) + 1 < CHECKPOINT_EVERY
+        {
             return;
         }
         shared.operations.store(0, Ordering::Relaxed);
@@ -256,6 +266,23 @@ impl SqliteStore {
 
 fn stopped() -> StoreError {
     StoreError::Backend("the SQLite connection's thread has stopped".to_string())
+}
+
+thread_local! {
+    /// Set on the connection's thread.
+    static ON_CONNECTION_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A store call from a closure running on the connection's thread would
+/// wait for that thread: it fails instead.
+fn refuse_on_connection_thread() -> Result<(), StoreError> {
+    if ON_CONNECTION_THREAD.get() {
+        return Err(StoreError::Backend(
+            "a store operation was called from a `with_connection` closure: it would wait for itself"
+                .to_string(),
+        ));
+    }
+    Ok(())
 }
 
 fn panicked() -> StoreError {
@@ -280,6 +307,12 @@ fn serve(shared: &Shared, queue: &mpsc::Receiver<Job>) {
             Job::Alone(f) => {
                 if std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut conn))).is_err() {
                     tracing::error!("a SQLite operation panicked; the store goes on");
+                }
+                // The store's statements must not run inside a transaction
+                // a host's closure left open.
+                if !conn.is_autocommit() {
+                    tracing::warn!("a `with_connection` closure left a transaction open: rolled back");
+                    let _ = conn.execute_batch("ROLLBACK");
                 }
             }
             Job::Operation(first) => {
@@ -364,16 +397,13 @@ fn is_busy(error: &rusqlite::Error) -> bool {
 #[derive(Debug, PartialEq, Eq)]
 enum Location {
     Memory,
-    File {
-        path: PathBuf,
-        create: bool,
-        read_only: bool,
-    },
+    File { path: PathBuf, create: bool },
 }
 
 impl Location {
     fn parse(url: &str) -> Result<Location, StoreError> {
-        let invalid = |why: &str| StoreError::Backend(format!("invalid SQLite URL `{url}`: {why}"));
+        // The URL is not repeated: a misplaced one may hold a password.
+        let invalid = |why: &str| StoreError::Backend(format!("invalid SQLite URL: {why}"));
         let rest = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -382,14 +412,12 @@ impl Location {
         let mut mode = "rwc";
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
-                Some(("mode", value @ ("ro" | "rw" | "rwc" | "memory"))) => mode = value,
-                Some(("mode", other)) => {
-                    return Err(invalid(&format!("mode `{other}` is not ro, rw, rwc or memory")));
+                Some(("mode", value @ ("rw" | "rwc" | "memory"))) => mode = value,
+                Some(("mode", _)) => {
+                    return Err(invalid("`mode` must be rw, rwc or memory (the store writes)"));
                 }
                 _ => {
-                    return Err(invalid(&format!(
-                        "unknown parameter `{pair}` (only `mode` is read)"
-                    )));
+                    return Err(invalid("only the `mode` parameter is read"));
                 }
             }
         }
@@ -405,28 +433,32 @@ impl Location {
         Ok(Location::File {
             path: PathBuf::from(path.as_ref()),
             create: mode == "rwc",
-            read_only: mode == "ro",
         })
     }
 }
 
+/// How the database keeps its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Journal {
+    /// An in-memory database.
+    Memory,
+    /// A file in WAL mode: commits do not sync, the store checkpoints.
+    Wal,
+    /// A file where WAL did not take (some network file systems): commits
+    /// sync and may wait for readers, so nothing runs on the caller's
+    /// thread.
+    Other,
+}
+
 /// Opens the connection, sets it up and migrates the schema.
-fn open(location: &Location) -> Result<Connection, StoreError> {
+fn open(location: &Location) -> Result<(Connection, Journal), StoreError> {
     // The connection is used by one thread only: SQLite's own mutexes are
     // not needed.
     let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = match location {
         Location::Memory => Connection::open_in_memory_with_flags(flags | OpenFlags::SQLITE_OPEN_READ_WRITE),
-        Location::File {
-            path,
-            create,
-            read_only,
-        } => {
-            flags |= if *read_only {
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-            } else {
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-            };
+        Location::File { path, create } => {
+            flags |= OpenFlags::SQLITE_OPEN_READ_WRITE;
             if *create {
                 flags |= OpenFlags::SQLITE_OPEN_CREATE;
             }
@@ -443,15 +475,22 @@ fn open(location: &Location) -> Result<Connection, StoreError> {
     }
     conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
     conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
-    if matches!(location, Location::File { read_only: false, .. }) {
+    let mut journal = Journal::Memory;
+    if matches!(location, Location::File { .. }) {
         // WAL lets readers in other processes go on during a write;
         // synchronous=NORMAL syncs at checkpoints rather than at each commit.
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(backend)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(journal_mode = %mode, "the SQLite database is not in WAL mode");
-        }
+        journal = if mode.eq_ignore_ascii_case("wal") {
+            Journal::Wal
+        } else {
+            tracing::warn!(
+                journal_mode = %mode,
+                "the SQLite database is not in WAL mode: every operation runs on the connection's thread"
+            );
+            Journal::Other
+        };
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(backend)?;
     }
@@ -459,11 +498,11 @@ fn open(location: &Location) -> Result<Connection, StoreError> {
     // From here on the store decides where to wait (see `SqliteStore::run`)
     // and when to checkpoint.
     conn.busy_timeout(Duration::ZERO).map_err(backend)?;
-    if matches!(location, Location::File { read_only: false, .. }) {
+    if journal == Journal::Wal {
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend)?;
     }
-    Ok(conn)
+    Ok((conn, journal))
 }
 
 /// The schema's migrations, in order; `PRAGMA user_version` is the number of
@@ -818,13 +857,16 @@ impl Store for SqliteStore {
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         let row = SaveRow::new(conversation_id, owner, &save)?;
         let after_seq = to_i64(after_seq);
-        // The read follows the save on the same connection, under the same
-        // lock: no other turn's replies can come in between (only the lease
-        // holder writes them).
+        // The read follows the save in the same transaction: no other
+        // turn's replies can come in between, and an operation that fails
+        // half-way (busy, say) wrote nothing and may run again.
         let rows = self
             .run(move |conn| {
-                row.execute(conn)?;
-                read_transcript(conn, &row.id, after_seq)
+                let tx = conn.savepoint()?;
+                row.execute(&tx)?;
+                let rows = read_transcript(&tx, &row.id, after_seq)?;
+                tx.commit()?;
+                Ok(rows)
             })
             .await?
             .map_err(|e| save_error(conversation_id, e))?;
@@ -1170,6 +1212,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_host_closure_calling_the_store_fails_instead_of_waiting_for_itself() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let handle = tokio::runtime::Handle::current();
+        let inner = store.clone();
+        let nested = store
+            .with_connection(move |_| handle.block_on(inner.load("c")))
+            .await
+            .unwrap();
+        let error = nested.unwrap_err().to_string();
+        assert!(error.contains("with_connection"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_a_host_closure_left_open_is_rolled_back() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store
+            .with_connection(|conn| {
+                conn.execute_batch("BEGIN; INSERT INTO conversations (id) VALUES ('half-done');")
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        // The store's own writes, including one in a transaction, go on.
+        let now = SystemTime::now();
+        let recorded = store
+            .enqueue_and_acquire("c", "m1", "hi", "me", now, now)
+            .await
+            .unwrap();
+        assert_eq!(recorded.map(|r| r.seq), Some(1));
+        assert_eq!(store.load("half-done").await.unwrap(), None);
+        let rows: i64 = store
+            .with_connection(|conn| {
+                conn.query_row(
+                    "SELECT COUNT(*) FROM conversations WHERE id = 'half-done'",
+                    [],
+                    |row| row.get(0),
+                )
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[tokio::test]
     async fn a_panicking_host_closure_fails_alone_and_the_store_goes_on() {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
         let result = store.with_connection(|_| -> () { panic!("host bug") }).await;
@@ -1203,10 +1290,9 @@ mod tests {
 
     #[test]
     fn urls_name_a_file_or_memory() {
-        let file = |path: &str, create, read_only| Location::File {
+        let file = |path: &str, create| Location::File {
             path: path.into(),
             create,
-            read_only,
         };
         assert_eq!(Location::parse("sqlite::memory:").ok(), Some(Location::Memory));
         assert_eq!(
@@ -1215,28 +1301,25 @@ mod tests {
         );
         assert_eq!(
             Location::parse("sqlite://chatflow.db").ok(),
-            Some(file("chatflow.db", true, false))
+            Some(file("chatflow.db", true))
         );
         assert_eq!(
             Location::parse("sqlite:///var/lib/a%20b.db").ok(),
-            Some(file("/var/lib/a b.db", true, false))
+            Some(file("/var/lib/a b.db", true))
         );
         assert_eq!(
             Location::parse("sqlite:x.db?mode=rw").ok(),
-            Some(file("x.db", false, false))
-        );
-        assert_eq!(
-            Location::parse("sqlite:x.db?mode=ro").ok(),
-            Some(file("x.db", false, true))
+            Some(file("x.db", false))
         );
         for bad in [
-            "postgres://x",
+            "postgres://app:s3cret@db/chat",
             "sqlite://",
-            "sqlite://x.db?mode=rwx",
-            "sqlite://x.db?cache=shared",
+            "sqlite://x.db?mode=ro",
+            "sqlite://x.db?cache=shared&password=s3cret",
         ] {
             let error = Location::parse(bad).expect_err(bad).to_string();
-            assert!(error.contains(bad), "{error}");
+            assert!(error.starts_with("store error: invalid SQLite URL: "), "{error}");
+            assert!(!error.contains("s3cret"), "the URL is not repeated: {error}");
         }
     }
 }
