@@ -65,13 +65,23 @@ struct TurnConnections {
 
 /// Up to `permits` open connections, the idle ones kept for the next
 /// statement. A connection is opened only when none is idle and a permit is
-/// held, so no more than `permits` are ever open.
+/// held, so no more than `permits` are ever open. One idle for longer than
+/// [`IDLE_LIMIT`] is closed rather than used: a firewall or a failover may
+/// have cut it, and its first statement would fail.
 #[derive(Debug)]
 struct Connections {
     options: PgConnectOptions,
-    idle: std::sync::Mutex<Vec<PgConnection>>,
+    /// Idle connections and since when, the most recently used last.
+    idle: std::sync::Mutex<Vec<(PgConnection, std::time::Instant)>>,
     permits: tokio::sync::Semaphore,
 }
+
+/// How long a kept connection may sit idle (sqlx's pools allow 10 minutes;
+/// connections of a busy store are reused within milliseconds).
+const IDLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Connections {
     fn new(options: PgConnectOptions, max: usize) -> Connections {
@@ -84,10 +94,24 @@ impl Connections {
 
     async fn get(&self) -> Result<Connection<'_>, StoreError> {
         let permit = self.permits.acquire().await.map_err(backend)?;
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            // The least recently used come first: those idle too long go.
+            let now = std::time::Instant::now();
+            idle.retain(|(_, since)| now.duration_since(*since) < IDLE_LIMIT);
+            idle.pop()
+        };
         let conn = match idle {
-            Some(conn) => conn,
-            None => PgConnection::connect_with(&self.options).await.map_err(backend)?,
+            Some((conn, _)) => conn,
+            None => tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&self.options))
+                .await
+                .map_err(|_| {
+                    StoreError::Backend(format!(
+                        "connecting to Postgres took longer than {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))
+                })?
+                .map_err(backend)?,
         };
         Ok(Connection::Kept {
             from: self,
@@ -123,7 +147,10 @@ impl Connection<'_> {
     /// The statement completed: the connection is ready for the next one.
     fn done(self) {
         if let Connection::Kept { from, conn, _permit } = self {
-            from.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            from.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((conn, std::time::Instant::now()));
         }
     }
 }
@@ -137,7 +164,9 @@ impl PostgresStore {
     /// each use ([`PostgresStore::pool`]: the scheduler's queries, reads,
     /// migrations and the host's own queries), and for turns' statements up
     /// to 10 more connections of its own, and 10 with `synchronous_commit =
-    /// off`, kept open between statements. The last are for the
+    /// off`, kept open between statements (closed after a minute unused):
+    /// up to 30 per process, to count against the server's
+    /// `max_connections`. The last are for the
     /// writes a database crash may lose without breaking any guarantee:
     /// taking a lease alone ([`Store::acquire`]), and a turn's saves before
     /// its last one that send nothing (after a crash the turn runs again
