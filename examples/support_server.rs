@@ -61,7 +61,7 @@ use chatflow::store::{Direction, MemoryStore, PostgresStore, SqliteStore, Store}
 use chatflow::{Engine, Flow, Runtime, RuntimeError, Status, Turn};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 
 mod common;
@@ -828,20 +828,39 @@ impl<T: Send + 'static> Drop for Detachable<T> {
     }
 }
 
+/// The body of a turn's answer, serialized straight from the turn (no
+/// intermediate `serde_json::Value` tree); fields in the order `json!` gave
+/// them.
+#[derive(serde::Serialize)]
+struct TurnBody<'a> {
+    conversation_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handoff: Option<bool>,
+    messages: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<String>,
+    status: &'a Status,
+}
+
 fn turn_response(turn: Turn) -> Response {
-    let status_json = serde_json::to_value(&turn.status).unwrap_or(Value::Null);
+    let mut body = TurnBody {
+        conversation_id: &turn.conversation_id,
+        duplicate: None,
+        error: None,
+        handoff: Some(turn.handed_off()),
+        messages: Vec::new(),
+        reply: Some(String::new()),
+        status: &turn.status,
+    };
     if turn.duplicate {
-        return Json(json!({
-            "conversation_id": turn.conversation_id,
-            "duplicate": true,
-            "messages": [],
-            "reply": "",
-            "handoff": turn.handed_off(),
-            "status": status_json,
-        }))
-        .into_response();
+        body.duplicate = Some(true);
+        return Json(body).into_response();
     }
-    let messages: Vec<&str> = turn
+    body.messages = turn
         .replies
         .iter()
         .filter(|entry| entry.direction == Direction::Out)
@@ -849,25 +868,13 @@ fn turn_response(turn: Turn) -> Response {
         .collect();
     if let Status::Failed { error } = &turn.status {
         // The error is secret-masked by the engine.
-        return (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({
-                "conversation_id": turn.conversation_id,
-                "error": error,
-                "messages": messages,
-                "status": status_json,
-            })),
-        )
-            .into_response();
+        body.error = Some(error);
+        body.handoff = None;
+        body.reply = None;
+        return (StatusCode::BAD_GATEWAY, Json(body)).into_response();
     }
-    Json(json!({
-        "conversation_id": turn.conversation_id,
-        "messages": messages,
-        "reply": messages.join("\n"),
-        "handoff": turn.handed_off(),
-        "status": status_json,
-    }))
-    .into_response()
+    body.reply = Some(body.messages.join("\n"));
+    Json(body).into_response()
 }
 
 async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
