@@ -37,11 +37,15 @@
 //! bound address is printed on stdout as `listening on http://ADDR`),
 //! `--handoff-marker TEXT`.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -57,7 +61,7 @@ use chatflow::store::{Direction, MemoryStore, PostgresStore, SqliteStore, Store}
 use chatflow::{Engine, Flow, Runtime, RuntimeError, Status, Turn};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 
 mod common;
@@ -712,10 +716,12 @@ async fn chat_inner(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRej
         text,
         message_id,
     } = request;
-    // The turn runs in a task of its own: when the client gives up or the
-    // timeout passes, it still goes on to a save point and its answer lands
-    // in the transcript.
-    let task = tokio::spawn({
+    // The turn runs in the request's task while the client waits (no task
+    // of its own to schedule, join and wake the request from), and moves to
+    // a task of its own if the request is dropped first: when the client
+    // gives up or the timeout passes, it still goes on to a save point and
+    // its answer lands in the transcript.
+    let turn = Detachable::new({
         let runtime = app.runtime.clone();
         let guard = app.in_flight.enter();
         let conversation_id = conversation_id.clone();
@@ -741,13 +747,13 @@ async fn chat_inner(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRej
             result
         }
     });
-    let turn = match tokio::time::timeout(app.turn_timeout, task).await {
+    let turn = match tokio::time::timeout(app.turn_timeout, turn).await {
         Ok(Ok(Ok(turn))) => turn,
         Ok(Ok(Err(e))) => {
             return error(StatusCode::INTERNAL_SERVER_ERROR, format!("store error: {e}"));
         }
-        Ok(Err(join_error)) => {
-            tracing::error!(conversation = %conversation_id, error = %join_error, "turn task died");
+        Ok(Err(Panicked)) => {
+            tracing::error!(conversation = %conversation_id, "turn panicked");
             return error(StatusCode::INTERNAL_SERVER_ERROR, "the turn stopped unexpectedly");
         }
         Err(_) => {
@@ -768,20 +774,93 @@ async fn chat_inner(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRej
     turn_response(turn)
 }
 
-fn turn_response(turn: Turn) -> Response {
-    let status_json = serde_json::to_value(&turn.status).unwrap_or(Value::Null);
-    if turn.duplicate {
-        return Json(json!({
-            "conversation_id": turn.conversation_id,
-            "duplicate": true,
-            "messages": [],
-            "reply": "",
-            "handoff": turn.handed_off(),
-            "status": status_json,
-        }))
-        .into_response();
+/// A turn's future that panicked (the panic was logged by the hook).
+struct Panicked;
+
+type TurnFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A future polled where it is awaited that, if dropped before it
+/// completes, is spawned to run to completion as a task of its own. A
+/// panic in it is caught, as a task's would be.
+struct Detachable<T: Send + 'static> {
+    future: Option<TurnFuture<T>>,
+}
+
+impl<T: Send + 'static> Detachable<T> {
+    fn new(future: impl Future<Output = T> + Send + 'static) -> Self {
+        Detachable {
+            future: Some(Box::pin(future)),
+        }
     }
-    let messages: Vec<&str> = turn
+}
+
+impl<T: Send + 'static> Future for Detachable<T> {
+    type Output = Result<T, Panicked>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            // Polled after it completed: never by `await`.
+            return Poll::Pending;
+        };
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
+        let output = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(_) => Err(Panicked),
+        };
+        // Done (or panicked, and not to be polled again): nothing to detach.
+        self.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for Detachable<T> {
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(future)),
+                // Only outside a runtime, which the server never drops it
+                // in: the turn stops here, as a task does when the runtime
+                // shuts down, and a durable store resumes it.
+                Err(_) => tracing::warn!("a turn was dropped outside the runtime"),
+            }
+        }
+    }
+}
+
+/// The body of a turn's answer, serialized straight from the turn (no
+/// intermediate `serde_json::Value` tree); fields in the order `json!` gave
+/// them.
+#[derive(serde::Serialize)]
+struct TurnBody<'a> {
+    conversation_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handoff: Option<bool>,
+    messages: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<String>,
+    status: &'a Status,
+}
+
+fn turn_response(turn: Turn) -> Response {
+    let mut body = TurnBody {
+        conversation_id: &turn.conversation_id,
+        duplicate: None,
+        error: None,
+        handoff: Some(turn.handed_off()),
+        messages: Vec::new(),
+        reply: Some(String::new()),
+        status: &turn.status,
+    };
+    if turn.duplicate {
+        body.duplicate = Some(true);
+        return Json(body).into_response();
+    }
+    body.messages = turn
         .replies
         .iter()
         .filter(|entry| entry.direction == Direction::Out)
@@ -789,25 +868,13 @@ fn turn_response(turn: Turn) -> Response {
         .collect();
     if let Status::Failed { error } = &turn.status {
         // The error is secret-masked by the engine.
-        return (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({
-                "conversation_id": turn.conversation_id,
-                "error": error,
-                "messages": messages,
-                "status": status_json,
-            })),
-        )
-            .into_response();
+        body.error = Some(error);
+        body.handoff = None;
+        body.reply = None;
+        return (StatusCode::BAD_GATEWAY, Json(body)).into_response();
     }
-    Json(json!({
-        "conversation_id": turn.conversation_id,
-        "messages": messages,
-        "reply": messages.join("\n"),
-        "handoff": turn.handed_off(),
-        "status": status_json,
-    }))
-    .into_response()
+    body.reply = Some(body.messages.join("\n"));
+    Json(body).into_response()
 }
 
 async fn conversation(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Response {

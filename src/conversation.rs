@@ -96,7 +96,7 @@ pub(crate) struct Cursor {
 /// assert_eq!(resumed, conversation);
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
     pub(crate) id: String,
     pub(crate) flow: FlowStamp,
@@ -117,6 +117,71 @@ pub struct Conversation {
     /// Per-step visit counts since the user last replied (GoTo bounds).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) visits: BTreeMap<Arc<str>, u32>,
+}
+
+// Written out for `clone_from`: a store that keeps the conversation it
+// saved last overwrites it in place with the next save of the same turn,
+// reusing its strings and map nodes, instead of cloning a new one and
+// dropping the old (a measured part of the CPU of a turn on MemoryStore).
+impl Clone for Conversation {
+    fn clone(&self) -> Self {
+        Conversation {
+            id: self.id.clone(),
+            flow: self.flow.clone(),
+            status: self.status.clone(),
+            cursor: self.cursor.clone(),
+            contact: self.contact.clone(),
+            steps: self.steps.clone(),
+            inbox: self.inbox.clone(),
+            steps_since_reply: self.steps_since_reply,
+            visits: self.visits.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        // Destructured so that a new field cannot be forgotten here.
+        let Conversation {
+            id,
+            flow,
+            status,
+            cursor,
+            contact,
+            steps,
+            inbox,
+            steps_since_reply,
+            visits,
+        } = source;
+        self.id.clone_from(id);
+        self.flow.name.clone_from(&flow.name);
+        self.flow.hash.clone_from(&flow.hash);
+        self.status.clone_from(status);
+        self.cursor.clone_from(cursor);
+        clone_map_from(&mut self.contact, contact, |to, from| match (to, from) {
+            (Value::String(to), Value::String(from)) => to.clone_from(from),
+            (to, from) => *to = from.clone(),
+        });
+        clone_map_from(&mut self.steps, steps, Clone::clone_from);
+        self.inbox.clone_from(inbox);
+        self.steps_since_reply = *steps_since_reply;
+        clone_map_from(&mut self.visits, visits, Clone::clone_from);
+    }
+}
+
+/// Makes `to` equal to `from`, keeping `to`'s nodes when both hold the same
+/// keys (the usual case between two saves of a conversation).
+fn clone_map_from<K: Ord + Clone, V: Clone>(
+    to: &mut BTreeMap<K, V>,
+    from: &BTreeMap<K, V>,
+    clone_value: impl Fn(&mut V, &V),
+) {
+    let same_keys = to.len() == from.len() && to.keys().zip(from.keys()).all(|(a, b)| a == b);
+    if same_keys {
+        for (to, from) in to.values_mut().zip(from.values()) {
+            clone_value(to, from);
+        }
+    } else {
+        *to = from.clone();
+    }
 }
 
 impl Conversation {
@@ -159,5 +224,53 @@ impl Conversation {
     /// User messages waiting for a Question.
     pub fn pending_replies(&self) -> impl ExactSizeIterator<Item = &str> {
         self.inbox.iter().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation(answer: &str, steps: &[&str]) -> Conversation {
+        Conversation {
+            id: "c1".into(),
+            flow: FlowStamp {
+                name: "f".into(),
+                hash: "h".into(),
+            },
+            status: Status::Running,
+            cursor: Some(Cursor {
+                index: steps.len(),
+                name: "Ask".into(),
+            }),
+            contact: BTreeMap::from([
+                ("answer".to_string(), Value::from(answer)),
+                ("count".to_string(), Value::from(steps.len())),
+            ]),
+            steps: steps
+                .iter()
+                .map(|s| (Arc::from(*s), Arc::new(Value::from(format!("{s} {answer}")))))
+                .collect(),
+            inbox: VecDeque::from([answer.to_string()]),
+            steps_since_reply: steps.len() as u32,
+            visits: steps.iter().map(|s| (Arc::from(*s), 1)).collect(),
+        }
+    }
+
+    #[test]
+    fn clone_from_equals_clone_with_the_same_or_other_keys() {
+        let sources = [
+            conversation("a much longer answer than before", &["A", "B"]),
+            conversation("x", &["A", "B"]),
+            conversation("y", &["A", "C", "D"]),
+            conversation("", &[]),
+        ];
+        for from in &sources {
+            for start in &sources {
+                let mut to = start.clone();
+                to.clone_from(from);
+                assert_eq!(&to, from);
+            }
+        }
     }
 }

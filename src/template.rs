@@ -493,7 +493,17 @@ impl Template {
     /// other placeholder is percent-encoded, so a value cannot change the
     /// host, path or query.
     pub(crate) fn render_url(&self, scope: &dyn Scope, secrets: Secrets) -> Result<String, RenderError> {
-        let mut out = String::new();
+        // Room for the literal parts and a few ids: one allocation for the
+        // usual URL instead of a string growing part by part.
+        let literal: usize = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => text.len(),
+                Part::Placeholder(_) => 0,
+            })
+            .sum();
+        let mut out = String::with_capacity(literal + 128);
         for (i, part) in self.parts.iter().enumerate() {
             match part {
                 Part::Text(text) => out.push_str(text),
@@ -501,10 +511,17 @@ impl Template {
                     out.push_str("***")
                 }
                 Part::Placeholder(path) => {
-                    let mut value = String::new();
-                    if let Some(v) = scope.resolve(path) {
-                        value_to_text(&v, &mut value);
-                    }
+                    let resolved = scope.resolve(path);
+                    // A string value (the usual case) is read in place.
+                    let value: Cow<'_, str> = match resolved.as_deref() {
+                        None | Some(Value::Null) => Cow::Borrowed(""),
+                        Some(Value::String(s)) => Cow::Borrowed(s),
+                        Some(other) => {
+                            let mut text = String::new();
+                            value_to_text(other, &mut text);
+                            Cow::Owned(text)
+                        }
+                    };
                     // Only a host value may supply the scheme and host: a
                     // user's reply there could send the request, and its
                     // secrets, anywhere.
@@ -513,7 +530,7 @@ impl Template {
                     } else if value == "." || value == ".." {
                         return Err(RenderError::DotSegmentInUrl {
                             path: path.as_str().to_string(),
-                            value,
+                            value: value.into_owned(),
                         });
                     } else {
                         out.extend(utf8_percent_encode(&value, URL_VALUE));

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use chatflow::mock::{MockOpenAi, Reply, ReplyInput};
+use chatflow::mock::{Endpoint, Fault, MockOpenAi, Reply, ReplyInput};
 use serde_json::{Value, json};
 
 const SHIPPED_FLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/flows/openai_assistant.json");
@@ -614,6 +614,33 @@ async fn a_slow_turn_is_a_504_and_its_answer_lands_in_the_transcript() {
     );
 
     let body = wait_for(&server, "slow-1", Duration::from_secs(10), |b| {
+        b["status"]["state"] == "awaiting_reply"
+    })
+    .await;
+    assert_eq!(count(&body, "Answer to: Where is my order?"), 1, "{body}");
+}
+
+/// A turn outlives its request: when the turn timeout passes (or the
+/// client hangs up) in the middle of an Api call, the turn goes on by itself
+/// and its answer lands in the transcript. (An Api call, not a Delay: a
+/// sleeping conversation would be resumed by the scheduler anyway.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_cut_off_in_an_api_call_goes_on_and_its_answer_lands_in_the_transcript() {
+    let mock = mock(1).await;
+    mock.push_fault(Endpoint::CreateRun, Fault::Delay(Duration::from_millis(800)));
+    let dir = TempDir::new("cutoff");
+    let server = Setup::memory(&mock, &dir)
+        .env("CHATFLOW_TURN_TIMEOUT_SECS", "0.2")
+        .start();
+
+    let got = chat(
+        &server,
+        json!({"conversation_id": "cut-1", "text": "Where is my order?"}),
+    )
+    .await;
+    assert_eq!(got.status, 504, "{}", got.body);
+
+    let body = wait_for(&server, "cut-1", Duration::from_secs(10), |b| {
         b["status"]["state"] == "awaiting_reply"
     })
     .await;

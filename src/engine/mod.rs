@@ -79,9 +79,25 @@ pub enum ReplyError {
     },
 }
 
-/// A secret value: never printed, not even by `Debug`.
+/// A secret value: never printed, not even by `Debug`. Kept as a JSON
+/// string so that rendering a request borrows it instead of copying it.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(pub(crate) String);
+pub(crate) struct Secret(Value);
+
+impl Secret {
+    pub(crate) fn new(value: String) -> Secret {
+        Secret(Value::String(value))
+    }
+
+    /// The secret as a template value.
+    pub(crate) fn value(&self) -> &Value {
+        &self.0
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.as_str().unwrap_or_default()
+    }
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,6 +150,10 @@ pub(crate) struct EngineInner {
     /// longest first so a secret containing another is masked whole.
     pub(crate) secret_forms: Vec<String>,
     pub(crate) options: EngineOptions,
+    /// Per step, its requests' headers when they are the same for every
+    /// conversation (see [`run::constant_headers`]): rendered once here
+    /// instead of per request.
+    pub(crate) constant_headers: Vec<Option<Vec<crate::http::Header>>>,
     /// Steps run by this engine, for metrics.
     pub(crate) steps_run: std::sync::atomic::AtomicU64,
 }
@@ -197,7 +217,7 @@ impl EngineBuilder {
     /// Sets a secret, `<<secret.NAME>>` in templates. It is sent where the
     /// flow says and shown nowhere else: `***` in logs, errors and `Debug`.
     pub fn secret(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.secrets.insert(name.into(), Secret(value.into()));
+        self.secrets.insert(name.into(), Secret::new(value.into()));
         self
     }
 
@@ -237,11 +257,13 @@ impl EngineBuilder {
         let mut secret_forms: Vec<String> = self
             .secrets
             .values()
-            .filter(|s| !s.0.is_empty())
-            .flat_map(|s| [s.0.clone(), crate::template::url_encode(&s.0)])
+            .map(Secret::as_str)
+            .filter(|s| !s.is_empty())
+            .flat_map(|s| [s.to_string(), crate::template::url_encode(s)])
             .collect();
         secret_forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         secret_forms.dedup();
+        let constant_headers = run::constant_headers(&flow.program().steps, &vars, &self.secrets);
         Ok(Engine {
             inner: Arc::new(EngineInner {
                 flow,
@@ -251,6 +273,7 @@ impl EngineBuilder {
                 secrets: self.secrets,
                 secret_forms,
                 options: self.options,
+                constant_headers,
                 steps_run: Default::default(),
             }),
         })

@@ -32,13 +32,97 @@ impl Scope for ConversationScope<'_> {
                 lookup(self.conversation.steps.get(name.as_str())?, &path.segments).map(Cow::Borrowed)
             }
             Root::Contact => keyed(&self.conversation.contact, path),
-            Root::Var => keyed(&self.engine.vars, path),
             Root::Conversation => Some(Cow::Owned(Value::String(self.conversation.id.clone()))),
-            Root::Secret => {
-                let secret = self.engine.secrets.get(&path.segments.first()?.key)?;
-                Some(Cow::Owned(Value::String(secret.0.clone())))
-            }
+            Root::Var | Root::Secret => resolve_host(&self.engine.vars, &self.engine.secrets, path),
         }
+    }
+}
+
+/// The engine's host values and secrets alone: what a template that reads
+/// nothing of a conversation renders from, once, when the engine is built.
+pub(crate) struct HostScope<'a> {
+    pub(crate) vars: &'a BTreeMap<String, Value>,
+    pub(crate) secrets: &'a BTreeMap<String, super::Secret>,
+}
+
+impl Scope for HostScope<'_> {
+    fn resolve(&self, path: &crate::template::Path) -> Option<Cow<'_, Value>> {
+        resolve_host(self.vars, self.secrets, path)
+    }
+}
+
+/// A `var.*` or `secret.*` path's value, borrowed; `None` for other roots.
+fn resolve_host<'a>(
+    vars: &'a BTreeMap<String, Value>,
+    secrets: &'a BTreeMap<String, super::Secret>,
+    path: &crate::template::Path,
+) -> Option<Cow<'a, Value>> {
+    match &path.root {
+        Root::Var => keyed(vars, path),
+        Root::Secret => {
+            let secret = secrets.get(&path.segments.first()?.key)?;
+            Some(Cow::Borrowed(secret.value()))
+        }
+        Root::Step(_) | Root::Contact | Root::Conversation => None,
+    }
+}
+
+/// Whether a template renders the same for every conversation of an engine:
+/// it reads only host values and secrets, which are fixed when the engine is
+/// built.
+fn host_only(template: &crate::template::Template) -> bool {
+    template
+        .paths()
+        .all(|path| matches!(path.root, Root::Var | Root::Secret))
+}
+
+/// The headers of each step's requests, rendered once when the engine is
+/// built, for the Api steps whose headers read only host values and
+/// secrets (indexed like the program's steps; `None` for the others, and
+/// for a header that does not render: each request then renders it and
+/// reports the error as usual).
+pub(crate) fn constant_headers(
+    steps: &[CompiledStep],
+    vars: &BTreeMap<String, Value>,
+    secrets: &BTreeMap<String, super::Secret>,
+) -> Vec<Option<Vec<Header>>> {
+    let scope = HostScope { vars, secrets };
+    steps
+        .iter()
+        .map(|step| {
+            let CompiledKind::Api(api) = &step.kind else {
+                return None;
+            };
+            if !api.headers.iter().all(|(_, template)| host_only(template)) {
+                return None;
+            }
+            let mut headers = Vec::with_capacity(api.headers.len() + 1);
+            for (name, template) in &api.headers {
+                headers.push(Header {
+                    name: name.clone(),
+                    value: template.render_header(&scope).ok()?,
+                    sensitive: template.uses_secret(),
+                });
+            }
+            if api.body.is_some() {
+                add_content_type(&mut headers);
+            }
+            Some(headers)
+        })
+        .collect()
+}
+
+/// A JSON body's `Content-Type`, unless the flow set one.
+fn add_content_type(headers: &mut Vec<Header>) {
+    if !headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(Header {
+            name: "Content-Type".into(),
+            value: "application/json".into(),
+            sensitive: false,
+        });
     }
 }
 
@@ -432,7 +516,7 @@ impl Engine {
     ) -> Result<(), RunError> {
         let inner = &*self.inner;
         let step_index = conversation.cursor.as_ref().map_or(0, |c| c.index);
-        let request = self.build_request(step, api, conversation)?;
+        let request = self.build_request(step_index, step, api, conversation)?;
         let policy = inner.options.retry.with(&api.retry);
         let started = inner.clock.now();
         let mut attempt = 1;
@@ -577,6 +661,7 @@ impl Engine {
 
     fn build_request(
         &self,
+        step_index: usize,
         step: &CompiledStep,
         api: &CompiledApi,
         conversation: &Conversation,
@@ -603,30 +688,30 @@ impl Engine {
         } else {
             url.clone()
         };
-        let mut headers = Vec::with_capacity(api.headers.len() + 1);
-        for (name, template) in &api.headers {
-            let value = template
-                .render_header(&scope)
-                .map_err(|e| render_error(format!("headers.{name}"), e))?;
-            headers.push(Header {
-                name: name.clone(),
-                value,
-                sensitive: template.uses_secret(),
-            });
-        }
-        let body = api.body.as_ref().map(|b| {
-            if !headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("content-type"))
-            {
-                headers.push(Header {
-                    name: "Content-Type".into(),
-                    value: "application/json".into(),
-                    sensitive: false,
-                });
+        let headers = match inner.constant_headers.get(step_index) {
+            Some(Some(headers)) => headers.clone(),
+            _ => {
+                let mut headers = Vec::with_capacity(api.headers.len() + 1);
+                for (name, template) in &api.headers {
+                    let value = template
+                        .render_header(&scope)
+                        .map_err(|e| render_error(format!("headers.{name}"), e))?;
+                    headers.push(Header {
+                        name: name.clone(),
+                        value,
+                        sensitive: template.uses_secret(),
+                    });
+                }
+                if api.body.is_some() {
+                    add_content_type(&mut headers);
+                }
+                headers
             }
-            serde_json::to_vec(&b.render(&scope)).unwrap_or_default()
-        });
+        };
+        let body = api
+            .body
+            .as_ref()
+            .map(|b| serde_json::to_vec(&b.render(&scope)).unwrap_or_default());
         Ok(HttpRequest {
             method: api.method,
             url,

@@ -109,10 +109,13 @@ impl HttpClient for ReqwestClient {
                 .headers()
                 .iter()
                 .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
+                    // Visible ASCII (nearly every value) is copied as it is;
+                    // only other bytes go through the lossy UTF-8 decoding.
+                    let value = match v.to_str() {
+                        Ok(text) => text.to_owned(),
+                        Err(_) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    };
+                    (k.as_str().to_string(), value)
                 })
                 .collect();
             let mut body = Vec::new();

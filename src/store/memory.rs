@@ -188,7 +188,11 @@ impl Store for MemoryStore {
         if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
             return Err(StoreError::LeaseLost(conversation_id.to_string()));
         }
-        record.state = Some(Stored::Value(Box::new(save.conversation.clone())));
+        match &mut record.state {
+            // Usually the state this turn saved last: overwritten in place.
+            Some(Stored::Value(stored)) => (**stored).clone_from(save.conversation),
+            state => *state = Some(Stored::Value(Box::new(save.conversation.clone()))),
+        }
         record.saves += 1;
         let parked = (*save.conversation.status() != Status::Running).then_some(record.saves);
         record.inbox.retain(|e| e.seq > save.consumed_up_to);
