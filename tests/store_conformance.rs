@@ -1013,25 +1013,28 @@ mod suite {
         }
     }
 
+    /// A runtime of the echo flow that retries a held lease every
+    /// millisecond, so two of them contend hard for one conversation.
+    fn echo_runtime_retrying_fast(h: &Harness) -> Runtime {
+        let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
+            .options(EngineOptions {
+                reply_mode: ReplyMode::OnePerQuestion,
+                ..EngineOptions::default()
+            })
+            .build()
+            .unwrap();
+        let options = RuntimeOptions {
+            busy_retry: Duration::from_millis(1),
+            ..RuntimeOptions::default()
+        };
+        Runtime::with_options(engine, h.store.clone(), options)
+    }
+
     /// Many messages to one conversation from two runtimes retrying fast:
     /// a runner that takes the lease right as the previous holder's last
     /// save commits must not see that save's applied messages again.
     pub async fn a_lease_taken_during_a_save_sees_only_unapplied_messages(h: &Harness) {
-        let runtime = || {
-            let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
-                .options(EngineOptions {
-                    reply_mode: ReplyMode::OnePerQuestion,
-                    ..EngineOptions::default()
-                })
-                .build()
-                .unwrap();
-            let options = RuntimeOptions {
-                busy_retry: Duration::from_millis(1),
-                ..RuntimeOptions::default()
-            };
-            Runtime::with_options(engine, h.store.clone(), options)
-        };
-        let runtimes = [runtime(), runtime()];
+        let runtimes = [echo_runtime_retrying_fast(h), echo_runtime_retrying_fast(h)];
         const MESSAGES: usize = 120;
         let tasks: Vec<_> = (0..MESSAGES)
             .map(|i| {
@@ -1417,21 +1420,7 @@ mod suite {
     /// answers with its message's echo, whichever runtime applied it, and
     /// with nothing from before its message.
     pub async fn each_turn_answers_with_the_replies_to_its_message(h: &Harness) {
-        let runtime = || {
-            let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
-                .options(EngineOptions {
-                    reply_mode: ReplyMode::OnePerQuestion,
-                    ..EngineOptions::default()
-                })
-                .build()
-                .unwrap();
-            let options = RuntimeOptions {
-                busy_retry: Duration::from_millis(1),
-                ..RuntimeOptions::default()
-            };
-            Runtime::with_options(engine, h.store.clone(), options)
-        };
-        let runtimes = [runtime(), runtime()];
+        let runtimes = [echo_runtime_retrying_fast(h), echo_runtime_retrying_fast(h)];
         let tasks: Vec<_> = (0..24)
             .map(|i| {
                 let runtime = runtimes[i % 2].clone();
