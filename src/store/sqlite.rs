@@ -8,13 +8,14 @@
 //! process's write lock, for a checkpoint's file syncs) runs on the
 //! connection's own thread instead. See `SqliteStore::run`.
 //!
-//! Every operation is one statement, so SQLite runs it atomically, and a
-//! statement that writes takes the write lock before it reads anything:
-//! writers in several processes wait for each other (up to the busy timeout)
-//! instead of failing on a stale snapshot. Writes that span tables are
-//! finished inside the statement by the triggers of migration 0003
-//! (`transcript_enqueue` for [`Store::enqueue`], the `turn_saves` view for
-//! [`Store::save`]).
+//! Every operation is one statement or one transaction, so SQLite runs it
+//! atomically, and its first statement writes, taking the write lock before
+//! it reads anything: writers in several processes wait for each other (up
+//! to the busy timeout) instead of failing on a stale snapshot. Writes that
+//! span tables are finished inside the statement by the triggers of
+//! migration 0003 (`transcript_enqueue` for [`Store::enqueue`], the
+//! `turn_saves` view for [`Store::save`]). Operations that queue for the
+//! connection's thread together commit as one transaction.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -100,7 +101,7 @@ impl std::fmt::Debug for SqliteStore {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Operations between two checkpoints of the WAL into the database file
-/// (about 40 turns; SQLite's own default is every 1,000 pages written).
+/// (about 50 turns; SQLite's own default is every 1,000 pages written).
 const CHECKPOINT_EVERY: u32 = 256;
 
 impl SqliteStore {
@@ -151,7 +152,9 @@ impl SqliteStore {
     /// Runs `f` on the store's connection, between the store's own
     /// operations, e.g. for the host's queries on the tables. `f` runs on
     /// the connection's thread: keep it short, as the store's operations
-    /// wait for it.
+    /// wait for it. A store operation called from inside `f` fails (it
+    /// would wait for `f`), and a transaction `f` leaves open is rolled
+    /// back.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
