@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{
-    Claim, ConversationCounts, Direction, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode,
-    unix_ms,
+    Claim, ConversationCounts, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry,
+    decode, unix_ms,
 };
 use crate::conversation::{Conversation, Status};
 
@@ -90,6 +90,97 @@ impl Record {
 }
 
 impl Inner {
+    fn enqueue(
+        &mut self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        now: SystemTime,
+    ) -> Option<u64> {
+        if !self
+            .seen
+            .insert((conversation_id.to_string(), message_id.to_string()))
+        {
+            return None;
+        }
+        let record = self.conversations.entry(conversation_id.to_string()).or_default();
+        record.next_inbox_seq += 1;
+        let seq = record.next_inbox_seq;
+        record.inbox.push(InboxEntry {
+            seq,
+            text: text.to_string(),
+        });
+        record.append(Direction::In, text, unix_ms(now));
+        Some(record.transcript.len() as u64)
+    }
+
+    fn acquire(
+        &mut self,
+        conversation_id: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        let record = self.conversations.entry(conversation_id.to_string()).or_default();
+        if record.leased_to_other(owner, now) {
+            return Ok(None);
+        }
+        record.lease = Some((owner.to_string(), lease_until));
+        Ok(Some(Claim {
+            conversation: record
+                .state
+                .as_ref()
+                .map(|s| s.conversation(conversation_id))
+                .transpose()?,
+            inbox: record.inbox.clone(),
+        }))
+    }
+
+    fn save(&mut self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
+        let inner = self;
+        let Some(record) = inner.conversations.get_mut(conversation_id) else {
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        };
+        if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        }
+        match &mut record.state {
+            // Usually the state this turn saved last: overwritten in place.
+            Some(Stored::Value(stored)) => (**stored).clone_from(save.conversation),
+            state => *state = Some(Stored::Value(Box::new(save.conversation.clone()))),
+        }
+        record.saves += 1;
+        let parked = (*save.conversation.status() != Status::Running).then_some(record.saves);
+        record.inbox.retain(|e| e.seq > save.consumed_up_to);
+        let at_ms = unix_ms(save.now);
+        for (direction, text) in save.outgoing {
+            record.append(*direction, text, at_ms);
+        }
+        let wake_at = save.wake_at.map(unix_ms);
+        if record.wake_at != wake_at {
+            if let Some(old) = record.wake_at {
+                inner.wakes.remove(&(old, conversation_id.to_string()));
+            }
+            if let Some(new) = wake_at {
+                inner.wakes.insert((new, conversation_id.to_string()));
+            }
+            record.wake_at = wake_at;
+        }
+        // The lease is this owner's (checked above): only its end moves.
+        if let Some((_, until)) = &mut record.lease {
+            *until = save.lease_until;
+        }
+        if let Some(saves) = parked {
+            inner
+                .parked_values
+                .push_back((conversation_id.to_string(), saves));
+            if inner.parked_values.len() > PARKED_VALUES {
+                inner.compact_oldest_parked();
+            }
+        }
+        Ok(())
+    }
+
     /// Turns the longest-parked value into JSON, unless it was saved again
     /// since it parked (then a later entry stands for it).
     fn compact_oldest_parked(&mut self) {
@@ -132,25 +223,24 @@ impl Store for MemoryStore {
         text: &str,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().enqueue(conversation_id, message_id, text, now))
+    }
+
+    async fn enqueue_and_acquire(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+        text: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Enqueued>, StoreError> {
         let mut inner = self.lock();
-        if !inner
-            .seen
-            .insert((conversation_id.to_string(), message_id.to_string()))
-        {
+        let Some(seq) = inner.enqueue(conversation_id, message_id, text, now) else {
             return Ok(None);
-        }
-        let record = inner
-            .conversations
-            .entry(conversation_id.to_string())
-            .or_default();
-        record.next_inbox_seq += 1;
-        let seq = record.next_inbox_seq;
-        record.inbox.push(InboxEntry {
-            seq,
-            text: text.to_string(),
-        });
-        record.append(Direction::In, text, unix_ms(now));
-        Ok(Some(record.transcript.len() as u64))
+        };
+        let claim = inner.acquire(conversation_id, owner, lease_until, now)?;
+        Ok(Some(Enqueued { seq, claim }))
     }
 
     async fn acquire(
@@ -160,69 +250,33 @@ impl Store for MemoryStore {
         lease_until: SystemTime,
         now: SystemTime,
     ) -> Result<Option<Claim>, StoreError> {
-        let mut inner = self.lock();
-        let record = inner
-            .conversations
-            .entry(conversation_id.to_string())
-            .or_default();
-        if record.leased_to_other(owner, now) {
-            return Ok(None);
-        }
-        record.lease = Some((owner.to_string(), lease_until));
-        Ok(Some(Claim {
-            conversation: record
-                .state
-                .as_ref()
-                .map(|s| s.conversation(conversation_id))
-                .transpose()?,
-            inbox: record.inbox.clone(),
-        }))
+        self.lock().acquire(conversation_id, owner, lease_until, now)
     }
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Some(record) = inner.conversations.get_mut(conversation_id) else {
-            return Err(StoreError::LeaseLost(conversation_id.to_string()));
-        };
-        if record.lease.as_ref().is_none_or(|(o, _)| o != owner) {
-            return Err(StoreError::LeaseLost(conversation_id.to_string()));
-        }
-        match &mut record.state {
-            // Usually the state this turn saved last: overwritten in place.
-            Some(Stored::Value(stored)) => (**stored).clone_from(save.conversation),
-            state => *state = Some(Stored::Value(Box::new(save.conversation.clone()))),
-        }
-        record.saves += 1;
-        let parked = (*save.conversation.status() != Status::Running).then_some(record.saves);
-        record.inbox.retain(|e| e.seq > save.consumed_up_to);
-        let at_ms = unix_ms(save.now);
-        for (direction, text) in save.outgoing {
-            record.append(*direction, text, at_ms);
-        }
-        let wake_at = save.wake_at.map(unix_ms);
-        if record.wake_at != wake_at {
-            if let Some(old) = record.wake_at {
-                inner.wakes.remove(&(old, conversation_id.to_string()));
-            }
-            if let Some(new) = wake_at {
-                inner.wakes.insert((new, conversation_id.to_string()));
-            }
-            record.wake_at = wake_at;
-        }
-        // The lease is this owner's (checked above): only its end moves.
-        if let Some((_, until)) = &mut record.lease {
-            *until = save.lease_until;
-        }
-        if let Some(saves) = parked {
-            inner
-                .parked_values
-                .push_back((conversation_id.to_string(), saves));
-            if inner.parked_values.len() > PARKED_VALUES {
-                inner.compact_oldest_parked();
-            }
-        }
-        Ok(())
+        self.lock().save(conversation_id, owner, save)
+    }
+
+    async fn save_and_read_replies(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        save: Save<'_>,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        let mut inner = self.lock();
+        inner.save(conversation_id, owner, save)?;
+        Ok(inner
+            .conversations
+            .get(conversation_id)
+            .map_or_else(Vec::new, |record| {
+                record
+                    .transcript
+                    .iter()
+                    .filter(|t| t.seq > after_seq && t.direction != Direction::In)
+                    .cloned()
+                    .collect()
+            }))
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
