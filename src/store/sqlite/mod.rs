@@ -6,7 +6,8 @@
 //! microseconds; handing it to another thread and back costs more), and
 //! never waits there: whatever would wait (for the connection, for another
 //! process's write lock, for a checkpoint's file syncs) runs on the
-//! connection's own thread instead. See `SqliteStore::run`.
+//! connection's own thread instead (module `connection`); module `schema`
+//! opens the database and migrates it.
 //!
 //! Every operation is one statement or one transaction, so SQLite runs it
 //! atomically, and its first statement writes, taking the write lock before
@@ -17,17 +18,20 @@
 //! `turn_saves` view for [`Store::save`]). Operations that queue for the
 //! connection's thread together commit as one transaction.
 
-use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, TryLockError, mpsc};
-use std::time::{Duration, SystemTime};
+mod connection;
+mod schema;
+
+use std::sync::{Arc, mpsc};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use percent_encoding::percent_decode_str;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use self::connection::{
+    Job, Shared, mark_connection_thread, panicked, refuse_on_connection_thread, serve, stopped,
+};
+use self::schema::{Location, open};
 use super::sql::*;
 use super::{Claim, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
@@ -65,44 +69,11 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
 }
 
-struct Shared {
-    conn: Mutex<Connection>,
-    /// Operations since the last checkpoint was started.
-    operations: AtomicU32,
-    journal: Journal,
-}
-
-/// Work for the connection's thread.
-enum Job {
-    /// One of the store's operations: it may share a transaction with
-    /// other operations queued with it, and its answer waits for the commit.
-    Operation(Operation),
-    /// Runs on its own, outside any transaction: a host's closure (it may
-    /// open transactions of its own), a checkpoint.
-    Alone(Box<dyn FnOnce(&mut Connection) + Send>),
-}
-
-/// A store operation: runs its statements and returns how to deliver its
-/// answer once the outcome of its transaction is known.
-type Operation = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
-
-/// Delivers an operation's answer, or the error that its batch's commit
-/// failed with (then nothing of the batch was written).
-type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
-
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
     }
 }
-
-/// How long a statement on the connection's thread waits for another
-/// process's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Operations between two checkpoints of the WAL into the database file
-/// (about 50 turns; SQLite's own default is every 1,000 pages written).
-const CHECKPOINT_EVERY: u32 = 256;
 
 impl SqliteStore {
     /// Opens the database at `url` and brings its schema up to date.
@@ -131,12 +102,8 @@ impl SqliteStore {
             .name("chatflow-sqlite".to_string())
             .spawn(move || match open(&location) {
                 Ok((conn, journal)) => {
-                    ON_CONNECTION_THREAD.set(true);
-                    let shared = Arc::new(Shared {
-                        conn: Mutex::new(conn),
-                        operations: AtomicU32::new(0),
-                        journal,
-                    });
+                    mark_connection_thread();
+                    let shared = Arc::new(Shared::new(conn, journal));
                     let _ = opened.send(Ok(shared.clone()));
                     serve(&shared, &queue);
                 }
@@ -186,385 +153,6 @@ impl SqliteStore {
             .map_err(|_| stopped())?;
         result.await.map_err(|_| panicked())
     }
-
-    /// Runs one of the store's operations on the connection's thread.
-    async fn queue<R, F>(&self, op: F) -> Result<rusqlite::Result<R>, StoreError>
-    where
-        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        refuse_on_connection_thread()?;
-        let (done, result) = oneshot::channel();
-        let operation: Operation = Box::new(move |conn: &mut Connection| {
-            let outcome = op(conn);
-            Box::new(move |commit_error: Option<&str>| {
-                let _ = done.send(match commit_error {
-                    None => Ok(outcome),
-                    Some(e) => Err(StoreError::Backend(format!(
-                        "committing a batch of SQLite writes failed, nothing of it was written: {e}"
-                    ))),
-                });
-            })
-        });
-        self.jobs.send(Job::Operation(operation)).map_err(|_| stopped())?;
-        result.await.map_err(|_| panicked())?
-    }
-
-    /// Runs one of the store's operations.
-    ///
-    /// When the connection is free, the operation runs at once on the
-    /// calling thread: a statement on a local file takes microseconds, and
-    /// handing it to another thread and back costs more than that. SQLite
-    /// must then not wait: its busy timeout is zero there, and an operation
-    /// that meets another process's write lock (`SQLITE_BUSY`, nothing
-    /// written) runs again on the connection's thread, where it may wait.
-    /// Operations that find the connection taken queue for that thread too,
-    /// which runs them one after another. Checkpoints, which sync the files,
-    /// also run there: the connection's automatic ones are off.
-    ///
-    /// `op` may run twice, so it must write nothing unless it succeeds:
-    /// one statement, or one transaction (a savepoint, so that it can join
-    /// a batch's).
-    async fn run<R, F>(&self, op: F) -> Result<rusqlite::Result<R>, StoreError>
-    where
-        F: Fn(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let inline = match self.shared.journal {
-            Journal::Other => None,
-            Journal::Memory | Journal::Wal => match self.shared.conn.try_lock() {
-                Ok(mut conn) => Some(op(&mut conn)),
-                Err(TryLockError::Poisoned(poisoned)) => Some(op(&mut poisoned.into_inner())),
-                Err(TryLockError::WouldBlock) => None,
-            },
-        };
-        let result = match inline {
-            Some(Err(e)) if is_busy(&e) => self.queue(op).await?,
-            Some(result) => result,
-            None => self.queue(op).await?,
-        };
-        self.count_operation();
-        Ok(result)
-    }
-
-    /// Every [`CHECKPOINT_EVERY`] operations, has the connection's thread
-    /// copy the WAL into the database file.
-    fn count_operation(&self) {
-        let shared = &self.shared;
-        if shared.journal != Journal::Wal
-            || shared.operations.fetch_add(1, Ordering::Relaxed) + 1 < CHECKPOINT_EVERY
-        {
-            return;
-        }
-        shared.operations.store(0, Ordering::Relaxed);
-        let _ = self.jobs.send(Job::Alone(Box::new(|conn: &mut Connection| {
-            // PASSIVE: copies what it can without waiting for readers in
-            // other processes; the next checkpoint takes the rest.
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
-            }
-        })));
-    }
-}
-
-fn stopped() -> StoreError {
-    StoreError::Backend("the SQLite connection's thread has stopped".to_string())
-}
-
-thread_local! {
-    /// Set on the connection's thread.
-    static ON_CONNECTION_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// A store call from a closure running on the connection's thread would
-/// wait for that thread: it fails instead.
-fn refuse_on_connection_thread() -> Result<(), StoreError> {
-    if ON_CONNECTION_THREAD.get() {
-        return Err(StoreError::Backend(
-            "a store operation was called from a `with_connection` closure: it would wait for itself"
-                .to_string(),
-        ));
-    }
-    Ok(())
-}
-
-fn panicked() -> StoreError {
-    StoreError::Backend("a SQLite operation panicked on the connection's thread".to_string())
-}
-
-/// The connection's thread: runs queued jobs until every sender is gone.
-/// There (only) SQLite may wait for other processes' locks. The store's
-/// operations queued together run in one transaction: one commit, one WAL
-/// flush, for the lot (they are queued because the connection was busy, so
-/// under load they come in groups). A job that panics loses only its own
-/// answer: its caller sees the channel closed.
-fn serve(shared: &Shared, queue: &mpsc::Receiver<Job>) {
-    let mut next = None;
-    loop {
-        let Some(job) = next.take().or_else(|| queue.recv().ok()) else {
-            return;
-        };
-        let mut conn = shared.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = conn.busy_timeout(BUSY_TIMEOUT);
-        match job {
-            Job::Alone(f) => {
-                if std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut conn))).is_err() {
-                    tracing::error!("a SQLite operation panicked; the store goes on");
-                }
-                // The store's statements must not run inside a transaction
-                // a host's closure left open.
-                if !conn.is_autocommit() {
-                    tracing::warn!("a `with_connection` closure left a transaction open: rolled back");
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-            }
-            Job::Operation(first) => {
-                let mut batch = vec![first];
-                while let Ok(job) = queue.try_recv() {
-                    match job {
-                        Job::Operation(operation) => batch.push(operation),
-                        alone => {
-                            next = Some(alone);
-                            break;
-                        }
-                    }
-                }
-                run_batch(&mut conn, batch);
-            }
-        }
-        let _ = conn.busy_timeout(Duration::ZERO);
-    }
-}
-
-/// Runs operations in one transaction and answers them after its commit.
-fn run_batch(conn: &mut Connection, batch: Vec<Operation>) {
-    let run = |conn: &mut Connection, operation: Operation| {
-        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| operation(conn)));
-        if answer.is_err() {
-            tracing::error!("a SQLite operation panicked; the store goes on");
-        }
-        answer.ok()
-    };
-    if batch.len() == 1 {
-        for operation in batch {
-            if let Some(answer) = run(conn, operation) {
-                answer(None);
-            }
-        }
-        return;
-    }
-    // Without a transaction (BEGIN failed), each operation commits alone.
-    let mut in_transaction = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-    let mut answers = Vec::with_capacity(batch.len());
-    for operation in batch {
-        let Some(answer) = run(conn, operation) else {
-            continue;
-        };
-        if !in_transaction {
-            answer(None);
-        } else if conn.is_autocommit() {
-            // Some errors (a full disk, an I/O error) roll the whole
-            // transaction back: the operations before this one were undone
-            // with it. This one answers with its own error.
-            for earlier in answers.drain(..) {
-                let earlier: Answer = earlier;
-                earlier(Some("rolled back by another write's error"));
-            }
-            answer(None);
-            in_transaction = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-        } else {
-            answers.push(answer);
-        }
-    }
-    if in_transaction {
-        let failed = conn.execute_batch("COMMIT").err().map(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            e.to_string()
-        });
-        for answer in answers {
-            answer(failed.as_deref());
-        }
-    }
-}
-
-/// Whether SQLite refused to wait for a lock (nothing was written).
-fn is_busy(error: &rusqlite::Error) -> bool {
-    matches!(
-        error,
-        rusqlite::Error::SqliteFailure(e, _)
-            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
-/// Where the database is, from a `sqlite:` URL.
-#[derive(Debug, PartialEq, Eq)]
-enum Location {
-    Memory,
-    File { path: PathBuf, create: bool },
-}
-
-impl Location {
-    fn parse(url: &str) -> Result<Location, StoreError> {
-        // The URL is not repeated: a misplaced one may hold a password.
-        let invalid = |why: &str| StoreError::Backend(format!("invalid SQLite URL: {why}"));
-        let rest = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| invalid("it must start with `sqlite:`"))?;
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut mode = "rwc";
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("mode", value @ ("rw" | "rwc" | "memory"))) => mode = value,
-                Some(("mode", _)) => {
-                    return Err(invalid("`mode` must be rw, rwc or memory (the store writes)"));
-                }
-                _ => {
-                    return Err(invalid("only the `mode` parameter is read"));
-                }
-            }
-        }
-        if path == ":memory:" || mode == "memory" {
-            return Ok(Location::Memory);
-        }
-        let path = percent_decode_str(path)
-            .decode_utf8()
-            .map_err(|_| invalid("the path is not UTF-8 once percent-decoded"))?;
-        if path.is_empty() {
-            return Err(invalid("no file path"));
-        }
-        Ok(Location::File {
-            path: PathBuf::from(path.as_ref()),
-            create: mode == "rwc",
-        })
-    }
-}
-
-/// How the database keeps its journal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Journal {
-    /// An in-memory database.
-    Memory,
-    /// A file in WAL mode: commits do not sync, the store checkpoints.
-    Wal,
-    /// A file where WAL did not take (some network file systems): commits
-    /// sync and may wait for readers, so nothing runs on the caller's
-    /// thread.
-    Other,
-}
-
-/// Opens the connection, sets it up and migrates the schema.
-fn open(location: &Location) -> Result<(Connection, Journal), StoreError> {
-    // The connection is used by one thread only: SQLite's own mutexes are
-    // not needed.
-    let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let mut conn = match location {
-        Location::Memory => Connection::open_in_memory_with_flags(flags | OpenFlags::SQLITE_OPEN_READ_WRITE),
-        Location::File { path, create } => {
-            flags |= OpenFlags::SQLITE_OPEN_READ_WRITE;
-            if *create {
-                flags |= OpenFlags::SQLITE_OPEN_CREATE;
-            }
-            Connection::open_with_flags(path, flags)
-        }
-    }
-    .map_err(|e| StoreError::Backend(format!("cannot open the SQLite database: {e}")))?;
-    let version = rusqlite::version();
-    if !supported(version) {
-        return Err(StoreError::Backend(format!(
-            "SQLite {version} is too old: the store needs {}.{} or later",
-            MIN_SQLITE_VERSION.0, MIN_SQLITE_VERSION.1
-        )));
-    }
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
-    conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
-    let mut journal = Journal::Memory;
-    if matches!(location, Location::File { .. }) {
-        // WAL lets readers in other processes go on during a write;
-        // synchronous=NORMAL syncs at checkpoints rather than at each commit.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(backend)?;
-        journal = if mode.eq_ignore_ascii_case("wal") {
-            Journal::Wal
-        } else {
-            tracing::warn!(
-                journal_mode = %mode,
-                "the SQLite database is not in WAL mode: every operation runs on the connection's thread"
-            );
-            Journal::Other
-        };
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
-    }
-    migrate(&mut conn)?;
-    // From here on the store decides where to wait (see `SqliteStore::run`)
-    // and when to checkpoint.
-    conn.busy_timeout(Duration::ZERO).map_err(backend)?;
-    if journal == Journal::Wal {
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(backend)?;
-    }
-    Ok((conn, journal))
-}
-
-/// The schema's migrations, in order; `PRAGMA user_version` is the number of
-/// those applied.
-const MIGRATIONS: [&str; 4] = [
-    include_str!("../../migrations/sqlite/0001_conversations.sql"),
-    include_str!("../../migrations/sqlite/0002_due_index.sql"),
-    include_str!("../../migrations/sqlite/0003_one_statement_writes.sql"),
-    include_str!("../../migrations/sqlite/0004_without_rowid.sql"),
-];
-
-/// Applies the migrations the database lacks, in one transaction under the
-/// write lock, so two processes opening a new file together migrate it once.
-/// (rusqlite_migration does the `user_version` part, but pins an older
-/// rusqlite and knows nothing of the sqlx history below.)
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let failed = |e: rusqlite::Error| StoreError::Backend(format!("migrating the SQLite schema: {e}"));
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(failed)?;
-    let mut applied: i64 = tx
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(failed)?;
-    if applied == 0 {
-        // Databases made by chatflow 0.1, whose store ran on sqlx, record
-        // the migrations sqlx applied in its own table.
-        let from_sqlx: bool = tx
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(failed)?;
-        if from_sqlx {
-            applied = tx
-                .query_row(
-                    "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
-                    [],
-                    |row| row.get(0),
-                )
-                .map_err(failed)?;
-        }
-    }
-    let known = MIGRATIONS.len() as i64;
-    if applied > known {
-        return Err(StoreError::Backend(format!(
-            "the SQLite database's schema is at version {applied}, newer than this chatflow knows ({known})"
-        )));
-    }
-    for (n, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(applied).unwrap_or(0))
-    {
-        tx.execute_batch(sql)
-            .map_err(|e| StoreError::Backend(format!("SQLite migration {:04} failed: {e}", n + 1)))?;
-    }
-    tx.pragma_update(None, "user_version", known).map_err(failed)?;
-    tx.commit().map_err(failed)
 }
 
 /// The error `turn_saves_insert` (migration 0003) raises when the saving
@@ -593,18 +181,6 @@ fn outgoing_json(outgoing: &[(Direction, String)]) -> String {
     }
     json.push(']');
     json
-}
-
-/// The oldest SQLite the store's statements run on (`unhex`, 3.41).
-const MIN_SQLITE_VERSION: (u32, u32) = (3, 41);
-
-/// Whether `version` (as `sqlite_version()` gives it, "3.46.0") is at least
-/// [`MIN_SQLITE_VERSION`].
-fn supported(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let major = parts.next().unwrap_or(0);
-    let minor = parts.next().unwrap_or(0);
-    (major, minor) >= MIN_SQLITE_VERSION
 }
 
 /// [`Store::enqueue`]: the user entry, numbered after the transcript's last,
@@ -1010,7 +586,8 @@ impl Store for SqliteStore {
 mod tests {
     use std::time::SystemTime;
 
-    use super::{Location, MIGRATIONS, SqliteStore, supported};
+    use super::SqliteStore;
+    use super::schema::{Location, MIGRATIONS, supported};
     use crate::store::{Store, StoreError};
 
     /// A file path in the temp directory, removed (with its WAL files) on drop.
