@@ -10,13 +10,11 @@
 //! opens the database and migrates it.
 //!
 //! Every operation is one statement or one transaction, so SQLite runs it
-//! atomically, and its first statement writes, taking the write lock before
-//! it reads anything: writers in several processes wait for each other (up
-//! to the busy timeout) instead of failing on a stale snapshot. Writes that
-//! span tables are finished inside the statement by the triggers of
-//! migration 0003 (`transcript_enqueue` for [`Store::enqueue`], the
-//! `turn_saves` view for [`Store::save`]). Operations that queue for the
-//! connection's thread together commit as one transaction.
+//! atomically, and a transaction that writes takes the write lock before it
+//! reads anything (`BEGIN IMMEDIATE`): writers in several processes wait
+//! for each other (up to the busy timeout) instead of failing on a stale
+//! snapshot. Operations that queue for the connection's thread together
+//! commit as one transaction.
 
 mod connection;
 mod schema;
@@ -155,63 +153,116 @@ impl SqliteStore {
     }
 }
 
-/// The error `turn_saves_insert` (migration 0003) raises when the saving
-/// runner does not hold the lease.
-const LEASE_LOST: &str = "chatflow: lease lost";
-
-/// A turn's outgoing entries as `turn_saves` takes them: a JSON array of
-/// `[direction, hex of the UTF-8 text]`.
-fn outgoing_json(outgoing: &[(Direction, String)]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let len: usize = outgoing.iter().map(|(_, text)| text.len() * 2 + 16).sum();
-    let mut json = String::with_capacity(len + 2);
-    json.push('[');
-    for (i, (direction, text)) in outgoing.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push_str("[\"");
-        json.push_str(direction_name(*direction));
-        json.push_str("\",\"");
-        for byte in text.bytes() {
-            json.push(char::from(HEX[usize::from(byte >> 4)]));
-            json.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-        json.push_str("\"]");
-    }
-    json.push(']');
-    json
+/// One operation's transaction, rolled back unless committed (also when the
+/// operation fails or panics half-way). On its own it is `BEGIN IMMEDIATE`:
+/// it takes the write lock before reading anything, so a write in another
+/// process cannot make what it read stale; inside a batch's transaction it
+/// is a savepoint. The statements are cached: `execute_batch` would parse
+/// them anew at every operation.
+struct Write<'c> {
+    conn: &'c Connection,
+    savepoint: bool,
+    committed: bool,
 }
 
-/// [`Store::enqueue`]: the user entry, numbered after the transcript's last,
-/// unless the id was seen; the `transcript_enqueue` trigger records the id
-/// and fills the inbox. No row comes back for a duplicate.
-const ENQUEUE: &str = "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
-     SELECT ?1, last + 1, 'in', ?3, ?4, ?2
-     FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
-     WHERE NOT EXISTS (SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2)
-     RETURNING seq";
+impl<'c> Write<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Write<'c>> {
+        let savepoint = !conn.is_autocommit();
+        let begin = if savepoint {
+            "SAVEPOINT chatflow_op"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        conn.prepare_cached(begin)?.execute([])?;
+        Ok(Write {
+            conn,
+            savepoint,
+            committed: false,
+        })
+    }
 
-/// [`Store::acquire`]: creates the row if missing; takes the lease only when
-/// it is free, expired or already ours (no row comes back otherwise), and
-/// reads the inbox, as JSON, under the same lock.
-const ACQUIRE: &str = "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
-     ON CONFLICT (id) DO UPDATE
-        SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
-        WHERE conversations.lease_owner IS NULL
-           OR conversations.lease_owner = excluded.lease_owner
-           OR conversations.lease_until_ms <= ?4
-     RETURNING state, (
-         SELECT json_group_array(json_array(seq, text))
-         FROM (SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq)
-     )";
+    fn commit(mut self) -> rusqlite::Result<()> {
+        let commit = if self.savepoint {
+            "RELEASE chatflow_op"
+        } else {
+            "COMMIT"
+        };
+        self.conn.prepare_cached(commit)?.execute([])?;
+        self.committed = true;
+        Ok(())
+    }
+}
 
-/// [`Store::save`]: the `turn_saves_insert` trigger checks the lease and
-/// writes state, wake-up, inbox and transcript, or aborts the whole
-/// statement when the lease is not `owner`'s.
-const SAVE: &str = "INSERT INTO turn_saves
-        (conversation_id, owner, state, wake_at_ms, lease_until_ms, consumed_up_to, outgoing, at_ms)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let rollback = if self.savepoint {
+            "ROLLBACK TO chatflow_op; RELEASE chatflow_op"
+        } else {
+            "ROLLBACK"
+        };
+        // Fails only when SQLite already rolled the transaction back.
+        let _ = self.conn.execute_batch(rollback);
+    }
+}
+
+/// Runs `f` in one [`Write`]: everything or nothing of it is written.
+fn atomically<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    let write = Write::begin(conn)?;
+    let result = f(conn)?;
+    write.commit()?;
+    Ok(result)
+}
+
+/// The last seq of a conversation's transcript (0 when it has none): the
+/// last key of the primary key's range.
+fn last_transcript_seq(conn: &Connection, id: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = ?1")?
+        .query_row([id], |row| row.get(0))
+}
+
+/// [`Store::enqueue`]: records the message id as seen, appends the user
+/// entry to the transcript and the text to the inbox (creating the
+/// conversation's row), and returns the entry's seq; `None`, writing
+/// nothing, for an id already seen. Runs inside a [`Write`].
+fn record_message(
+    conn: &Connection,
+    id: &str,
+    message_id: &str,
+    text: &str,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let seen = conn
+        .prepare_cached("SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2")?
+        .exists(params![id, message_id])?;
+    if seen {
+        return Ok(None);
+    }
+    conn.prepare_cached(
+        "INSERT INTO conversations (id, next_inbox_seq) VALUES (?1, 2)
+         ON CONFLICT (id) DO UPDATE SET next_inbox_seq = conversations.next_inbox_seq + 1",
+    )?
+    .execute([id])?;
+    let inbox_seq: i64 = conn
+        .prepare_cached("SELECT next_inbox_seq - 1 FROM conversations WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))?;
+    let seq = last_transcript_seq(conn, id)? + 1;
+    conn.prepare_cached("INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)")?
+        .execute(params![id, message_id])?;
+    conn.prepare_cached(
+        "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+         VALUES (?1, ?2, 'in', ?3, ?4, ?5)",
+    )?
+    .execute(params![id, seq, text, now, message_id])?;
+    conn.prepare_cached("INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, inbox_seq, text, now])?;
+    Ok(Some(seq))
+}
 
 /// [`Store::transcript`].
 const TRANSCRIPT: &str = "SELECT seq, direction, text, at_ms FROM transcript
@@ -220,8 +271,8 @@ const TRANSCRIPT: &str = "SELECT seq, direction, text, at_ms FROM transcript
 /// A transcript row as read.
 type TranscriptRow = (i64, String, String, i64);
 
-/// What [`ACQUIRE`] returns: the state, and the inbox as JSON.
-type Taken = (Option<String>, String);
+/// What [`take_lease`] reads: the state and the inbox, in order.
+type Taken = (Option<String>, Vec<InboxEntry>);
 
 fn read_transcript(conn: &Connection, id: &str, after_seq: i64) -> rusqlite::Result<Vec<TranscriptRow>> {
     conn.prepare_cached(TRANSCRIPT)?
@@ -231,6 +282,9 @@ fn read_transcript(conn: &Connection, id: &str, after_seq: i64) -> rusqlite::Res
         .collect()
 }
 
+/// [`Store::acquire`]: creates the row if missing and takes the lease when
+/// it is free, expired or already ours (`None` otherwise), then reads what
+/// the turn needs. Runs inside a [`Write`].
 fn take_lease(
     conn: &Connection,
     id: &str,
@@ -238,27 +292,36 @@ fn take_lease(
     lease_until: i64,
     now: i64,
 ) -> rusqlite::Result<Option<Taken>> {
-    conn.prepare_cached(ACQUIRE)?
-        .query_row(params![id, owner, lease_until, now], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .optional()
+    let taken = conn
+        .prepare_cached(
+            "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE
+                SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
+                WHERE conversations.lease_owner IS NULL
+                   OR conversations.lease_owner = excluded.lease_owner
+                   OR conversations.lease_until_ms <= ?4",
+        )?
+        .execute(params![id, owner, lease_until, now])?;
+    if taken == 0 {
+        return Ok(None);
+    }
+    let state = conn
+        .prepare_cached("SELECT state FROM conversations WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))?;
+    let inbox = conn
+        .prepare_cached("SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq")?
+        .query_map([id], |row| {
+            Ok(InboxEntry {
+                seq: to_u64(row.get(0)?),
+                text: row.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some((state, inbox)))
 }
 
-/// The claim from what [`ACQUIRE`] returned.
+/// The claim from what [`take_lease`] read.
 fn claim(conversation_id: &str, (state, inbox): Taken) -> Result<Claim, StoreError> {
-    let mut inbox: Vec<(i64, String)> = serde_json::from_str(&inbox).map_err(|e| StoreError::Corrupt {
-        id: conversation_id.to_string(),
-        message: format!("inbox read back as unexpected JSON: {e}"),
-    })?;
-    inbox.sort_unstable_by_key(|(seq, _)| *seq);
-    let inbox = inbox
-        .into_iter()
-        .map(|(seq, text)| InboxEntry {
-            seq: to_u64(seq),
-            text,
-        })
-        .collect();
     // As in the memory store, the lease stays taken even when the state
     // turns out to be unreadable.
     let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
@@ -281,8 +344,8 @@ fn transcript_entries(
         .collect()
 }
 
-/// The arguments of [`SAVE`], owned, for an operation that may run twice
-/// (see [`SqliteStore::run`]).
+/// A save, owned, for an operation that may run twice (see
+/// [`SqliteStore::run`]).
 struct SaveRow {
     id: String,
     owner: String,
@@ -290,9 +353,13 @@ struct SaveRow {
     wake_at: Option<i64>,
     lease_until: i64,
     consumed_up_to: i64,
-    outgoing: String,
+    outgoing: Vec<(Direction, String)>,
     now: i64,
 }
+
+/// What [`SaveRow::execute`] found: the lease was someone else's, and
+/// nothing was written.
+struct LeaseLost;
 
 impl SaveRow {
     fn new(conversation_id: &str, owner: &str, save: &Save<'_>) -> Result<SaveRow, StoreError> {
@@ -303,34 +370,58 @@ impl SaveRow {
             wake_at: save.wake_at.map(ms),
             lease_until: ms(save.lease_until),
             consumed_up_to: to_i64(save.consumed_up_to),
-            outgoing: outgoing_json(save.outgoing),
+            outgoing: save.outgoing.to_vec(),
             // The turn's own time is not in `Save`: like the memory store,
             // stamp outgoing entries with the caller's clock.
             now: ms(save.now),
         })
     }
 
-    fn execute(&self, conn: &Connection) -> rusqlite::Result<usize> {
-        conn.prepare_cached(SAVE)?.execute(params![
-            self.id,
-            self.owner,
-            self.state,
-            self.wake_at,
-            self.lease_until,
-            self.consumed_up_to,
-            self.outgoing,
-            self.now
-        ])
-    }
-}
-
-/// A save's error: [`StoreError::LeaseLost`] for the trigger's refusal.
-fn save_error(conversation_id: &str, error: rusqlite::Error) -> StoreError {
-    match error {
-        rusqlite::Error::SqliteFailure(_, Some(message)) if message == LEASE_LOST => {
-            StoreError::LeaseLost(conversation_id.to_string())
+    /// Writes state, wake-up, consumed inbox and outgoing entries, when
+    /// `owner` holds the lease. Runs inside a [`Write`], which a
+    /// [`LeaseLost`] must roll back (though nothing was written yet).
+    fn execute(&self, conn: &Connection) -> rusqlite::Result<Result<(), LeaseLost>> {
+        let saved = conn
+            .prepare_cached(
+                "UPDATE conversations SET state = ?3, wake_at_ms = ?4, lease_until_ms = ?5
+                 WHERE id = ?1 AND lease_owner = ?2",
+            )?
+            .execute(params![
+                self.id,
+                self.owner,
+                self.state,
+                self.wake_at,
+                self.lease_until
+            ])?;
+        if saved == 0 {
+            return Ok(Err(LeaseLost));
         }
-        e => backend(e),
+        if self.consumed_up_to > 0 {
+            // Usually one message was consumed: deleting it by its key is
+            // one seek, where a range delete first copies the range into a
+            // temporary B-tree. A later save of the turn finds it gone.
+            conn.prepare_cached("DELETE FROM inbox WHERE conversation_id = ?1 AND seq = ?2")?
+                .execute(params![self.id, self.consumed_up_to])?;
+            let more = conn
+                .prepare_cached("SELECT 1 FROM inbox WHERE conversation_id = ?1 AND seq < ?2")?
+                .exists(params![self.id, self.consumed_up_to])?;
+            if more {
+                conn.prepare_cached("DELETE FROM inbox WHERE conversation_id = ?1 AND seq < ?2")?
+                    .execute(params![self.id, self.consumed_up_to])?;
+            }
+        }
+        if !self.outgoing.is_empty() {
+            let mut seq = last_transcript_seq(conn, &self.id)?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (direction, text) in &self.outgoing {
+                seq += 1;
+                insert.execute(params![self.id, seq, direction_name(*direction), text, self.now])?;
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
@@ -349,12 +440,8 @@ impl Store for SqliteStore {
             text.to_string(),
         );
         let now = ms(now);
-        let seq: Option<i64> = self
-            .run(move |conn| {
-                conn.prepare_cached(ENQUEUE)?
-                    .query_row(params![id, message_id, text, now], |row| row.get(0))
-                    .optional()
-            })
+        let seq = self
+            .run(move |conn| atomically(conn, |conn| record_message(conn, &id, &message_id, &text, now)))
             .await?
             .map_err(backend)?;
         Ok(seq.map(to_u64))
@@ -370,7 +457,7 @@ impl Store for SqliteStore {
         let (id, owner) = (conversation_id.to_string(), owner.to_string());
         let (lease_until, now) = (ms(lease_until), ms(now));
         let taken = self
-            .run(move |conn| take_lease(conn, &id, &owner, lease_until, now))
+            .run(move |conn| atomically(conn, |conn| take_lease(conn, &id, &owner, lease_until, now)))
             .await?
             .map_err(backend)?;
         taken.map(|taken| claim(conversation_id, taken)).transpose()
@@ -392,21 +479,16 @@ impl Store for SqliteStore {
         );
         let owner = owner.to_string();
         let (lease_until, now) = (ms(lease_until), ms(now));
-        // Both statements in one transaction (a savepoint: it may be part of
-        // a batch's transaction): one commit, and the claim sees the message.
+        // One transaction: one commit, and the claim sees the message.
         let recorded = self
             .run(move |conn| {
-                let tx = conn.savepoint()?;
-                let seq: Option<i64> = tx
-                    .prepare_cached(ENQUEUE)?
-                    .query_row(params![id, message_id, text, now], |row| row.get(0))
-                    .optional()?;
-                let Some(seq) = seq else {
-                    return Ok(None);
-                };
-                let taken = take_lease(&tx, &id, &owner, lease_until, now)?;
-                tx.commit()?;
-                Ok(Some((seq, taken)))
+                atomically(conn, |conn| {
+                    let Some(seq) = record_message(conn, &id, &message_id, &text, now)? else {
+                        return Ok(None);
+                    };
+                    let taken = take_lease(conn, &id, &owner, lease_until, now)?;
+                    Ok(Some((seq, taken)))
+                })
             })
             .await?
             .map_err(backend)?;
@@ -421,10 +503,17 @@ impl Store for SqliteStore {
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
         let row = SaveRow::new(conversation_id, owner, &save)?;
-        self.run(move |conn| row.execute(conn))
-            .await?
-            .map_err(|e| save_error(conversation_id, e))?;
-        Ok(())
+        self.run(move |conn| {
+            let write = Write::begin(conn)?;
+            let saved = row.execute(conn)?;
+            if saved.is_ok() {
+                write.commit()?;
+            }
+            Ok(saved)
+        })
+        .await?
+        .map_err(backend)?
+        .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))
     }
 
     async fn save_and_read_replies(
@@ -441,14 +530,17 @@ impl Store for SqliteStore {
         // half-way (busy, say) wrote nothing and may run again.
         let rows = self
             .run(move |conn| {
-                let tx = conn.savepoint()?;
-                row.execute(&tx)?;
-                let rows = read_transcript(&tx, &row.id, after_seq)?;
-                tx.commit()?;
-                Ok(rows)
+                let write = Write::begin(conn)?;
+                if let Err(lost) = row.execute(conn)? {
+                    return Ok(Err(lost));
+                }
+                let rows = read_transcript(conn, &row.id, after_seq)?;
+                write.commit()?;
+                Ok(Ok(rows))
             })
             .await?
-            .map_err(|e| save_error(conversation_id, e))?;
+            .map_err(backend)?
+            .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))?;
         let mut entries = transcript_entries(conversation_id, rows)?;
         entries.retain(|e| e.direction != Direction::In);
         Ok(entries)

@@ -92,6 +92,9 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
         )));
     }
     conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    // Room for every statement the store runs (about 25) and a host's own:
+    // rusqlite's default of 16 would prepare some anew at every turn.
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
     let mut journal = Journal::Memory;
     if matches!(location, Location::File { .. }) {
@@ -125,11 +128,12 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
 
 /// The schema's migrations, in order; `PRAGMA user_version` is the number of
 /// those applied.
-pub(super) const MIGRATIONS: [&str; 4] = [
+pub(super) const MIGRATIONS: [&str; 5] = [
     include_str!("../../../migrations/sqlite/0001_conversations.sql"),
     include_str!("../../../migrations/sqlite/0002_due_index.sql"),
     include_str!("../../../migrations/sqlite/0003_one_statement_writes.sql"),
     include_str!("../../../migrations/sqlite/0004_without_rowid.sql"),
+    include_str!("../../../migrations/sqlite/0005_writes_in_rust.sql"),
 ];
 
 /// Applies the migrations the database lacks, in one transaction under the
