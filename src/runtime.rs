@@ -195,6 +195,10 @@ struct TurnWrite<'a> {
     consumed_up_to: u64,
     /// Replies produced since the last save.
     outbox: &'a Outbox,
+    /// When the turn took the conversation: the wake-up of its mid-turn
+    /// saves. The same instant at every one of them leaves the stores'
+    /// wake-up index as it is after the first.
+    started: SystemTime,
 }
 
 /// Which of a turn's saves a commit is.
@@ -667,6 +671,7 @@ impl Runtime {
             conversation_id,
             consumed_up_to,
             outbox: &outbox,
+            started: inner.clock.now(),
         };
         // Saves happen only where a crash would cost something: before an Api
         // call that follows a reply or the response of a call that changed
@@ -726,7 +731,7 @@ impl Runtime {
             Status::Sleeping { until } => Some(*until),
             // Mid-turn (a reply may still be queued inside the state): due at
             // once should this runner die before its last save.
-            _ if !last => Some(now),
+            _ if !last => Some(turn.started.min(now)),
             Status::Running => Some(now),
             _ => None,
         };

@@ -12,7 +12,7 @@ use chatflow::mock::{MockOpenAi, Reply, ReplyInput};
 use chatflow::store::{
     Claim, ConversationCounts, Direction, Enqueued, MemoryStore, Save, Store, StoreError, TranscriptEntry,
 };
-use chatflow::{Engine, EngineOptions, Flow, ReplyMode, Runtime, Status, VirtualClock};
+use chatflow::{Clock, Engine, EngineOptions, Flow, ReplyMode, Runtime, Status, VirtualClock};
 
 fn assistant_flow() -> Flow {
     let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "flows", "openai_assistant.json"]
@@ -727,11 +727,17 @@ async fn a_deeply_nested_response_keeps_the_conversation_readable() {
 struct Recording {
     inner: MemoryStore,
     calls: std::sync::Mutex<Vec<&'static str>>,
+    /// Each save's wake-up and clock.
+    wakes: std::sync::Mutex<Vec<(Option<std::time::SystemTime>, std::time::SystemTime)>>,
 }
 
 impl Recording {
     fn note(&self, call: &'static str) {
         self.calls.lock().unwrap().push(call);
+    }
+
+    fn note_save(&self, save: &Save<'_>) {
+        self.wakes.lock().unwrap().push((save.wake_at, save.now));
     }
 
     fn take(&self) -> Vec<&'static str> {
@@ -780,6 +786,7 @@ impl Store for Recording {
 
     async fn save(&self, id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
         self.note("save");
+        self.note_save(&save);
         self.inner.save(id, owner, save).await
     }
 
@@ -791,6 +798,7 @@ impl Store for Recording {
         after_seq: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         self.note("save_and_read_replies");
+        self.note_save(&save);
         self.inner.save_and_read_replies(id, owner, save, after_seq).await
     }
 
@@ -868,6 +876,58 @@ async fn responses_of_idempotent_calls_are_saved_only_before_a_call_that_changes
     // (Saving after every response wrote 6 and 5 times.)
     let second = saves(store.take());
     assert_eq!((first, second), (4, 3), "saves in the first and second turn");
+}
+
+/// Answers every call with `{}`, a second later.
+struct SlowEmptyJson(Arc<VirtualClock>);
+
+#[async_trait]
+impl HttpClient for SlowEmptyJson {
+    async fn send(&self, _: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.0.advance(Duration::from_secs(1));
+        Ok(HttpResponse::json(200, &serde_json::json!({})))
+    }
+}
+
+/// Mid-turn saves leave the conversation due at once (a runner that dies
+/// leaves it to the next), all at the same instant: the turn's start. A
+/// store then need not touch its wake-up index after the first of them.
+#[tokio::test]
+async fn the_mid_turn_saves_of_a_turn_share_one_wake_up() {
+    let flow = Flow::from_json(
+        r#"{"name": "wakes", "steps": [
+          {"type": "question", "name": "Ask", "text": "?"},
+          {"type": "api", "name": "Create", "method": "POST", "url": "https://api.example.com/x"},
+          {"type": "api", "name": "Create more", "method": "POST", "url": "https://api.example.com/x"},
+          {"type": "api", "name": "Create again", "method": "POST", "url": "https://api.example.com/x"},
+          {"type": "message", "name": "Done", "text": "done", "next": "Ask"}
+        ]}"#,
+    )
+    .unwrap();
+    let clock = Arc::new(VirtualClock::new());
+    let store = Arc::new(Recording::default());
+    let engine = Engine::builder(flow)
+        .http_client(SlowEmptyJson(clock.clone()))
+        .shared_clock(clock.clone())
+        .build()
+        .unwrap();
+    let runtime = Runtime::new(engine, store.clone());
+    runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
+    store.wakes.lock().unwrap().clear();
+    let started = clock.now();
+    runtime.handle_message("c", Some("m2"), "again").await.unwrap();
+    let wakes = std::mem::take(&mut *store.wakes.lock().unwrap());
+    // Before "Create more" and "Create again", then the last save.
+    assert_eq!(wakes.len(), 3, "{wakes:?}");
+    let (mid, last) = wakes.split_at(2);
+    for (i, (wake_at, now)) in mid.iter().enumerate() {
+        assert_eq!(*wake_at, Some(started), "mid-turn save {i}");
+        assert!(*now > started, "the clock moved on by save {i}");
+    }
+    assert_eq!(
+        last[0].0, None,
+        "the last save parks the conversation at the question"
+    );
 }
 
 /// A turn costs the store one write to take the message and the lease, one

@@ -237,21 +237,27 @@ fn record_message(
     text: &str,
     now: i64,
 ) -> rusqlite::Result<Option<i64>> {
-    let seen = conn
-        .prepare_cached("SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2")?
-        .exists(params![id, message_id])?;
+    // What the writes need, in one read (the transaction holds the write
+    // lock already): whether the id was seen, the inbox seq the message
+    // gets and the transcript's last seq.
+    let (seen, inbox_seq, last): (bool, i64, i64) = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2),
+                    COALESCE((SELECT next_inbox_seq FROM conversations WHERE id = ?1), 1),
+                    (SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = ?1)",
+        )?
+        .query_row(params![id, message_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
     if seen {
         return Ok(None);
     }
     conn.prepare_cached(
-        "INSERT INTO conversations (id, next_inbox_seq) VALUES (?1, 2)
-         ON CONFLICT (id) DO UPDATE SET next_inbox_seq = conversations.next_inbox_seq + 1",
+        "INSERT INTO conversations (id, next_inbox_seq) VALUES (?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET next_inbox_seq = excluded.next_inbox_seq",
     )?
-    .execute([id])?;
-    let inbox_seq: i64 = conn
-        .prepare_cached("SELECT next_inbox_seq - 1 FROM conversations WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))?;
-    let seq = last_transcript_seq(conn, id)? + 1;
+    .execute(params![id, inbox_seq + 1])?;
+    let seq = last + 1;
     conn.prepare_cached("INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)")?
         .execute(params![id, message_id])?;
     conn.prepare_cached(
@@ -383,19 +389,20 @@ impl SaveRow {
     fn execute(&self, conn: &Connection) -> rusqlite::Result<Result<(), LeaseLost>> {
         let saved = conn
             .prepare_cached(
-                "UPDATE conversations SET state = ?3, wake_at_ms = ?4, lease_until_ms = ?5
+                "UPDATE conversations SET state = ?3, lease_until_ms = ?4
                  WHERE id = ?1 AND lease_owner = ?2",
             )?
-            .execute(params![
-                self.id,
-                self.owner,
-                self.state,
-                self.wake_at,
-                self.lease_until
-            ])?;
+            .execute(params![self.id, self.owner, self.state, self.lease_until])?;
         if saved == 0 {
             return Ok(Err(LeaseLost));
         }
+        // Apart, and only when it changes: assigning the column, even its
+        // own value, rewrites a page of its index (the runtime's mid-turn
+        // saves repeat the turn's wake-up).
+        conn.prepare_cached(
+            "UPDATE conversations SET wake_at_ms = ?2 WHERE id = ?1 AND wake_at_ms IS NOT ?2",
+        )?
+        .execute(params![self.id, self.wake_at])?;
         if self.consumed_up_to > 0 {
             // Usually one message was consumed: deleting it by its key is
             // one seek, where a range delete first copies the range into a
