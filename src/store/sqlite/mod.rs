@@ -1,12 +1,13 @@
 //! A store in SQLite (through rusqlite): conversations survive a restart,
 //! and the processes of one host may share the database file.
 //!
-//! The store has one connection. An operation that finds it free runs at
-//! once on the calling thread (a statement on a local file takes
-//! microseconds; handing it to another thread and back costs more), and
-//! never waits there: whatever would wait (for the connection, for another
-//! process's write lock, for a checkpoint's file syncs) runs on the
-//! connection's own thread instead (module `connection`); module `schema`
+//! The store has one connection for its operations. An operation that
+//! finds it free runs at once on the calling thread (a statement on a local
+//! file takes microseconds; handing it to another thread and back costs
+//! more), and never waits there: whatever would wait (for the connection,
+//! for another process's write lock) runs on the connection's own thread
+//! instead. Checkpoints, which sync the files, run on a second connection
+//! and thread, beside the writes (module `connection`); module `schema`
 //! opens the database and migrates it.
 //!
 //! Every operation is one statement or one transaction, so SQLite runs it
@@ -27,9 +28,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use self::connection::{
-    Job, Shared, mark_connection_thread, panicked, refuse_on_connection_thread, serve, stopped,
+    Checkpointer, Job, Shared, mark_connection_thread, panicked, refuse_on_connection_thread, serve, stopped,
 };
-use self::schema::{Location, open};
+use self::schema::{Journal, Location, open, open_checkpoint_connection};
 use super::sql::*;
 use super::{Claim, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
 use crate::conversation::Conversation;
@@ -98,10 +99,10 @@ impl SqliteStore {
         let (opened, open_result) = oneshot::channel();
         std::thread::Builder::new()
             .name("chatflow-sqlite".to_string())
-            .spawn(move || match open(&location) {
-                Ok((conn, journal)) => {
+            .spawn(move || match open_store(&location) {
+                Ok(shared) => {
                     mark_connection_thread();
-                    let shared = Arc::new(Shared::new(conn, journal));
+                    let shared = Arc::new(shared);
                     let _ = opened.send(Ok(shared.clone()));
                     serve(&shared, &queue);
                 }
@@ -151,6 +152,19 @@ impl SqliteStore {
             .map_err(|_| stopped())?;
         result.await.map_err(|_| panicked())
     }
+}
+
+/// Opens the database and, for a WAL file, the connection and thread its
+/// checkpoints run on.
+fn open_store(location: &Location) -> Result<Shared, StoreError> {
+    let (conn, journal) = open(location)?;
+    let checkpointer = match (location, journal) {
+        (Location::File { path, .. }, Journal::Wal) => {
+            Some(Checkpointer::start(open_checkpoint_connection(path)?)?)
+        }
+        _ => None,
+    };
+    Ok(Shared::new(conn, journal, checkpointer))
 }
 
 /// One operation's transaction, rolled back unless committed (also when the
@@ -825,6 +839,34 @@ mod tests {
         release_tx.send(()).unwrap();
         assert_eq!(enqueue.await.unwrap().unwrap(), Some(1));
         other.join().unwrap();
+    }
+
+    /// The WAL is copied into the database file as operations go (on the
+    /// checkpoint connection), so it does not grow without end.
+    #[tokio::test]
+    async fn checkpoints_copy_the_wal_into_the_database_file() {
+        let db = TempDb::new("checkpoint");
+        let store = SqliteStore::connect(&db.url()).await.unwrap();
+        let file_size = || std::fs::metadata(&db.0).map(|m| m.len()).unwrap_or(0);
+        let before = file_size();
+        let text = "x".repeat(4096);
+        for i in 0..super::connection::CHECKPOINT_EVERY {
+            store
+                .enqueue("c", &format!("m{i}"), &text, SystemTime::now())
+                .await
+                .unwrap();
+        }
+        // The checkpoint runs on its own thread: wait for it, briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while file_size() < before + 256 * 4096 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint: {} bytes",
+                file_size()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.transcript("c", 0).await.unwrap().len(), 256);
     }
 
     /// Operations queued while the connection is busy run in one
