@@ -833,12 +833,15 @@ impl Store for Recording {
     }
 }
 
-/// Answers every call with `{}`.
-struct EmptyJson;
+/// Answers every call with `{}`; with a clock, a second later.
+struct EmptyJson(Option<Arc<VirtualClock>>);
 
 #[async_trait]
 impl HttpClient for EmptyJson {
     async fn send(&self, _: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        if let Some(clock) = &self.0 {
+            clock.advance(Duration::from_secs(1));
+        }
         Ok(HttpResponse::json(200, &serde_json::json!({})))
     }
 }
@@ -862,7 +865,10 @@ async fn responses_of_idempotent_calls_are_saved_only_before_a_call_that_changes
     )
     .unwrap();
     let store = Arc::new(Recording::default());
-    let engine = Engine::builder(flow).http_client(EmptyJson).build().unwrap();
+    let engine = Engine::builder(flow)
+        .http_client(EmptyJson(None))
+        .build()
+        .unwrap();
     let runtime = Runtime::new(engine, store.clone());
     runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
     let saves = |calls: Vec<&str>| calls.iter().filter(|c| c.starts_with("save")).count();
@@ -876,17 +882,6 @@ async fn responses_of_idempotent_calls_are_saved_only_before_a_call_that_changes
     // (Saving after every response wrote 6 and 5 times.)
     let second = saves(store.take());
     assert_eq!((first, second), (4, 3), "saves in the first and second turn");
-}
-
-/// Answers every call with `{}`, a second later.
-struct SlowEmptyJson(Arc<VirtualClock>);
-
-#[async_trait]
-impl HttpClient for SlowEmptyJson {
-    async fn send(&self, _: &HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.0.advance(Duration::from_secs(1));
-        Ok(HttpResponse::json(200, &serde_json::json!({})))
-    }
 }
 
 /// Mid-turn saves leave the conversation due at once (a runner that dies
@@ -907,7 +902,7 @@ async fn the_mid_turn_saves_of_a_turn_share_one_wake_up() {
     let clock = Arc::new(VirtualClock::new());
     let store = Arc::new(Recording::default());
     let engine = Engine::builder(flow)
-        .http_client(SlowEmptyJson(clock.clone()))
+        .http_client(EmptyJson(Some(clock.clone())))
         .shared_clock(clock.clone())
         .build()
         .unwrap();
