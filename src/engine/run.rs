@@ -865,7 +865,7 @@ impl EngineInner {
                 map.values_mut().for_each(|v| self.redact_value(v));
             }
             // A numeric secret (a PIN, an account number) echoed as a number.
-            Value::Number(n) => {
+            Value::Number(n) if self.secret_forms.numeric() => {
                 let text = n.to_string();
                 if let Cow::Owned(redacted) = self.redact_cow(Cow::Borrowed(&text)) {
                     *value = Value::String(redacted);
@@ -878,9 +878,9 @@ impl EngineInner {
     /// Like [`EngineInner::redact`], copying only when a secret is present.
     /// Catches secrets as sent in a URL (percent-encoded) too.
     pub(crate) fn redact_cow<'a>(&self, mut text: Cow<'a, str>) -> Cow<'a, str> {
-        for form in &self.secret_forms {
-            if text.contains(form.as_str()) {
-                text = Cow::Owned(text.replace(form.as_str(), "***"));
+        for (form, finder) in self.secret_forms.iter() {
+            if finder.find(text.as_bytes()).is_some() {
+                text = Cow::Owned(text.replace(form, "***"));
             }
         }
         text
