@@ -708,10 +708,7 @@ impl Engine {
                 headers
             }
         };
-        let body = api
-            .body
-            .as_ref()
-            .map(|b| serde_json::to_vec(&b.render(&scope)).unwrap_or_default());
+        let body = api.body.as_ref().map(|b| b.render_json(&scope));
         Ok(HttpRequest {
             method: api.method,
             url,
