@@ -112,6 +112,9 @@ pub(crate) struct SecretForms {
     /// Whether some form could occur in a number's text; when none can,
     /// numbers need no look.
     numeric: bool,
+    /// The shortest form's length: a shorter text (most keys, many values)
+    /// holds no form.
+    shortest: usize,
 }
 
 impl SecretForms {
@@ -120,6 +123,7 @@ impl SecretForms {
         let numeric = forms
             .iter()
             .any(|f| f.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)));
+        let shortest = forms.iter().map(String::len).min().unwrap_or(0);
         let forms = forms
             .into_iter()
             .map(|form| {
@@ -127,7 +131,11 @@ impl SecretForms {
                 (form, finder)
             })
             .collect();
-        SecretForms { forms, numeric }
+        SecretForms {
+            forms,
+            numeric,
+            shortest,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -137,6 +145,11 @@ impl SecretForms {
     /// Whether a number's text may hold a secret.
     pub(crate) fn numeric(&self) -> bool {
         self.numeric
+    }
+
+    /// Whether `text` is too short to hold any form.
+    pub(crate) fn too_short(&self, text: &str) -> bool {
+        text.len() < self.shortest
     }
 
     /// The forms, longest first, with their searchers.
@@ -532,5 +545,7 @@ mod tests {
             assert!(forms(&["sk-live-1", numeric]).numeric(), "{numeric}");
         }
         assert!(forms(&[]).is_empty());
+        let some = forms(&["sk-live-1", "sk%2Dlive-1"]);
+        assert!(some.too_short("sk-live") && !some.too_short("sk-live-1"));
     }
 }

@@ -875,6 +875,9 @@ impl EngineInner {
     /// Like [`EngineInner::redact`], copying only when a secret is present.
     /// Catches secrets as sent in a URL (percent-encoded) too.
     pub(crate) fn redact_cow<'a>(&self, mut text: Cow<'a, str>) -> Cow<'a, str> {
+        if self.secret_forms.too_short(&text) {
+            return text;
+        }
         for (form, finder) in self.secret_forms.iter() {
             if finder.find(text.as_bytes()).is_some() {
                 text = Cow::Owned(text.replace(form, "***"));
