@@ -61,7 +61,7 @@ pub(crate) fn project(value: Value, paths: &[&[Segment]]) -> Value {
 }
 
 /// What the (non-empty) `paths` reach below the object key `key`.
-pub(crate) fn below_key<'p>(paths: &[&'p [Segment]], key: &str) -> Vec<&'p [Segment]> {
+fn below_key<'p>(paths: &[&'p [Segment]], key: &str) -> Vec<&'p [Segment]> {
     paths
         .iter()
         .filter(|p| p[0].filter.is_none() && p[0].key == key)

@@ -651,6 +651,56 @@ impl JsonTemplate {
             }
         }
     }
+
+    /// Renders straight to JSON text: the same bytes as
+    /// `serde_json::to_vec(&self.render(scope))`, without building the value
+    /// (a request body is rendered for every call).
+    pub(crate) fn render_json(&self, scope: &dyn Scope) -> Vec<u8> {
+        serde_json::to_vec(&Rendering {
+            template: self,
+            scope,
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// A [`JsonTemplate`] serialized as it renders against a scope.
+struct Rendering<'a> {
+    template: &'a JsonTemplate,
+    scope: &'a dyn Scope,
+}
+
+impl serde::Serialize for Rendering<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let scope = self.scope;
+        match self.template {
+            JsonTemplate::Literal(value) => value.serialize(serializer),
+            JsonTemplate::String(template) => match template.as_single_placeholder() {
+                // The referenced value, borrowed where it lives.
+                Some(path) => match scope.resolve(path) {
+                    Some(value) => value.serialize(serializer),
+                    None => serializer.serialize_unit(),
+                },
+                None => serializer.serialize_str(&template.render(scope, Secrets::Reveal)),
+            },
+            JsonTemplate::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for template in items {
+                    seq.serialize_element(&Rendering { template, scope })?;
+                }
+                seq.end()
+            }
+            JsonTemplate::Object(entries) => {
+                // Entries come from a JSON object: unique keys, in its order.
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, template) in entries {
+                    map.serialize_entry(key, &Rendering { template, scope })?;
+                }
+                map.end()
+            }
+        }
+    }
 }
 
 impl fmt::Display for Path {
@@ -879,6 +929,14 @@ mod tests {
                 "mixed": "n is 3",
                 "list": [1, "c-1"]
             })
+        );
+        // Rendered straight to text, the body is byte for byte the value's.
+        assert_eq!(t.render_json(&scope()), serde_json::to_vec(&out).unwrap());
+        let nested = json!({"b": {"z": ["<<contact.tags>>", {"k": "<<contact.n>>"}], "a": {}}, "a": []});
+        let t = JsonTemplate::parse(&nested, NAMES).unwrap();
+        assert_eq!(
+            t.render_json(&scope()),
+            serde_json::to_vec(&t.render(&scope())).unwrap()
         );
         let err = JsonTemplate::parse(&json!({"a": [0, "<<nope.x>>"]}), NAMES).unwrap_err();
         assert_eq!(err.0, "/a/1");

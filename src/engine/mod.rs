@@ -105,6 +105,59 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The forms secrets take in text, each with its searcher built once:
+/// masking looks for every form in every kept string, key and number.
+pub(crate) struct SecretForms {
+    forms: Vec<(String, memchr::memmem::Finder<'static>)>,
+    /// Whether some form could occur in a number's text; when none can,
+    /// numbers need no look.
+    numeric: bool,
+    /// The shortest form's length: a shorter text (most keys, many values)
+    /// holds no form.
+    shortest: usize,
+}
+
+impl SecretForms {
+    fn new(forms: Vec<String>) -> SecretForms {
+        // A JSON number's text (serde_json's, any precision) has no other bytes.
+        let numeric = forms
+            .iter()
+            .any(|f| f.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)));
+        let shortest = forms.iter().map(String::len).min().unwrap_or(0);
+        let forms = forms
+            .into_iter()
+            .map(|form| {
+                let finder = memchr::memmem::Finder::new(form.as_bytes()).into_owned();
+                (form, finder)
+            })
+            .collect();
+        SecretForms {
+            forms,
+            numeric,
+            shortest,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// Whether a number's text may hold a secret.
+    pub(crate) fn numeric(&self) -> bool {
+        self.numeric
+    }
+
+    /// Whether `text` is too short to hold any form.
+    pub(crate) fn too_short(&self, text: &str) -> bool {
+        text.len() < self.shortest
+    }
+
+    /// The forms, longest first, with their searchers.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &memchr::memmem::Finder<'static>)> {
+        self.forms.iter().map(|(form, finder)| (form.as_str(), finder))
+    }
+}
+
 /// Runs conversations of one flow. Cheap to clone; `Send + Sync`; share one
 /// engine between all conversations.
 ///
@@ -148,7 +201,7 @@ pub(crate) struct EngineInner {
     pub(crate) secrets: BTreeMap<String, Secret>,
     /// Every form a secret may take in text (as is, percent-encoded),
     /// longest first so a secret containing another is masked whole.
-    pub(crate) secret_forms: Vec<String>,
+    pub(crate) secret_forms: SecretForms,
     pub(crate) options: EngineOptions,
     /// Per step, its requests' headers when they are the same for every
     /// conversation (see [`run::constant_headers`]): rendered once here
@@ -263,6 +316,7 @@ impl EngineBuilder {
             .collect();
         secret_forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         secret_forms.dedup();
+        let secret_forms = SecretForms::new(secret_forms);
         let constant_headers = run::constant_headers(&flow.program().steps, &vars, &self.secrets);
         Ok(Engine {
             inner: Arc::new(EngineInner {
@@ -477,4 +531,21 @@ pub(crate) fn emit_failed(events: &dyn EventSink, conversation: &Conversation, e
         conversation_id: conversation.id.clone(),
         error: error.to_string(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_forms_a_number_could_spell_make_numbers_searched() {
+        let forms = |forms: &[&str]| SecretForms::new(forms.iter().map(|f| f.to_string()).collect());
+        assert!(!forms(&["sk-live-1", "sk%2Dlive"]).numeric());
+        for numeric in ["987654321", "-12.5e+3", "1E7", "0.5"] {
+            assert!(forms(&["sk-live-1", numeric]).numeric(), "{numeric}");
+        }
+        assert!(forms(&[]).is_empty());
+        let some = forms(&["sk-live-1", "sk%2Dlive-1"]);
+        assert!(some.too_short("sk-live") && !some.too_short("sk-live-1"));
+    }
 }

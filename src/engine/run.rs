@@ -15,7 +15,7 @@ use crate::error::RunError;
 use crate::event::{Event, EventSink};
 use crate::flow::{CompiledApi, CompiledKind, CompiledStep};
 use crate::http::{Header, HttpError, HttpRequest, HttpResponse, Method, sse};
-use crate::projection::{below_key, parse_projected, project};
+use crate::projection::{parse_projected, project};
 use crate::template::{RenderError, Root, Scope, Secrets, Segment, lookup};
 
 /// Template values of one conversation: its own results and contact
@@ -543,7 +543,6 @@ impl Engine {
             }
             break outcome;
         };
-        let name = step.name.to_string();
         // A streamed answer keeps the event it waited for; a failed stream
         // is a failed call (on_error applies), never retried.
         let outcome = outcome.and_then(|response| {
@@ -573,7 +572,7 @@ impl Engine {
                     return Ok(());
                 }
                 Err(RunError::Status {
-                    step: name,
+                    step: step.name.to_string(),
                     method: request.method,
                     url: request.display_url,
                     status: response.status,
@@ -592,7 +591,7 @@ impl Engine {
                     return Ok(());
                 }
                 Err(RunError::Transport {
-                    step: name,
+                    step: step.name.to_string(),
                     method: request.method,
                     url: request.display_url,
                     attempts: attempt,
@@ -616,18 +615,19 @@ impl Engine {
         error: Option<Value>,
     ) -> Value {
         let inner = &*self.inner;
-        let paths: Option<Vec<&[Segment]>> = match inner.flow.program().retained.get(step_index) {
-            Some(Some(paths)) => Some(paths.iter().map(Vec::as_slice).collect()),
+        let paths = match inner.flow.program().retained.get(step_index) {
+            // An empty path reads the whole result.
+            Some(Some(paths)) if !paths.iter().any(Vec::is_empty) => Some(paths),
             _ => None,
         };
         // What the paths read below `key`; None reads all of it.
         let below = |key: &str| -> Option<Vec<&[Segment]>> {
-            let paths = paths.as_ref()?;
-            // An empty path reads the whole result.
-            if paths.iter().any(|p| p.is_empty()) {
-                return None;
-            }
-            Some(below_key(paths, key))
+            let below = paths?
+                .iter()
+                .filter_map(|path| path.split_first())
+                .filter(|(first, _)| first.filter.is_none() && first.key == key)
+                .map(|(_, rest)| rest);
+            Some(below.collect())
         };
         let mut map = serde_json::Map::new();
         let body_paths = below("response");
@@ -708,10 +708,7 @@ impl Engine {
                 headers
             }
         };
-        let body = api
-            .body
-            .as_ref()
-            .map(|b| serde_json::to_vec(&b.render(&scope)).unwrap_or_default());
+        let body = api.body.as_ref().map(|b| b.render_json(&scope));
         Ok(HttpRequest {
             method: api.method,
             url,
@@ -865,7 +862,7 @@ impl EngineInner {
                 map.values_mut().for_each(|v| self.redact_value(v));
             }
             // A numeric secret (a PIN, an account number) echoed as a number.
-            Value::Number(n) => {
+            Value::Number(n) if self.secret_forms.numeric() => {
                 let text = n.to_string();
                 if let Cow::Owned(redacted) = self.redact_cow(Cow::Borrowed(&text)) {
                     *value = Value::String(redacted);
@@ -878,9 +875,12 @@ impl EngineInner {
     /// Like [`EngineInner::redact`], copying only when a secret is present.
     /// Catches secrets as sent in a URL (percent-encoded) too.
     pub(crate) fn redact_cow<'a>(&self, mut text: Cow<'a, str>) -> Cow<'a, str> {
-        for form in &self.secret_forms {
-            if text.contains(form.as_str()) {
-                text = Cow::Owned(text.replace(form.as_str(), "***"));
+        if self.secret_forms.too_short(&text) {
+            return text;
+        }
+        for (form, finder) in self.secret_forms.iter() {
+            if finder.find(text.as_bytes()).is_some() {
+                text = Cow::Owned(text.replace(form, "***"));
             }
         }
         text
