@@ -17,58 +17,18 @@ use crate::store::StoreError;
 
 pub(super) struct Shared {
     conn: Mutex<Connection>,
-    /// Operations since the last checkpoint was asked for.
+    /// Operations since the last checkpoint was started.
     operations: AtomicU32,
     journal: Journal,
-    /// Present for a WAL file.
-    checkpointer: Option<Checkpointer>,
 }
 
 impl Shared {
-    pub(super) fn new(conn: Connection, journal: Journal, checkpointer: Option<Checkpointer>) -> Shared {
+    pub(super) fn new(conn: Connection, journal: Journal) -> Shared {
         Shared {
             conn: Mutex::new(conn),
             operations: AtomicU32::new(0),
             journal,
-            checkpointer,
         }
-    }
-}
-
-/// Copies the WAL into the database file, on a connection and a thread of
-/// its own. A checkpoint syncs both files, which takes milliseconds: on the
-/// store's connection, every operation arriving meanwhile waited for it (at
-/// C = 1 a few, 3 ms each; under load most of them, in turn). From another
-/// connection, a PASSIVE checkpoint runs beside the writes.
-pub(super) struct Checkpointer {
-    /// Holds at most one request: asking again while one waits changes
-    /// nothing. The thread ends when the store is dropped.
-    requests: mpsc::SyncSender<()>,
-}
-
-impl Checkpointer {
-    pub(super) fn start(conn: Connection) -> Result<Checkpointer, StoreError> {
-        let (requests, queue) = mpsc::sync_channel::<()>(1);
-        std::thread::Builder::new()
-            .name("chatflow-sqlite-checkpoint".to_string())
-            .spawn(move || {
-                for () in queue {
-                    // PASSIVE copies what it can without waiting for readers
-                    // or writers; the next checkpoint takes the rest.
-                    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        Ok(()) => {}
-                        // Another process is checkpointing.
-                        Err(e) if is_busy(&e) => tracing::debug!("SQLite checkpoint skipped: {e}"),
-                        Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
-                    }
-                }
-            })
-            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite checkpoint thread: {e}")))?;
-        Ok(Checkpointer { requests })
-    }
-
-    fn request(&self) {
-        let _ = self.requests.try_send(());
     }
 }
 
@@ -78,7 +38,7 @@ pub(super) enum Job {
     /// other operations queued with it, and its answer waits for the commit.
     Operation(Operation),
     /// Runs on its own, outside any transaction: a host's closure (it may
-    /// open transactions of its own).
+    /// open transactions of its own), a checkpoint.
     Alone(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
@@ -131,9 +91,8 @@ impl SqliteStore {
     /// that meets another process's write lock (`SQLITE_BUSY`, nothing
     /// written) runs again on the connection's thread, where it may wait.
     /// Operations that find the connection taken queue for that thread too,
-    /// which runs them one after another. Checkpoints run on a connection
-    /// of their own (see [`Checkpointer`]): this one's automatic ones are
-    /// off.
+    /// which runs them one after another. Checkpoints, which sync the files,
+    /// also run there: the connection's automatic ones are off.
     ///
     /// `op` may run twice, so it must write nothing unless it succeeds:
     /// one statement, or one transaction (a savepoint, so that it can join
@@ -160,18 +119,23 @@ impl SqliteStore {
         Ok(result)
     }
 
-    /// Every [`CHECKPOINT_EVERY`] operations, has the [`Checkpointer`] copy
-    /// the WAL into the database file.
+    /// Every [`CHECKPOINT_EVERY`] operations, has the connection's thread
+    /// copy the WAL into the database file.
     fn count_operation(&self) {
         let shared = &self.shared;
-        let Some(checkpointer) = &shared.checkpointer else {
-            return;
-        };
-        if shared.operations.fetch_add(1, Ordering::Relaxed) + 1 < CHECKPOINT_EVERY {
+        if shared.journal != Journal::Wal
+            || shared.operations.fetch_add(1, Ordering::Relaxed) + 1 < CHECKPOINT_EVERY
+        {
             return;
         }
         shared.operations.store(0, Ordering::Relaxed);
-        checkpointer.request();
+        let _ = self.jobs.send(Job::Alone(Box::new(|conn: &mut Connection| {
+            // PASSIVE: copies what it can without waiting for readers in
+            // other processes; the next checkpoint takes the rest.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        })));
     }
 }
 

@@ -68,14 +68,6 @@ pub(super) enum Journal {
     Other,
 }
 
-/// Opens the connection the store's checkpoints run on, to a WAL file
-/// [`open`] has set up.
-pub(super) fn open_checkpoint_connection(path: &std::path::Path) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_READ_WRITE;
-    Connection::open_with_flags(path, flags)
-        .map_err(|e| StoreError::Backend(format!("cannot open the SQLite database for checkpoints: {e}")))
-}
-
 /// Opens the connection, sets it up and migrates the schema.
 pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreError> {
     // The connection is used by one thread only: SQLite's own mutexes are
