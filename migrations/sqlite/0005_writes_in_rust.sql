@@ -12,6 +12,10 @@ DROP TRIGGER transcript_enqueue;
 -- `direction IN (...)` builds a temporary B-tree of the list at every
 -- insert; the same check written with `=` compares in place. Changing a
 -- CHECK means rebuilding the table.
+--
+-- The message id column gets a new name: an older process still running
+-- would otherwise go on inserting user entries that, without the trigger,
+-- never reach the inbox (its message silently lost); now its insert fails.
 CREATE TABLE transcript_new (
     conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     seq INTEGER NOT NULL,
@@ -20,10 +24,10 @@ CREATE TABLE transcript_new (
     at_ms INTEGER NOT NULL,
     -- The id of the inbound message a user entry came from (NULL for the
     -- bot's entries).
-    message_id TEXT,
+    source_message_id TEXT,
     PRIMARY KEY (conversation_id, seq)
 ) WITHOUT ROWID;
-INSERT INTO transcript_new (conversation_id, seq, direction, text, at_ms, message_id)
+INSERT INTO transcript_new (conversation_id, seq, direction, text, at_ms, source_message_id)
 SELECT conversation_id, seq, direction, text, at_ms, message_id FROM transcript;
 DROP TABLE transcript;
 ALTER TABLE transcript_new RENAME TO transcript;

@@ -106,7 +106,8 @@ impl fmt::Debug for Secret {
 }
 
 /// The forms secrets take in text, each with its searcher built once:
-/// masking looks for every form in every kept string, key and number.
+/// masking looks for every form in every kept string and key long enough
+/// to hold one, and in numbers when a form could be written as one.
 pub(crate) struct SecretForms {
     forms: Vec<(String, memchr::memmem::Finder<'static>)>,
     /// Whether some form could occur in a number's text; when none can,

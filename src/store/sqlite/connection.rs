@@ -95,8 +95,8 @@ impl SqliteStore {
     /// also run there: the connection's automatic ones are off.
     ///
     /// `op` may run twice, so it must write nothing unless it succeeds:
-    /// one statement, or one transaction (a savepoint, so that it can join
-    /// a batch's).
+    /// one statement, or one transaction (a `Write`: `BEGIN IMMEDIATE` on
+    /// its own, a savepoint inside a batch's transaction).
     pub(super) async fn run<R, F>(&self, op: F) -> Result<rusqlite::Result<R>, StoreError>
     where
         F: Fn(&mut Connection) -> rusqlite::Result<R> + Send + 'static,

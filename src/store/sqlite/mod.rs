@@ -261,7 +261,7 @@ fn record_message(
     conn.prepare_cached("INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)")?
         .execute(params![id, message_id])?;
     conn.prepare_cached(
-        "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+        "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, source_message_id)
          VALUES (?1, ?2, 'in', ?3, ?4, ?5)",
     )?
     .execute(params![id, seq, text, now, message_id])?;
@@ -758,12 +758,52 @@ mod tests {
             .unwrap();
         assert_eq!(claim.inbox.len(), 1);
         assert_eq!(claim.inbox[0].text, "kept");
+        // Migration 0005 kept the entry's message id, under its new name.
+        let source: Option<String> = store
+            .with_connection(|conn| {
+                conn.query_row(
+                    "SELECT source_message_id FROM transcript WHERE conversation_id = 'old'",
+                    [],
+                    |row| row.get(0),
+                )
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(source.as_deref(), Some("m1"));
         let version: i64 = store
             .with_connection(|conn| conn.query_row("PRAGMA user_version", [], |row| row.get(0)))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    /// An older process still running beside a database migrated to 0005:
+    /// its enqueue (which left the inbox to a trigger 0005 dropped) fails,
+    /// rather than recording a message that would never be answered.
+    #[tokio::test]
+    async fn an_older_process_enqueue_fails_on_a_migrated_database() {
+        const ENQUEUE_BEFORE_0005: &str =
+            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+             SELECT ?1, last + 1, 'in', ?3, ?4, ?2
+             FROM (SELECT COALESCE(MAX(seq), 0) AS last FROM transcript WHERE conversation_id = ?1)
+             WHERE NOT EXISTS (SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2)
+             RETURNING seq";
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        let old: rusqlite::Result<i64> = store
+            .with_connection(|conn| {
+                conn.query_row(
+                    ENQUEUE_BEFORE_0005,
+                    rusqlite::params!["c", "m1", "hi", 0],
+                    |row| row.get(0),
+                )
+            })
+            .await
+            .unwrap();
+        let error = old.unwrap_err().to_string();
+        assert!(error.contains("message_id"), "{error}");
+        assert!(store.transcript("c", 0).await.unwrap().is_empty());
     }
 
     #[tokio::test]
