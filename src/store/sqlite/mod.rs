@@ -383,9 +383,25 @@ impl SaveRow {
         })
     }
 
+    /// Saves, then runs `then` in the same [`Write`]: both commit, or
+    /// neither (a [`LeaseLost`] rolls back, though nothing was written).
+    fn save_then<R>(
+        &self,
+        conn: &Connection,
+        then: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<Result<R, LeaseLost>> {
+        let write = Write::begin(conn)?;
+        if let Err(lost) = self.execute(conn)? {
+            return Ok(Err(lost));
+        }
+        let result = then(conn)?;
+        write.commit()?;
+        Ok(Ok(result))
+    }
+
     /// Writes state, wake-up, consumed inbox and outgoing entries, when
-    /// `owner` holds the lease. Runs inside a [`Write`], which a
-    /// [`LeaseLost`] must roll back (though nothing was written yet).
+    /// `owner` holds the lease. Runs inside a [`Write`] (see
+    /// [`SaveRow::save_then`]).
     fn execute(&self, conn: &Connection) -> rusqlite::Result<Result<(), LeaseLost>> {
         let saved = conn
             .prepare_cached(
@@ -510,17 +526,10 @@ impl Store for SqliteStore {
 
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
         let row = SaveRow::new(conversation_id, owner, &save)?;
-        self.run(move |conn| {
-            let write = Write::begin(conn)?;
-            let saved = row.execute(conn)?;
-            if saved.is_ok() {
-                write.commit()?;
-            }
-            Ok(saved)
-        })
-        .await?
-        .map_err(backend)?
-        .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))
+        self.run(move |conn| row.save_then(conn, |_| Ok(())))
+            .await?
+            .map_err(backend)?
+            .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))
     }
 
     async fn save_and_read_replies(
@@ -536,15 +545,7 @@ impl Store for SqliteStore {
         // turn's replies can come in between, and an operation that fails
         // half-way (busy, say) wrote nothing and may run again.
         let rows = self
-            .run(move |conn| {
-                let write = Write::begin(conn)?;
-                if let Err(lost) = row.execute(conn)? {
-                    return Ok(Err(lost));
-                }
-                let rows = read_transcript(conn, &row.id, after_seq)?;
-                write.commit()?;
-                Ok(Ok(rows))
-            })
+            .run(move |conn| row.save_then(conn, |conn| read_transcript(conn, &row.id, after_seq)))
             .await?
             .map_err(backend)?
             .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))?;
