@@ -960,16 +960,7 @@ mod suite {
     ]}"#;
 
     pub async fn two_runtimes_apply_concurrent_messages_once_in_order(h: &Harness) {
-        let runtime = || {
-            let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
-                .options(EngineOptions {
-                    reply_mode: ReplyMode::OnePerQuestion,
-                    ..EngineOptions::default()
-                })
-                .build()
-                .unwrap();
-            Runtime::new(engine, h.store.clone())
-        };
+        let runtime = || echo_runtime(h, RuntimeOptions::default());
         // Two "processes" sharing the store.
         let runtimes = [runtime(), runtime()];
         let mut tasks = Vec::new();
@@ -1013,9 +1004,8 @@ mod suite {
         }
     }
 
-    /// A runtime of the echo flow that retries a held lease every
-    /// millisecond, so two of them contend hard for one conversation.
-    fn echo_runtime_retrying_fast(h: &Harness) -> Runtime {
+    /// A runtime of the echo flow on the harness's store.
+    fn echo_runtime(h: &Harness, options: RuntimeOptions) -> Runtime {
         let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
             .options(EngineOptions {
                 reply_mode: ReplyMode::OnePerQuestion,
@@ -1023,11 +1013,19 @@ mod suite {
             })
             .build()
             .unwrap();
-        let options = RuntimeOptions {
-            busy_retry: Duration::from_millis(1),
-            ..RuntimeOptions::default()
-        };
         Runtime::with_options(engine, h.store.clone(), options)
+    }
+
+    /// A runtime of the echo flow that retries a held lease every
+    /// millisecond, so two of them contend hard for one conversation.
+    fn echo_runtime_retrying_fast(h: &Harness) -> Runtime {
+        echo_runtime(
+            h,
+            RuntimeOptions {
+                busy_retry: Duration::from_millis(1),
+                ..RuntimeOptions::default()
+            },
+        )
     }
 
     /// Many messages to one conversation from two runtimes retrying fast:
