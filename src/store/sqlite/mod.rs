@@ -383,20 +383,17 @@ impl SaveRow {
         })
     }
 
-    /// Saves, then runs `then` in the same [`Write`]: both commit, or
-    /// neither (a [`LeaseLost`] rolls back, though nothing was written).
+    /// Saves, then runs `then`, [`atomically`]. A [`LeaseLost`] has
+    /// written nothing, and `then` does not run.
     fn save_then<R>(
         &self,
         conn: &Connection,
         then: impl FnOnce(&Connection) -> rusqlite::Result<R>,
     ) -> rusqlite::Result<Result<R, LeaseLost>> {
-        let write = Write::begin(conn)?;
-        if let Err(lost) = self.execute(conn)? {
-            return Ok(Err(lost));
-        }
-        let result = then(conn)?;
-        write.commit()?;
-        Ok(Ok(result))
+        atomically(conn, |conn| match self.execute(conn)? {
+            Ok(()) => then(conn).map(Ok),
+            Err(lost) => Ok(Err(lost)),
+        })
     }
 
     /// Writes state, wake-up, consumed inbox and outgoing entries, when
