@@ -81,8 +81,9 @@ impl SqliteStore {
     /// `sqlite::memory:` is a new in-memory database that lives as long as
     /// the store and its clones. File databases are put in WAL mode with
     /// `synchronous = NORMAL` (every committed write survives a crash of
-    /// the process, not necessarily of the machine); connections have
-    /// foreign keys on. Processes opening one file together are safe: the
+    /// the process, not necessarily of the machine); a new file gets 2 KiB
+    /// pages, so a turn writes fewer bytes. Connections have foreign
+    /// keys on. Processes opening one file together are safe: the
     /// schema is migrated under SQLite's write lock, and a statement waits
     /// up to 10 s for another process's write.
     ///
@@ -923,10 +924,39 @@ mod tests {
             store.with_connection(|_| ()).await.unwrap();
         }
         let wal_size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        // Each enqueue writes 4 pages (4 KiB each, plus a frame header) to
-        // the WAL: never starting over would leave 8 rounds of them.
-        let one_round = u64::from(every) * 4 * 4096;
+        // Each enqueue writes 4 pages (plus a frame header each) to the
+        // WAL: never starting over would leave 8 rounds of them.
+        let page = u64::try_from(super::schema::PAGE_SIZE).unwrap();
+        let one_round = u64::from(every) * 4 * page;
         assert!(wal_size < 2 * one_round, "WAL of {wal_size} bytes");
+    }
+
+    /// A new file gets the store's page size; a file made before keeps its
+    /// own (SQLite changes it only by rebuilding the file).
+    #[tokio::test]
+    async fn a_new_file_gets_small_pages_and_an_existing_one_keeps_its_own() {
+        let page_size = |store: SqliteStore| async move {
+            store
+                .with_connection(|conn| conn.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0)))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        let new = TempDb::new("page-new");
+        let store = SqliteStore::connect(&new.url()).await.unwrap();
+        assert_eq!(page_size(store).await, super::schema::PAGE_SIZE);
+
+        let existing = TempDb::new("page-existing");
+        rusqlite::Connection::open(&existing.0)
+            .unwrap()
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE host_table (x INTEGER);")
+            .unwrap();
+        let store = SqliteStore::connect(&existing.url()).await.unwrap();
+        store
+            .enqueue("c", "m1", "hello", SystemTime::now())
+            .await
+            .unwrap();
+        assert_eq!(page_size(store).await, 4096);
     }
 
     /// Operations queued while the connection is busy run in one

@@ -11,6 +11,9 @@ use super::connection::BUSY_TIMEOUT;
 use crate::store::StoreError;
 use crate::store::sql::backend;
 
+/// The page size of a new database file, in bytes (see [`open`]).
+pub(super) const PAGE_SIZE: i64 = 2048;
+
 /// Where the database is, from a `sqlite:` URL.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Location {
@@ -98,6 +101,13 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
     conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
     let mut journal = Journal::Memory;
     if matches!(location, Location::File { .. }) {
+        // Takes effect only on a new file (an existing one keeps its size).
+        // Every page a commit changes goes to the WAL whole: with 2 KiB
+        // pages (a conversation's state, about 1 KB, still fits in one) a
+        // turn of the guide's flow writes more frames than with SQLite's
+        // default of 4 KiB (17 against 12) but about 30% fewer bytes.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(backend)?;
         // WAL lets readers in other processes go on during a write;
         // synchronous=NORMAL syncs at checkpoints rather than at each commit.
         let mode: String = conn
