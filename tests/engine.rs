@@ -573,3 +573,50 @@ async fn a_delay_can_back_off_and_starts_over_each_turn() {
     assert_eq!(clock.elapsed(), Duration::from_millis(3000));
     assert_eq!(events.texts(), ["?", "done", "?", "done", "?"]);
 }
+
+/// Keeps the headers of every request it answers.
+#[derive(Clone, Default)]
+struct HeaderLog(Arc<std::sync::Mutex<Vec<Vec<chatflow::http::Header>>>>);
+
+#[async_trait::async_trait]
+impl chatflow::http::HttpClient for HeaderLog {
+    async fn send(&self, request: &chatflow::http::HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.0.lock().unwrap().push(request.headers.clone());
+        Ok(HttpResponse::json(200, &json!({"state": "shipped"})))
+    }
+}
+
+/// Headers that read only host values and secrets are rendered once, when
+/// the engine is built: each request shares their text instead of copying
+/// it, and a header that reads the conversation is rendered per request.
+#[tokio::test]
+async fn requests_share_the_headers_rendered_at_build() {
+    let flow = r#"{"name": "headers", "steps": [
+      {"type": "api", "name": "Constant", "method": "POST", "url": "<<var.base>>/a",
+       "headers": {"Authorization": "Bearer <<secret.KEY>>"}, "body": {}},
+      {"type": "api", "name": "Per conversation", "method": "GET", "url": "<<var.base>>/b",
+       "headers": {"X-Conversation": "<<conversation.id>>"}}
+    ]}"#;
+    let log = HeaderLog::default();
+    let engine = Engine::builder(Flow::from_json(flow).unwrap())
+        .http_client(log.clone())
+        .var("base", "http://api.test/v1")
+        .secret("KEY", "sk-test-secret")
+        .build()
+        .unwrap();
+    for id in ["c1", "c2"] {
+        let mut conversation = engine.start(id);
+        engine.run(&mut conversation, &EventLog::new()).await.unwrap();
+    }
+    let sent = log.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 4);
+    let (first, second) = (&sent[0], &sent[2]);
+    assert_eq!(&*first[0].value, "Bearer sk-test-secret");
+    assert!(first[0].sensitive);
+    assert_eq!(&*first[1].name, "Content-Type");
+    for (a, b) in first.iter().zip(second) {
+        assert!(Arc::ptr_eq(&a.value, &b.value), "{} copied", a.name);
+    }
+    assert_eq!(&*sent[1][0].value, "c1");
+    assert_eq!(&*sent[3][0].value, "c2");
+}

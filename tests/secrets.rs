@@ -572,7 +572,7 @@ fn request_debug_hides_sensitive_headers() {
     request.headers = vec![
         Header {
             name: "Authorization".into(),
-            value: format!("Bearer {KEY}"),
+            value: format!("Bearer {KEY}").into(),
             sensitive: true,
         },
         Header {

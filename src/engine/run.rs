@@ -100,7 +100,7 @@ pub(crate) fn constant_headers(
             for (name, template) in &api.headers {
                 headers.push(Header {
                     name: name.clone(),
-                    value: template.render_header(&scope).ok()?,
+                    value: template.render_header(&scope).ok()?.into(),
                     sensitive: template.uses_secret(),
                 });
             }
@@ -698,7 +698,7 @@ impl Engine {
                         .map_err(|e| render_error(format!("headers.{name}"), e))?;
                     headers.push(Header {
                         name: name.clone(),
-                        value,
+                        value: value.into(),
                         sensitive: template.uses_secret(),
                     });
                 }

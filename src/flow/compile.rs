@@ -72,7 +72,7 @@ pub(crate) enum CompiledKind {
 pub(crate) struct CompiledApi {
     pub(crate) method: Method,
     pub(crate) url: Template,
-    pub(crate) headers: Vec<(String, Template)>,
+    pub(crate) headers: Vec<(Arc<str>, Template)>,
     pub(crate) body: Option<JsonTemplate>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) on_error: Option<usize>,
@@ -531,7 +531,7 @@ fn compile_api(api: &Api, check: &mut StepCheck<'_>) -> Option<CompiledApi> {
             );
         }
         if let Some(t) = check.template(&format!("headers.{name}"), value) {
-            headers.push((name.clone(), t));
+            headers.push((Arc::from(name.as_str()), t));
         }
     }
     // Checked in full before giving up, so every problem of the step is reported.

@@ -17,6 +17,7 @@ pub mod sse;
 pub use reqwest_client::ReqwestClient;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -70,12 +71,23 @@ impl fmt::Display for Method {
 
 /// One request header. A `sensitive` header (one whose value came from a
 /// secret) prints as `***` in `Debug` output.
+///
+/// Name and value are shared strings: an Api step whose headers read only
+/// host values renders them once, and each of its requests shares them
+/// instead of copying them.
+///
+/// ```
+/// use chatflow::http::Header;
+///
+/// let header = Header { name: "OpenAI-Beta".into(), value: "assistants=v2".into(), sensitive: false };
+/// assert_eq!(&*header.value, "assistants=v2");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Header {
     /// Header name, as written in the flow.
-    pub name: String,
+    pub name: Arc<str>,
     /// Header value, fully rendered.
-    pub value: String,
+    pub value: Arc<str>,
     /// Whether the value holds a secret and must never be shown.
     pub sensitive: bool,
 }
@@ -157,7 +169,7 @@ impl HttpRequest {
         self.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+            .map(|h| &*h.value)
     }
 }
 

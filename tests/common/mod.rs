@@ -63,7 +63,7 @@ impl HttpClient for FakeHttp {
             headers: request
                 .headers
                 .iter()
-                .map(|h| (h.name.clone(), h.value.clone()))
+                .map(|h| (h.name.to_string(), h.value.to_string()))
                 .collect(),
             body: request.body.as_ref().map(|b| serde_json::from_slice(b).unwrap()),
         });
