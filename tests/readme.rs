@@ -2,8 +2,10 @@
 //!
 //! Keep them in sync: each module below holds one ```rust block of README.md
 //! with identical code (a README `#[tokio::main] async fn main` is a
-//! `#[tokio::test] async fn main` here). `readme_blocks_are_mirrored_here`
-//! fails when a README block and its copy drift apart.
+//! `#[tokio::test] async fn main` here), plus any tests of its own after it.
+//! Lines of this file ending in `// not in README` are left out of the
+//! comparison. `readme_blocks_are_mirrored_here` fails when a README block
+//! and its copy drift apart.
 
 /// README, "Embed it".
 mod embed_it {
@@ -139,6 +141,206 @@ mod mock_openai {
     }
 }
 
+/// README, "Run it durably: a `Runtime` behind axum".
+mod order_bot {
+    use std::error::Error;
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use chatflow::store::{Direction, MemoryStore};
+    use chatflow::{Engine, Flow, Runtime, RuntimeError};
+    use serde::{Deserialize, Serialize};
+    use tokio::net::TcpListener;
+
+    const FLOW: &str = r#"{
+      "name": "order_bot",
+      "steps": [
+        {"type": "question", "name": "Ask", "text": "Which order? Send its number, or 'human' for a person."},
+        {"type": "condition", "name": "Human?",
+         "any": [{"left": "<<step.Ask.response>>", "op": "contains", "right": "human", "ignore_case": true}],
+         "then": "Connect"},
+        {"type": "api", "name": "Look up", "method": "GET", "url": "<<var.shop_api>>/orders/<<step.Ask.response>>",
+         "headers": {"Authorization": "Bearer <<secret.SHOP_TOKEN>>"}, "on_error": "Unknown"},
+        {"type": "message", "name": "Status", "text": "Order <<step.Ask.response>> is <<step.Look up.response.state>>.",
+         "next": "Ask"},
+        {"type": "message", "name": "Unknown", "text": "I found no order <<step.Ask.response>>.", "next": "Ask"},
+        {"type": "message", "name": "Connect", "text": "Connecting you with our order team."},
+        {"type": "assign", "name": "Handoff", "team": "orders", "note": "<<step.Ask.response>>"}
+      ]
+    }"#;
+
+    /// The engine and the store, kept for the life of the process.
+    async fn order_bot(shop_api: &str, shop_token: &str) -> Result<Runtime, Box<dyn Error>> {
+        let engine = Engine::builder(Flow::from_json(FLOW)?)
+            .var("shop_api", shop_api)
+            .secret("SHOP_TOKEN", shop_token)
+            .build()?;
+        // MemoryStore forgets everything on restart. To keep conversations, use
+        // `SqliteStore::connect("sqlite://orders.db").await?` (feature "sqlite", one process) or
+        // `PostgresStore::connect("postgres://…").await?` (feature "postgres", several processes).
+        let store = Arc::new(MemoryStore::new());
+        Ok(Runtime::new(engine, store))
+    }
+
+    /// `POST /messages`: one user message in.
+    #[derive(Deserialize)]
+    struct UserMessage {
+        conversation_id: String,
+        message_id: String,
+        text: String,
+    }
+
+    /// What the bot answered to it.
+    #[derive(Serialize)]
+    struct BotReplies {
+        replies: Vec<String>,
+        handed_off: bool,
+        duplicate: bool,
+    }
+
+    async fn post_message(
+        State(runtime): State<Runtime>,
+        Json(message): Json<UserMessage>,
+    ) -> Result<Json<BotReplies>, (StatusCode, String)> {
+        // The turn runs on a task of its own: if the client hangs up, it still ends at a save point.
+        let turn = tokio::spawn(async move {
+            runtime
+                .handle_message(&message.conversation_id, Some(&message.message_id), &message.text)
+                .await
+        })
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            let status = match e {
+                RuntimeError::Reply(_) => StatusCode::PAYLOAD_TOO_LARGE, // over max_reply_bytes
+                RuntimeError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE, // another runner holds it
+                _ => StatusCode::INTERNAL_SERVER_ERROR,                   // the store failed
+            };
+            (status, e.to_string())
+        })?;
+        Ok(Json(BotReplies {
+            replies: turn
+                .replies
+                .iter()
+                .filter(|entry| entry.direction == Direction::Out)
+                .map(|entry| entry.text.clone())
+                .collect(),
+            handed_off: turn.handed_off(),
+            duplicate: turn.duplicate,
+        }))
+    }
+
+    /// Serves the bot until `shutdown`, with the scheduler beside it.
+    async fn serve(
+        runtime: Runtime,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Box<dyn Error>> {
+        // The scheduler resumes conversations whose Delay ended while no request waited for
+        // them, and turns a crash or a restart cut off. It stops when `stop_scheduler` drops.
+        let (stop_scheduler, stopped) = tokio::sync::oneshot::channel::<()>();
+        let scheduler = tokio::spawn({
+            let runtime = runtime.clone();
+            async move { runtime.run_scheduler(async { stopped.await.unwrap_or(()) }).await }
+        });
+        let app = Router::new()
+            .route("/messages", post(post_message))
+            .with_state(runtime);
+        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        drop(stop_scheduler);
+        scheduler.await?; // returns once its turns in flight have ended
+        Ok(())
+    }
+
+    #[tokio::test]
+    #[ignore = "serves on port 3000 until Ctrl-C; `serves_an_order_bot` runs the same code"] // not in README
+    async fn main() -> Result<(), Box<dyn Error>> {
+        let shop_api = std::env::var("SHOP_API").unwrap_or_else(|_| "http://127.0.0.1:4000".into());
+        let shop_token = std::env::var("SHOP_TOKEN").unwrap_or_default();
+        let runtime = order_bot(&shop_api, &shop_token).await?;
+        let listener = TcpListener::bind("127.0.0.1:3000").await?;
+        println!("POST http://{}/messages", listener.local_addr()?);
+        serve(runtime, listener, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await
+    }
+
+    /// The README's bot, served on a free port against a stand-in shop.
+    #[tokio::test]
+    async fn serves_an_order_bot() -> Result<(), Box<dyn Error>> {
+        use serde_json::{Value, json};
+        use wiremock::matchers::{header, method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+
+        // Order 1234 exists; any other answers 404.
+        let shop = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/orders/1234"))
+            .and(header("authorization", "Bearer shop-token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"state": "shipped"})))
+            .mount(&shop)
+            .await;
+
+        let runtime = order_bot(&shop.uri(), "shop-token").await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/messages", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let client = async move {
+            let http = reqwest::Client::new();
+            let post = async |body: String| -> Result<(u16, Value), reqwest::Error> {
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = response.status().as_u16();
+                let body = response.bytes().await?;
+                Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+            };
+            let message = |id: &str, text: &str| {
+                json!({"conversation_id": "c1", "message_id": id, "text": text}).to_string()
+            };
+            let answers = [
+                post(message("m1", "1234")).await,
+                post(message("m1", "1234")).await,
+                post(message("m2", "999")).await,
+                post(message("m3", "A HUMAN please")).await,
+                post(r#"{"conversation_id": "c1"}"#.to_string()).await,
+            ];
+            let _ = stop.send(());
+            answers
+        };
+        let (served, answers) = tokio::join!(
+            serve(runtime, listener, async { stopped.await.unwrap_or(()) }),
+            client
+        );
+        served?;
+        let [first, repeated, unknown, human, malformed] = answers;
+        let ask = "Which order? Send its number, or 'human' for a person.";
+        assert_eq!(
+            first?,
+            (200, json!({"replies": [ask, "Order 1234 is shipped.", ask], "handed_off": false, "duplicate": false}))
+        );
+        assert_eq!(
+            repeated?,
+            (200, json!({"replies": [], "handed_off": false, "duplicate": true}))
+        );
+        assert_eq!(
+            unknown?,
+            (200, json!({"replies": ["I found no order 999.", ask], "handed_off": false, "duplicate": false}))
+        );
+        assert_eq!(
+            human?,
+            (200, json!({"replies": ["Connecting you with our order team."], "handed_off": true, "duplicate": false}))
+        );
+        let (status, _) = malformed?;
+        assert_eq!(status, 422, "a body without `text` is refused");
+        Ok(())
+    }
+}
+
 /// The ```rust blocks of README.md.
 fn readme_rust_blocks() -> Vec<String> {
     let readme = include_str!("../README.md");
@@ -173,9 +375,14 @@ fn readme_rust_blocks() -> Vec<String> {
     blocks
 }
 
-/// Code with layout removed: no whitespace, no trailing commas, and
-/// `#[tokio::main]` read as `#[tokio::test]`.
+/// Code with layout removed: no whitespace, no trailing commas, no lines
+/// marked `// not in README`, and `#[tokio::main]` read as `#[tokio::test]`.
 fn normalize(code: &str) -> String {
+    let code: String = code
+        .lines()
+        .filter(|line| !line.trim_end().ends_with("// not in README"))
+        .flat_map(|line| [line, "\n"])
+        .collect();
     let code = code.replace("#[tokio::main]", "#[tokio::test]");
     let mut out: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     for close in [")", "]", "}"] {
@@ -187,7 +394,7 @@ fn normalize(code: &str) -> String {
 #[test]
 fn readme_blocks_are_mirrored_here() {
     let blocks = readme_rust_blocks();
-    assert_eq!(blocks.len(), 2, "one module above per README Rust block");
+    assert_eq!(blocks.len(), 3, "one module above per README Rust block");
     let here = normalize(include_str!("readme.rs"));
     for block in &blocks {
         assert!(
