@@ -146,10 +146,7 @@ mod order_bot {
     use std::error::Error;
     use std::sync::Arc;
 
-    use axum::extract::State;
-    use axum::http::StatusCode;
-    use axum::routing::post;
-    use axum::{Json, Router};
+    use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
     use chatflow::store::{Direction, MemoryStore};
     use chatflow::{Engine, Flow, Runtime, RuntimeError};
     use serde::{Deserialize, Serialize};
@@ -174,7 +171,8 @@ mod order_bot {
 
     /// The engine and the store, kept for the life of the process.
     async fn order_bot(shop_api: &str, shop_token: &str) -> Result<Runtime, Box<dyn Error>> {
-        let engine = Engine::builder(Flow::from_json(FLOW)?)
+        let flow = Flow::from_json(FLOW)?;
+        let engine = Engine::builder(flow)
             .var("shop_api", shop_api)
             .secret("SHOP_TOKEN", shop_token)
             .build()?;
@@ -185,7 +183,6 @@ mod order_bot {
         Ok(Runtime::new(engine, store))
     }
 
-    /// `POST /messages`: one user message in.
     #[derive(Deserialize)]
     struct UserMessage {
         conversation_id: String,
@@ -193,7 +190,6 @@ mod order_bot {
         text: String,
     }
 
-    /// What the bot answered to it.
     #[derive(Serialize)]
     struct BotReplies {
         replies: Vec<String>,
@@ -207,29 +203,22 @@ mod order_bot {
     ) -> Result<Json<BotReplies>, (StatusCode, String)> {
         // The turn runs on a task of its own: if the client hangs up, it still ends at a save point.
         let turn = tokio::spawn(async move {
-            runtime
-                .handle_message(&message.conversation_id, Some(&message.message_id), &message.text)
-                .await
-        })
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| {
-            let status = match e {
-                RuntimeError::Reply(_) => StatusCode::PAYLOAD_TOO_LARGE, // over max_reply_bytes
-                RuntimeError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE, // another runner holds it
-                _ => StatusCode::INTERNAL_SERVER_ERROR,                   // the store failed
-            };
-            (status, e.to_string())
+            let (id, message_id) = (&message.conversation_id, &message.message_id);
+            runtime.handle_message(id, Some(message_id), &message.text).await
+        });
+        let turn = turn
+            .await
+            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let turn = turn.map_err(|e| match e {
+            RuntimeError::Reply(_) => (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()), // over max_reply_bytes
+            RuntimeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()), // another runner has it
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),                   // the store failed
         })?;
+        let said = turn.replies.iter().filter(|r| r.direction == Direction::Out);
         Ok(Json(BotReplies {
-            replies: turn
-                .replies
-                .iter()
-                .filter(|entry| entry.direction == Direction::Out)
-                .map(|entry| entry.text.clone())
-                .collect(),
+            replies: said.map(|r| r.text.clone()).collect(),
             handed_off: turn.handed_off(),
-            duplicate: turn.duplicate,
+            duplicate: turn.duplicate, // a message id seen before: nothing ran
         }))
     }
 
@@ -249,7 +238,9 @@ mod order_bot {
         let app = Router::new()
             .route("/messages", post(post_message))
             .with_state(runtime);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         drop(stop_scheduler);
         scheduler.await?; // returns once its turns in flight have ended
         Ok(())
@@ -263,7 +254,10 @@ mod order_bot {
         let runtime = order_bot(&shop_api, &shop_token).await?;
         let listener = TcpListener::bind("127.0.0.1:3000").await?;
         println!("POST http://{}/messages", listener.local_addr()?);
-        serve(runtime, listener, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await
+        serve(runtime, listener, async {
+            tokio::signal::ctrl_c().await.unwrap_or(())
+        })
+        .await
     }
 
     /// The README's bot, served on a free port against a stand-in shop.
@@ -321,19 +315,31 @@ mod order_bot {
         let ask = "Which order? Send its number, or 'human' for a person.";
         assert_eq!(
             first?,
-            (200, json!({"replies": [ask, "Order 1234 is shipped.", ask], "handed_off": false, "duplicate": false}))
+            (
+                200,
+                json!({"replies": [ask, "Order 1234 is shipped.", ask], "handed_off": false, "duplicate": false})
+            )
         );
         assert_eq!(
             repeated?,
-            (200, json!({"replies": [], "handed_off": false, "duplicate": true}))
+            (
+                200,
+                json!({"replies": [], "handed_off": false, "duplicate": true})
+            )
         );
         assert_eq!(
             unknown?,
-            (200, json!({"replies": ["I found no order 999.", ask], "handed_off": false, "duplicate": false}))
+            (
+                200,
+                json!({"replies": ["I found no order 999.", ask], "handed_off": false, "duplicate": false})
+            )
         );
         assert_eq!(
             human?,
-            (200, json!({"replies": ["Connecting you with our order team."], "handed_off": true, "duplicate": false}))
+            (
+                200,
+                json!({"replies": ["Connecting you with our order team."], "handed_off": true, "duplicate": false})
+            )
         );
         let (status, _) = malformed?;
         assert_eq!(status, 422, "a body without `text` is refused");
