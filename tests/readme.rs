@@ -61,13 +61,11 @@ mod embed_it {
         let status = engine.run(&mut conversation, &sink).await?;
 
         assert!(matches!(status, Status::HandedOff { .. }));
-        assert_eq!(
-            *shown.lock().unwrap(),
-            [
-                "Hi! What's your order number? Type 'human' for a person.",
-                "Connecting you with our support team."
-            ]
-        );
+        let expected = [
+            "Hi! What's your order number? Type 'human' for a person.",
+            "Connecting you with our support team.",
+        ];
+        assert_eq!(*shown.lock().unwrap(), expected);
         Ok(())
     }
 }
