@@ -219,7 +219,10 @@ fn parse(text: &str, path: &Path) -> Result<TestFile, TestError> {
             path: path.to_path_buf(),
             line: location.map_or(0, |l| l.line()),
             column: location.map_or(0, |l| l.column()),
-            message: error.to_string(),
+            // The parser's excerpt names the file `<input>`: name it.
+            message: error
+                .to_string()
+                .replace("--> <input>:", &format!("--> {}:", path.display())),
         }
     })
 }
