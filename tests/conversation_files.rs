@@ -118,7 +118,7 @@ expect: {{status: finished}}
     assert_eq!((*turn, what.as_str()), (Some(2), "bot messages"));
     let shown = error.to_string();
     assert!(
-        shown.starts_with("<yaml>, turn 2: bot messages differ"),
+        shown.starts_with("<yaml>, turn 2: unexpected bot messages"),
         "{shown}"
     );
     assert!(shown.contains("--- expected\n+++ got"), "{shown}");
@@ -200,7 +200,7 @@ turns:
     )
     .unwrap_err();
     let shown = error.to_string();
-    assert!(shown.contains("turn 1: status differ"), "{shown}");
+    assert!(shown.contains("turn 1: unexpected status"), "{shown}");
     assert!(shown.contains("-awaiting_reply"), "{shown}");
     assert!(
         shown.contains("+failed: step \"Look up order\": GET https://shop.example/***/orders/42 answered 404: no such order"),
@@ -236,7 +236,7 @@ expect: {{status: finished}}
     assert!(
         error
             .to_string()
-            .contains("turn 1: virtual time differ\n--- expected\n+++ got\n@@ -1 +1 @@\n-5s\n+5.5s"),
+            .contains("turn 1: unexpected virtual time\n--- expected\n+++ got\n@@ -1 +1 @@\n-5s\n+5.5s"),
         "{error}"
     );
 }
@@ -258,7 +258,7 @@ expect: {error: timed out}
     .unwrap_err();
     // GET is retried after a timeout: three attempts of 30 s, plus the
     // jittered backoff: more than 90 s.
-    assert!(error.to_string().contains("virtual time differ"), "{error}");
+    assert!(error.to_string().contains("unexpected virtual time"), "{error}");
 }
 
 #[test]
@@ -279,13 +279,13 @@ turns:
 
     let error = run("  handoff: {team: support}\n").unwrap_err();
     let shown = error.to_string();
-    assert!(shown.contains("at the end: handoff.team differ"), "{shown}");
+    assert!(shown.contains("at the end: unexpected handoff.team"), "{shown}");
     assert!(shown.contains("-\"support\"\n+\"billing\""), "{shown}");
 
     let error = run("  status: handed_off\n  contact: {tier: silver, issue: charged twice}\n").unwrap_err();
     let shown = error.to_string();
     assert!(
-        shown.contains("contact attributes (first: tier) differ"),
+        shown.contains("at the end: unexpected contact attributes (first: tier)"),
         "{shown}"
     );
     assert!(
@@ -297,7 +297,7 @@ turns:
     assert!(error.to_string().contains("-finished\n+handed_off"), "{error}");
 
     let error = run("  error: boom\n").unwrap_err();
-    assert!(error.to_string().contains("turn 1: status differ"), "{error}");
+    assert!(error.to_string().contains("turn 1: unexpected status"), "{error}");
 }
 
 #[test]
@@ -392,9 +392,67 @@ fn a_folder_runs_every_file_and_reports_every_failure() {
     let shown = error.to_string();
     assert!(shown.starts_with("2 of 3 conversation tests failed"), "{shown}");
     assert!(
-        shown.contains("b_bad.yml, turn 1: bot messages differ"),
+        shown.contains("b_bad.yml, turn 1: unexpected bot messages"),
         "{shown}"
     );
     assert!(shown.contains("c_broken.yaml:"), "{shown}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn request_bodies_are_checked_and_shown_with_secrets_masked() {
+    let flow = r#"
+flow:
+  name: tickets
+  steps:
+    - {type: question, name: Ask, text: "What happened?"}
+    - type: api
+      name: Open ticket
+      method: POST
+      url: https://desk.example/tickets
+      body: {text: "<<step.Ask.response>>", token: "<<secret.DESK_KEY>>", tags: [bot, web]}
+    - {type: message, name: Done, text: "Ticket <<step.Open ticket.response.id>> opened."}
+secrets: {DESK_KEY: "dk-\"quoted\"-secret"}
+"#;
+    let run = |request_body: &str| {
+        run_yaml(
+            &format!(
+                "{flow}
+stubs:
+  - step: Open ticket
+    request_body: {request_body}
+    response: {{status: 201, body: {{id: T-1}}}}
+turns:
+  - user: the printer is on fire
+    bot: [What happened?, Ticket T-1 opened.]
+    status: finished
+"
+            ),
+            ".",
+        )
+    };
+    run("{text: the printer is on fire}").unwrap();
+    run("{tags: [bot, web]}").unwrap();
+
+    let error = run("{text: the printer is fine}").unwrap_err();
+    let shown = error.to_string();
+    assert!(
+        shown.contains("turn 1: unexpected request body of Open ticket"),
+        "{shown}"
+    );
+    assert!(shown.contains("-  \"text\": \"the printer is fine\""), "{shown}");
+    assert!(
+        shown.contains("+  \"text\": \"the printer is on fire\""),
+        "{shown}"
+    );
+    assert!(shown.contains("\"token\": \"***\""), "{shown}");
+    assert!(!shown.contains("quoted"), "{shown}");
+
+    let error = run("{tags: [bot]}").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("unexpected request body of Open ticket"),
+        "{error}"
+    );
 }

@@ -95,7 +95,7 @@ pub enum TestError {
         path: PathBuf,
         /// The turn, from 1; `None` for the file's `expect`.
         turn: Option<usize>,
-        /// What differs (`bot messages`, `status`, `contact.plan`, …).
+        /// What is not as expected (`bot messages`, `status`, `handoff.team`, …).
         what: String,
         /// What the file expects, one item a line.
         expected: String,
@@ -128,8 +128,8 @@ impl fmt::Display for Mismatch<'_> {
             return Ok(());
         };
         match turn {
-            Some(turn) => write!(f, "{}, turn {turn}: {what} differ", path.display())?,
-            None => write!(f, "{}, at the end: {what} differ", path.display())?,
+            Some(turn) => write!(f, "{}, turn {turn}: unexpected {what}", path.display())?,
+            None => write!(f, "{}, at the end: unexpected {what}", path.display())?,
         }
         let (expected, got) = (with_newline(expected), with_newline(got));
         let diff = similar::TextDiff::from_lines(&expected, &got);

@@ -57,6 +57,9 @@ pub(crate) struct Stub {
     /// The URL (secrets masked as `***`): whole, or its ending when it starts with `/`.
     #[serde(default)]
     pub(crate) url: Option<String>,
+    /// What the JSON body of every request it answers must hold.
+    #[serde(default)]
+    pub(crate) request_body: Option<Value>,
     /// The answer to every request.
     #[serde(default)]
     pub(crate) response: Option<StubResponse>,

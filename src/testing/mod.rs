@@ -16,7 +16,7 @@
 //! a diff:
 //!
 //! ```text
-//! tests/conversations/orders.yaml, turn 2: bot messages differ
+//! tests/conversations/orders.yaml, turn 2: unexpected bot messages
 //! --- expected
 //! +++ got
 //! @@ -1 +1 @@
@@ -87,7 +87,12 @@
 //!   - `url`: the URL with secrets as `***`, whole, or its ending when it
 //!     starts with `/` (`/threads/thread_1/runs`);
 //!
-//!   at least one of them, and the answer:
+//!   at least one of them; optionally
+//!   - `request_body`: what the JSON body of every request it answers must
+//!     hold (objects may have more keys than given; arrays and other values
+//!     compare whole); a request without it fails the turn, with a diff;
+//!
+//!   and the answer:
 //!   - `response`: the answer to every matching request, or
 //!   - `responses`: a list, one answer per request in order, the last one
 //!     repeating (a polling loop: "not yet", "not yet", "done").

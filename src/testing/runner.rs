@@ -68,9 +68,10 @@ pub(crate) async fn run(test: TestFile, path: &Path, base_dir: &Path) -> Result<
     for (name, value) in vars {
         builder = builder.var(name, value);
     }
-    for (name, value) in secrets {
+    for (name, value) in &secrets {
         builder = builder.secret(name, value);
     }
+    let secrets: Vec<String> = secrets.into_values().filter(|s| !s.is_empty()).collect();
     let engine = builder.build().map_err(|source| TestError::Build {
         path: path.to_path_buf(),
         source,
@@ -119,9 +120,24 @@ pub(crate) async fn run(test: TestFile, path: &Path, base_dir: &Path) -> Result<
                 _ => None,
             })
             .collect();
-        check.lines("bot messages", &turn.bot.0, &said)?;
+        for call in &calls {
+            if let Some((got, expected)) = &call.body_check
+                && !holds(got, expected)
+            {
+                return Err(check.mismatch(
+                    &format!("request body of {}", call.label()),
+                    pretty(expected),
+                    masked(&pretty(got), &secrets),
+                ));
+            }
+        }
         let default = if number == last { expect.status() } else { None };
         let status = turn.status.or(default).unwrap_or(StatusName::AwaitingReply);
+        // An unexpected failure first: its error explains the rest.
+        if matches!(conversation.status(), Status::Failed { .. }) {
+            check.status(status, conversation.status())?;
+        }
+        check.lines("bot messages", &turn.bot.0, &said)?;
         check.status(status, conversation.status())?;
         check.elapsed(turn, elapsed)?;
         if let Some(expected) = &turn.calls {
@@ -263,6 +279,32 @@ fn check_end(expect: &Expect, path: &Path, conversation: &crate::Conversation) -
         ));
     }
     Ok(())
+}
+
+/// Whether `got` holds `expected`: objects may have more keys; arrays and
+/// other values are compared item by item.
+fn holds(got: &Value, expected: &Value) -> bool {
+    match (got, expected) {
+        (Value::Object(got), Value::Object(expected)) => expected
+            .iter()
+            .all(|(key, value)| got.get(key).is_some_and(|g| holds(g, value))),
+        (Value::Array(got), Value::Array(expected)) => {
+            got.len() == expected.len() && got.iter().zip(expected).all(|(g, e)| holds(g, e))
+        }
+        _ => got == expected,
+    }
+}
+
+/// `text` with every secret as `***`, as it is and as JSON escapes it: a
+/// request body shown in a failure must not leak one.
+fn masked(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets {
+        let quoted = Value::String(secret.clone()).to_string();
+        let escaped = quoted.get(1..quoted.len() - 1).unwrap_or(secret);
+        text = text.replace(secret.as_str(), "***").replace(escaped, "***");
+    }
+    text
 }
 
 /// One quoted item a line: a message with a newline still reads as one line.

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use serde_json::Value;
 
 use super::format::{SseSpec, Stub, StubResponse, TransportFailure};
 use crate::VirtualClock;
@@ -18,6 +19,9 @@ pub(crate) struct Call {
     pub(crate) method: Method,
     /// The URL with secrets masked.
     pub(crate) url: String,
+    /// The body, when the stub that answered says what it must hold: the
+    /// body as JSON (text when it is not), and that expectation.
+    pub(crate) body_check: Option<(Value, Value)>,
 }
 
 impl Call {
@@ -106,10 +110,11 @@ fn matches(stub: &Stub, request: &HttpRequest) -> bool {
 #[async_trait]
 impl HttpClient for StubHttp {
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
-        let call = Call {
+        let mut call = Call {
             step: request.step().map(str::to_string),
             method: request.method,
             url: request.display_url.clone(),
+            body_check: None,
         };
         let Some(armed) = self.find(request) else {
             self.lock().unstubbed.push(call);
@@ -119,6 +124,12 @@ impl HttpClient for StubHttp {
                 request.method, request.display_url
             )));
         };
+        if let Some(expected) = &armed.stub.request_body {
+            let body = request.body.as_deref().unwrap_or_default();
+            let got = serde_json::from_slice(body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+            call.body_check = Some((got, expected.clone()));
+        }
         self.lock().calls.push(call);
         let nth = armed.next.fetch_add(1, Ordering::Relaxed);
         let Some(answer) = armed.answers.get(nth).or(armed.answers.last()) else {
