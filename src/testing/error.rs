@@ -9,6 +9,34 @@ use crate::{BuildError, LoadError, ReplyError};
 /// Why a conversation test file did not pass. Every variant names the file;
 /// a conversation that went otherwise than expected also names the turn and
 /// shows expected against got as a diff.
+///
+/// ```
+/// use chatflow::testing::{TestError, run_yaml};
+///
+/// let error = run_yaml(r#"
+/// flow:
+///   name: echo
+///   steps:
+///     - {type: question, name: Ask, text: "Say something"}
+///     - {type: message, name: Echo, text: "You said <<step.Ask.response>>"}
+/// turns:
+///   - user: hi
+///     bot: [Say something, You said hello]
+///     status: finished
+/// "#, ".").unwrap_err();
+///
+/// let TestError::Mismatch { turn, what, .. } = &error else { panic!("{error}") };
+/// assert_eq!((*turn, what.as_str()), (Some(1), "bot messages"));
+/// assert_eq!(error.to_string(), "\
+/// <yaml>, turn 1: unexpected bot messages
+/// --- expected
+/// +++ got
+/// @@ -1,2 +1,2 @@
+///  \"Say something\"
+/// -\"You said hello\"
+/// +\"You said hi\"
+/// ");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestError {
