@@ -119,7 +119,9 @@
 //!     the last must end `awaiting_reply` unless it says otherwise; the last
 //!     one defaults to what `expect` implies;
 //!   - `elapsed` (a duration, optional): the virtual time the turn took
-//!     (Delays, retry waits, stub delays);
+//!     (Delays, retry waits, stub delays). A retry's backoff has random
+//!     jitter unless the answer sends `retry-after`: give one when a turn
+//!     that retries checks `elapsed`;
 //!   - `calls` (optional): the requests the turn sent, by step name (method
 //!     and URL for a request without one), retries included.
 //! - `expect` (optional): how the conversation ends:
@@ -130,7 +132,11 @@
 //!   - `contact`: attributes that must hold these values (others may exist).
 //!
 //! Durations are written `30s`, `250ms`, `1.5s`, `2m`, `1h`, or as a
-//! number of seconds.
+//! number of seconds. YAML reads JSON too: a `.yaml` file may be written in
+//! JSON syntax.
+//!
+//! The virtual clock starts at 2026-01-01T00:00:00Z; the engine runs with
+//! its default [`EngineOptions`](crate::EngineOptions).
 
 mod error;
 mod format;
