@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::error::TestError;
-use super::format::{Expect, StatusName, StubResponse, TestFile, TurnSpec};
+use super::format::{Expect, StatusName, Stub, StubResponse, TestFile, TurnSpec};
 use super::report::Report;
-use super::stub::StubHttp;
+use super::stub::{Call, StubHttp};
 use crate::{Engine, Event, EventLog, Flow, Status, VirtualClock};
 
 /// Runs `test`, read from `path`; relative flow paths are read from `base_dir`.
@@ -36,29 +36,7 @@ pub(crate) async fn run(test: TestFile, path: &Path, base_dir: &Path) -> Result<
         return Err(invalid("`turns` is empty: a test needs at least one turn".into()));
     }
     let flow = load_flow(&flow, path, base_dir)?;
-    let mut armed = Vec::with_capacity(stubs.len());
-    for (i, mut stub) in stubs.into_iter().enumerate() {
-        if stub.step.is_none() && stub.url.is_none() && stub.method.is_none() {
-            return Err(invalid(format!(
-                "stubs[{i}]: say what it answers: `step`, `method` or `url`"
-            )));
-        }
-        let answers: Vec<StubResponse> = match (stub.response.take(), stub.responses.take()) {
-            (Some(one), None) => vec![one],
-            (None, Some(many)) if !many.is_empty() => many,
-            _ => {
-                return Err(invalid(format!(
-                    "stubs[{i}]: give either `response` or a non-empty `responses` list"
-                )));
-            }
-        };
-        if let Some(step) = &stub.step
-            && flow.program().index_of(step).is_none()
-        {
-            return Err(invalid(format!("stubs[{i}]: the flow has no step \"{step}\"")));
-        }
-        armed.push((stub, answers));
-    }
+    let armed = arm(stubs, &flow).map_err(invalid)?;
 
     let clock = Arc::new(VirtualClock::new());
     let http = StubHttp::new(armed, clock.clone());
@@ -111,7 +89,6 @@ pub(crate) async fn run(test: TestFile, path: &Path, base_dir: &Path) -> Result<
                 url: call.url,
             });
         }
-        let check = TurnCheck { path, turn: number };
         let said: Vec<String> = events
             .take()
             .iter()
@@ -120,30 +97,20 @@ pub(crate) async fn run(test: TestFile, path: &Path, base_dir: &Path) -> Result<
                 _ => None,
             })
             .collect();
-        for call in &calls {
-            if let Some((got, expected)) = &call.body_check
-                && !holds(got, expected)
-            {
-                return Err(check.mismatch(
-                    &format!("request body of {}", call.label()),
-                    pretty(expected),
-                    masked(&pretty(got), &secrets),
-                ));
-            }
-        }
         let default = if number == last { expect.status() } else { None };
-        let status = turn.status.or(default).unwrap_or(StatusName::AwaitingReply);
-        // An unexpected failure first: its error explains the rest.
-        if matches!(conversation.status(), Status::Failed { .. }) {
-            check.status(status, conversation.status())?;
-        }
-        check.lines("bot messages", &turn.bot.0, &said)?;
-        check.status(status, conversation.status())?;
-        check.elapsed(turn, elapsed)?;
-        if let Some(expected) = &turn.calls {
-            let made: Vec<String> = calls.iter().map(|c| c.label()).collect();
-            check.lines("API calls", expected, &made)?;
-        }
+        let outcome = TurnOutcome {
+            said,
+            calls,
+            elapsed,
+            expected_status: turn.status.or(default).unwrap_or(StatusName::AwaitingReply),
+            status: conversation.status(),
+        };
+        let check = TurnCheck {
+            path,
+            turn: number,
+            secrets: &secrets,
+        };
+        check.all(turn, &outcome)?;
     }
     check_end(&expect, path, &conversation)?;
     Ok(Report {
@@ -154,6 +121,35 @@ pub(crate) async fn run(test: TestFile, path: &Path, base_dir: &Path) -> Result<
         elapsed: clock.elapsed(),
         status: conversation.status().clone(),
     })
+}
+
+/// Pairs each stub with its answers, refusing a stub that matches nothing
+/// or everything, has no answer, or names a step the flow does not have.
+fn arm(stubs: Vec<Stub>, flow: &Flow) -> Result<Vec<(Stub, Vec<StubResponse>)>, String> {
+    let mut armed = Vec::with_capacity(stubs.len());
+    for (i, mut stub) in stubs.into_iter().enumerate() {
+        if stub.step.is_none() && stub.url.is_none() && stub.method.is_none() {
+            return Err(format!(
+                "stubs[{i}]: say what it answers: `step`, `method` or `url`"
+            ));
+        }
+        let answers: Vec<StubResponse> = match (stub.response.take(), stub.responses.take()) {
+            (Some(one), None) => vec![one],
+            (None, Some(many)) if !many.is_empty() => many,
+            _ => {
+                return Err(format!(
+                    "stubs[{i}]: give either `response` or a non-empty `responses` list"
+                ));
+            }
+        };
+        if let Some(step) = &stub.step
+            && flow.program().index_of(step).is_none()
+        {
+            return Err(format!("stubs[{i}]: the flow has no step \"{step}\""));
+        }
+        armed.push((stub, answers));
+    }
+    Ok(armed)
 }
 
 /// The flow named by the file's `flow`: a path, or the flow inline.
@@ -174,13 +170,56 @@ fn load_flow(flow: &Value, path: &Path, base_dir: &Path) -> Result<Flow, TestErr
     })
 }
 
+/// What one turn did.
+struct TurnOutcome<'a> {
+    /// The bot's messages.
+    said: Vec<String>,
+    /// The requests answered by stubs.
+    calls: Vec<Call>,
+    /// The virtual time it took.
+    elapsed: Duration,
+    /// The status the file expects after it (said or implied).
+    expected_status: StatusName,
+    /// The status after it.
+    status: &'a Status,
+}
+
 /// Compares one turn's outcome with the file.
 struct TurnCheck<'a> {
     path: &'a Path,
     turn: usize,
+    /// The file's secret values, masked in what a failure shows.
+    secrets: &'a [String],
 }
 
 impl TurnCheck<'_> {
+    /// Every check of a turn, the most telling first.
+    fn all(&self, turn: &TurnSpec, outcome: &TurnOutcome<'_>) -> Result<(), TestError> {
+        for call in &outcome.calls {
+            if let Some((got, expected)) = &call.body_check
+                && !holds(got, expected)
+            {
+                return Err(self.mismatch(
+                    &format!("request body of {}", call.label()),
+                    pretty(expected),
+                    masked(&pretty(got), self.secrets),
+                ));
+            }
+        }
+        // An unexpected failure first: its error explains the rest.
+        if matches!(outcome.status, Status::Failed { .. }) {
+            self.status(outcome.expected_status, outcome.status)?;
+        }
+        self.lines("bot messages", &turn.bot.0, &outcome.said)?;
+        self.status(outcome.expected_status, outcome.status)?;
+        self.elapsed(turn, outcome.elapsed)?;
+        if let Some(expected) = &turn.calls {
+            let made: Vec<String> = outcome.calls.iter().map(Call::label).collect();
+            self.lines("API calls", expected, &made)?;
+        }
+        Ok(())
+    }
+
     fn mismatch(&self, what: &str, expected: String, got: String) -> TestError {
         TestError::Mismatch {
             path: self.path.to_path_buf(),
