@@ -718,6 +718,7 @@ impl Engine {
             timeout: api.timeout.unwrap_or(inner.options.api_timeout),
             max_response_bytes: api.max_response_bytes.unwrap_or(inner.options.max_response_bytes),
             stream_until: api.stream_until.clone(),
+            step: Some(step.name.clone()),
         })
     }
 }

@@ -128,6 +128,8 @@ pub struct HttpRequest {
     /// ignores this field and returns the whole body works too: the engine
     /// picks the same event from it.
     pub stream_until: Vec<String>,
+    /// The name of the Api step that sends the request (see [`HttpRequest::step`]).
+    pub(crate) step: Option<Arc<str>>,
 }
 
 impl HttpRequest {
@@ -143,7 +145,28 @@ impl HttpRequest {
             timeout: Duration::from_secs(30),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             stream_until: Vec::new(),
+            step: None,
         }
+    }
+
+    /// The name of the Api step that sends this request, when the engine
+    /// sent it: a test transport can answer by step rather than by URL.
+    ///
+    /// ```
+    /// use chatflow::http::{HttpRequest, Method};
+    ///
+    /// let request = HttpRequest::new(Method::Get, "https://api.example.com/orders/1");
+    /// assert_eq!(request.step(), None);
+    /// assert_eq!(request.with_step("Look up order").step(), Some("Look up order"));
+    /// ```
+    pub fn step(&self) -> Option<&str> {
+        self.step.as_deref()
+    }
+
+    /// This request as sent by the step named `step`.
+    pub fn with_step(mut self, step: impl Into<Arc<str>>) -> Self {
+        self.step = Some(step.into());
+        self
     }
 
     /// This request with [`HttpRequest::stream_until`] set.
@@ -176,6 +199,7 @@ impl HttpRequest {
 impl fmt::Debug for HttpRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpRequest")
+            .field("step", &self.step)
             .field("method", &self.method)
             .field("url", &self.display_url)
             .field("headers", &self.headers)
