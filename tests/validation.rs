@@ -261,3 +261,18 @@ fn a_utf8_byte_order_mark_is_accepted() {
     );
     assert!(flow.is_ok(), "{flow:?}");
 }
+
+#[test]
+fn matches_and_is_number_rules_load() {
+    let flow = Flow::from_json(
+        r#"{"name": "order", "steps": [
+          {"type": "question", "name": "Ask", "text": "Order number or quantity?"},
+          {"type": "condition", "name": "Order?",
+           "any": [{"left": "<<step.Ask.response>>", "op": "matches", "right": "^[A-Z]-\\d{6}$", "ignore_case": true},
+                   {"left": "<<step.Ask.response>>", "op": "is_number"}],
+           "then": "Thanks", "else": "Ask"},
+          {"type": "message", "name": "Thanks", "text": "Thanks!"}
+        ]}"#,
+    );
+    assert!(flow.is_ok(), "{flow:?}");
+}
