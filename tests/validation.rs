@@ -276,3 +276,35 @@ fn matches_and_is_number_rules_load() {
     );
     assert!(flow.is_ok(), "{flow:?}");
 }
+
+#[test]
+fn start_mode_defaults_to_answering_the_first_question() {
+    use chatflow::StartMode;
+    let steps = r#""steps": [{"type": "question", "name": "Ask", "text": "You said <<conversation.start_text>>; more?"}]"#;
+    let default = load(&format!(r#"{{"name": "f", {steps}}}"#));
+    assert_eq!(default.start_mode(), StartMode::AnswerFirstQuestion);
+    let explicit = load(&format!(
+        r#"{{"name": "f", "start": "answer_first_question", {steps}}}"#
+    ));
+    assert_eq!(explicit.start_mode(), StartMode::AnswerFirstQuestion);
+    // The default is left out when written, so existing flows keep their hash.
+    assert_eq!(explicit.hash(), default.hash());
+    assert!(!default.to_json().contains("\"start\""));
+
+    let triggered = load(&format!(r#"{{"name": "f", "start": "start_flow", {steps}}}"#));
+    assert_eq!(triggered.start_mode(), StartMode::StartFlow);
+    assert_ne!(triggered.hash(), default.hash());
+    let again = load(&triggered.to_json());
+    assert_eq!(again.start_mode(), StartMode::StartFlow);
+    assert_eq!(again.hash(), triggered.hash());
+}
+
+#[test]
+fn a_schema_reference_is_accepted_and_ignored() {
+    let plain = load(r#"{"name": "f", "steps": [{"type": "message", "name": "M", "text": "hi"}]}"#);
+    let with_schema = load(
+        r#"{"$schema": "../flow.schema.json", "name": "f", "steps": [{"type": "message", "name": "M", "text": "hi"}]}"#,
+    );
+    assert_eq!(with_schema.hash(), plain.hash());
+    assert_eq!(with_schema.to_json(), plain.to_json());
+}

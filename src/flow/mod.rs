@@ -3,12 +3,15 @@
 //! running it cannot fail on anything the file says.
 
 mod compile;
+mod start_mode;
 mod step;
 
 pub use step::{
     Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, GoTo, Message, Question, RetrySettings, Step,
     StepKind,
 };
+
+pub use start_mode::StartMode;
 
 pub(crate) use compile::{CompiledApi, CompiledKind, CompiledStep, Program};
 
@@ -29,6 +32,10 @@ struct FlowFile {
     description: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     vars: BTreeMap<String, Value>,
+    /// Left out when it is the default, so adding the field kept every
+    /// existing flow's hash.
+    #[serde(default, skip_serializing_if = "StartMode::is_default")]
+    start: StartMode,
     steps: Vec<Step>,
 }
 
@@ -79,6 +86,7 @@ impl Flow {
             name: name.into(),
             description: None,
             vars: BTreeMap::new(),
+            start: StartMode::default(),
             steps,
         };
         Self::finish(file, Vec::new(), true, &[], "<code>")
@@ -156,6 +164,43 @@ impl Flow {
                 BTreeMap::new()
             }
         };
+        let start = match top.remove("start") {
+            None | Some(Value::Null) => StartMode::default(),
+            Some(Value::String(mode)) => match mode.as_str() {
+                "answer_first_question" => StartMode::AnswerFirstQuestion,
+                "start_flow" => StartMode::StartFlow,
+                _ => {
+                    header_problem(
+                        "start",
+                        format!(
+                            "unknown start mode `{mode}`, expected `answer_first_question` (the starting \
+                             message answers the first Question) or `start_flow` (it only starts the flow)"
+                        ),
+                    );
+                    StartMode::default()
+                }
+            },
+            Some(other) => {
+                header_problem(
+                    "start",
+                    format!("must be a string, found {}", step::json_kind(&other)),
+                );
+                StartMode::default()
+            }
+        };
+        // Editors read `$schema` (flow.schema.json); the flow itself does
+        // not, and it is not kept, so it changes no flow's hash.
+        if let Some(schema) = top.remove("$schema")
+            && !schema.is_string()
+        {
+            header_problem(
+                "$schema",
+                format!(
+                    "must be a string (the schema's URL or path), found {}",
+                    step::json_kind(&schema)
+                ),
+            );
+        }
         let mut steps_ok = true;
         let raw_steps = match top.remove("steps") {
             Some(Value::Array(steps)) => steps,
@@ -179,7 +224,9 @@ impl Flow {
         for key in top.keys() {
             header_problem(
                 key,
-                format!("unknown field `{key}`, expected one of `name`, `description`, `vars`, `steps`"),
+                format!(
+                    "unknown field `{key}`, expected one of `name`, `description`, `vars`, `start`, `steps`, `$schema`"
+                ),
             );
         }
         let mut steps = Vec::with_capacity(raw_steps.len());
@@ -204,6 +251,7 @@ impl Flow {
             name,
             description,
             vars,
+            start,
             steps,
         };
         Self::finish(file, diagnostics, steps_ok, &positions, origin)
@@ -252,6 +300,12 @@ impl Flow {
     /// The flow's description, if it has one.
     pub fn description(&self) -> Option<&str> {
         self.inner.file.description.as_deref()
+    }
+
+    /// Whether the message that starts a conversation answers the first
+    /// Question (the default) or only starts the flow.
+    pub fn start_mode(&self) -> StartMode {
+        self.inner.file.start
     }
 
     /// The steps, in file order.
