@@ -84,7 +84,7 @@ impl Operator {
 }
 
 /// An operand as written in a flow: text (a template), a number or a boolean.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Operand {
     /// A template such as `assistant` or `<<contact.plan>>`.
@@ -110,7 +110,7 @@ impl Operand {
 /// ```json
 /// {"left": "<<step.Poll.response.data.0.role>>", "op": "equals", "right": "assistant"}
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// The value tested: usually one placeholder.

@@ -3,6 +3,7 @@
 //! running it cannot fail on anything the file says.
 
 mod compile;
+mod schema;
 mod start_mode;
 mod step;
 
@@ -23,19 +24,27 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A flow definition as written in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A chatflow flow: a named list of typed steps, run from the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "chatflow flow", transform = schema::allow_schema_reference)]
 struct FlowFile {
+    /// The flow's name.
     name: String,
+    /// What the flow is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<String>,
+    /// Default values of host variables (`<<var.name>>`); the host's values override them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     vars: BTreeMap<String, Value>,
-    /// Left out when it is the default, so adding the field kept every
-    /// existing flow's hash.
+    /// Whether the message that starts a conversation answers the first
+    /// Question (`answer_first_question`, the default) or only starts the
+    /// flow (`start_flow`); either way `<<conversation.start_text>>` reads it.
+    // Left out when it is the default, so adding the field kept every
+    // existing flow's hash.
     #[serde(default, skip_serializing_if = "StartMode::is_default")]
     start: StartMode,
+    /// The steps, run from the first.
     steps: Vec<Step>,
 }
 
@@ -339,6 +348,14 @@ impl Flow {
     /// Secrets (`secret.*`) the flow uses: the host must provide them.
     pub fn required_secrets(&self) -> impl Iterator<Item = &str> {
         self.inner.program.secrets_used.iter().map(String::as_str)
+    }
+
+    /// The JSON Schema (draft 7) of flow files: the content of the
+    /// repository's `flow.schema.json`, for editors and for checking flows
+    /// with other tools. chatflow's own loader checks more than the schema
+    /// can say (step names, templates, loops).
+    pub fn json_schema() -> Value {
+        schema::flow_schema()
     }
 
     /// The flow as pretty JSON.
