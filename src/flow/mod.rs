@@ -3,6 +3,7 @@
 //! running it cannot fail on anything the file says.
 
 mod compile;
+mod diagram;
 mod schema;
 mod start_mode;
 mod step;
@@ -356,6 +357,31 @@ impl Flow {
     /// can say (step names, templates, loops).
     pub fn json_schema() -> Value {
         schema::flow_schema()
+    }
+
+    /// The flow as a Mermaid flowchart: one node per step (name and type),
+    /// one arrow per edge labelled with its kind (`next`, `then`, `else`,
+    /// `on_error`, `goto`, `fallback`), and an `end` node where a path ends
+    /// the conversation. Paste it into a GitHub comment inside a
+    /// ```` ```mermaid ```` block. Step names are escaped, so any name is safe.
+    ///
+    /// ```
+    /// let flow = chatflow::Flow::from_json(r#"{"name": "f", "steps": [
+    ///   {"type": "question", "name": "Ask", "text": "Order?"},
+    ///   {"type": "message", "name": "Thanks", "text": "Thanks!"}
+    /// ]}"#)?;
+    /// assert!(flow.to_mermaid().contains("s0 -->|next| s1"));
+    /// # Ok::<(), chatflow::LoadError>(())
+    /// ```
+    pub fn to_mermaid(&self) -> String {
+        diagram::mermaid(&self.inner.program)
+    }
+
+    /// The flow as a standalone SVG image with the same nodes and edges as
+    /// [`Flow::to_mermaid`], laid out locally (no network, no graphviz).
+    /// Text is escaped, so it is safe to serve to a browser.
+    pub fn to_svg(&self) -> String {
+        diagram::svg(&self.inner.program)
     }
 
     /// The flow as pretty JSON.
