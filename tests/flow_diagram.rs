@@ -121,3 +121,61 @@ fn svg_is_well_formed_and_shows_every_step() {
         }
     }
 }
+
+mod random_flows {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Step `i` of `n`, of kind `kind % 4`, going to targets picked by `a`
+    /// and `b`. Only Questions (which wait) and bounded GoTos jump back, so
+    /// the flow has no loop without a pause and always loads.
+    fn step(i: usize, kind: u8, a: usize, b: usize, n: usize) -> Value {
+        let name = |j: usize| Value::from(format!("S{j}"));
+        // A later step, or null (the end of the flow) past the last one.
+        let forward = |j: usize| {
+            let to = i + 1 + j % (n - i);
+            if to < n { name(to) } else { Value::Null }
+        };
+        match kind % 4 {
+            0 => json!({"type": "question", "name": name(i), "text": "?", "next": name(a % n)}),
+            1 => json!({"type": "message", "name": name(i), "text": "!", "next": forward(a)}),
+            2 => json!({"type": "condition", "name": name(i),
+                        "all": [{"left": "<<contact.x>>", "op": "is_number"}],
+                        "then": forward(a), "else": forward(b)}),
+            // The last step ends the flow, so a GoTo always has a later fallback.
+            _ if i + 1 == n => json!({"type": "message", "name": name(i), "text": "!"}),
+            _ => {
+                let target = if a % n == i { (a + 1) % n } else { a % n };
+                let fallback = i + 1 + b % (n - 1 - i);
+                json!({"type": "goto", "name": name(i), "target": name(target),
+                       "max_visits": 2, "fallback": name(fallback)})
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the graph (self edges, back edges, crossings), the
+        /// layout finishes and the SVG is XML showing every step.
+        #[test]
+        fn any_valid_flow_draws(shape in prop::collection::vec((any::<u8>(), 0usize..40, 0usize..40), 1..14)) {
+            let n = shape.len();
+            let steps: Vec<Value> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, &(kind, a, b))| step(i, kind, a, b, n))
+                .collect();
+            let flow = Flow::from_json(&json!({"name": "random", "steps": steps}).to_string())
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let svg = flow.to_svg();
+            let doc = roxmltree::Document::parse(&svg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let text: String = doc.descendants().filter_map(|n| n.text()).collect();
+            for step in flow.steps() {
+                prop_assert!(text.contains(&step.name));
+            }
+            prop_assert!(flow.to_mermaid().lines().count() > n);
+        }
+    }
+}
