@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::step::{Api, Step, StepKind};
 use super::{Diagnostic, list_names};
-use crate::condition::{CompiledRule, RuleField, RuleProblem};
+use crate::condition::{CompiledRule, Operator, RuleField, RuleProblem};
 use crate::http::Method;
 use crate::template::{JsonTemplate, Root, Segment, Template, TemplateError};
 
@@ -432,7 +432,17 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
                     (true, None) => {
                         check.problem(&right, format!("`{}` needs a `right` operand", rule.op.as_str()))
                     }
-                    // A `right` that is ignored would mislead whoever reads the flow.
+                    // A `right` that is ignored would mislead whoever reads the
+                    // flow; flows written before `is_number` may give one to
+                    // `is_empty`/`is_not_empty`, so those still load, with a warning.
+                    (false, Some(_)) if matches!(rule.op, Operator::IsEmpty | Operator::IsNotEmpty) => {
+                        tracing::warn!(
+                            step = check.name,
+                            field = %right,
+                            "`{}` ignores its `right` operand",
+                            rule.op.as_str()
+                        )
+                    }
                     (false, Some(_)) => {
                         check.problem(&right, format!("`{}` takes no `right` operand", rule.op.as_str()))
                     }
