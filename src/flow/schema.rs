@@ -17,10 +17,31 @@ use crate::http::Method;
 
 /// The schema of a flow file (JSON Schema draft 7, which editors support best).
 pub(crate) fn flow_schema() -> Value {
-    schemars::generate::SchemaSettings::draft07()
+    let mut schema = schemars::generate::SchemaSettings::draft07()
         .into_generator()
         .into_root_schema_for::<super::FlowFile>()
-        .to_value()
+        .to_value();
+    plain_descriptions(&mut schema);
+    schema
+}
+
+/// Descriptions come from doc comments; an editor shows them as text, so
+/// rustdoc links (``[`Operator::Equals`]``) become plain code spans.
+fn plain_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                match item {
+                    Value::String(text) if key == "description" => {
+                        *text = text.replace("[`", "`").replace("`]", "`");
+                    }
+                    other => plain_descriptions(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_descriptions),
+        _ => {}
+    }
 }
 
 /// Lets a flow name its schema (`"$schema": "../flow.schema.json"`), which
