@@ -4,17 +4,23 @@
 //! A path that does not exist counts as empty: while an assistant is still
 //! writing, the newest message's content list is empty and
 //! `step.X.response.data.0.content.0.text.value` simply does not exist yet.
+//!
+//! `matches` takes a regular expression in `right` (the `regex` crate's
+//! syntax). It is compiled once, when the flow loads, and matched in linear
+//! time, so no pattern and no reply can make a turn hang.
 
 use std::borrow::Cow;
 
+use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::template::{Scope, Template, TemplateError, value_to_text};
 
 /// How a rule compares its two operands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Operator {
     /// Same text (or the same number, when both sides are numbers).
     Equals,
@@ -40,6 +46,11 @@ pub enum Operator {
     LessThan,
     /// Both sides are numbers and left ≤ right.
     LessOrEqual,
+    /// The text matches the regular expression `right` somewhere (anchor it
+    /// with `^…$` to match the whole text). `ignore_case` applies.
+    Matches,
+    /// The value is a number, or text that reads as one (`" 42 "`, `-1.5`).
+    IsNumber,
 }
 
 impl Operator {
@@ -58,17 +69,22 @@ impl Operator {
             Operator::GreaterOrEqual => "greater_or_equal",
             Operator::LessThan => "less_than",
             Operator::LessOrEqual => "less_or_equal",
+            Operator::Matches => "matches",
+            Operator::IsNumber => "is_number",
         }
     }
 
     /// Whether the operator compares against a `right` operand.
     pub fn takes_right(self) -> bool {
-        !matches!(self, Operator::IsEmpty | Operator::IsNotEmpty)
+        !matches!(
+            self,
+            Operator::IsEmpty | Operator::IsNotEmpty | Operator::IsNumber
+        )
     }
 }
 
 /// An operand as written in a flow: text (a template), a number or a boolean.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Operand {
     /// A template such as `assistant` or `<<contact.plan>>`.
@@ -94,7 +110,7 @@ impl Operand {
 /// ```json
 /// {"left": "<<step.Poll.response.data.0.role>>", "op": "equals", "right": "assistant"}
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// The value tested: usually one placeholder.
@@ -109,12 +125,14 @@ pub struct Rule {
     pub ignore_case: bool,
 }
 
-/// A rule with its templates parsed.
+/// A rule with its templates parsed (and its pattern compiled, for `matches`).
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRule {
     left: Template,
     op: Operator,
     right: Option<Template>,
+    /// The `matches` pattern, compiled once at load.
+    pattern: Option<Regex>,
     ignore_case: bool,
 }
 
@@ -124,22 +142,47 @@ pub(crate) enum RuleField {
     Right,
 }
 
+/// Why a rule could not be compiled.
+pub(crate) enum RuleProblem {
+    /// A template in `left` or `right` does not parse.
+    Template(RuleField, TemplateError),
+    /// The `matches` pattern in `right` is not usable; the message says why.
+    Pattern(String),
+}
+
+/// The largest compiled pattern accepted: far beyond any sensible flow
+/// pattern, small enough that loading a flow stays cheap.
+const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
+
 impl CompiledRule {
-    pub(crate) fn compile(
-        rule: &Rule,
-        step_names: &[&str],
-    ) -> Result<CompiledRule, (RuleField, TemplateError)> {
-        let left = Template::parse(&rule.left, step_names).map_err(|e| (RuleField::Left, e))?;
+    pub(crate) fn compile(rule: &Rule, step_names: &[&str]) -> Result<CompiledRule, RuleProblem> {
+        let left =
+            Template::parse(&rule.left, step_names).map_err(|e| RuleProblem::Template(RuleField::Left, e))?;
+        if rule.op == Operator::Matches {
+            let pattern = rule
+                .right
+                .as_ref()
+                .map(|r| compile_pattern(&r.to_template_text(), rule.ignore_case, step_names))
+                .transpose()?;
+            return Ok(CompiledRule {
+                left,
+                op: rule.op,
+                right: None,
+                pattern,
+                ignore_case: rule.ignore_case,
+            });
+        }
         let right = rule
             .right
             .as_ref()
             .map(|r| Template::parse(&r.to_template_text(), step_names))
             .transpose()
-            .map_err(|e| (RuleField::Right, e))?;
+            .map_err(|e| RuleProblem::Template(RuleField::Right, e))?;
         Ok(CompiledRule {
             left,
             op: rule.op,
             right,
+            pattern: None,
             ignore_case: rule.ignore_case,
         })
     }
@@ -155,12 +198,51 @@ impl CompiledRule {
                 self.left.render(scope, crate::template::Secrets::Reveal),
             ))),
         };
+        if let Some(pattern) = &self.pattern {
+            return pattern.is_match(&text(left.as_deref().unwrap_or(&Value::Null)));
+        }
         let right = match &self.right {
             Some(right) => right.render_text(scope, crate::template::Secrets::Reveal),
             None => Cow::Borrowed(""),
         };
         evaluate(left.as_deref(), self.op, &right, self.ignore_case)
     }
+}
+
+/// Compiles a `matches` pattern, size-limited, or says why it cannot be used.
+///
+/// The pattern is taken as written: it is compiled once, so it cannot hold
+/// placeholders (compare with `equals`/`contains` for values that change).
+fn compile_pattern(pattern: &str, ignore_case: bool, step_names: &[&str]) -> Result<Regex, RuleProblem> {
+    let has_placeholder = Template::parse(pattern, step_names).is_ok_and(|t| t.paths().next().is_some());
+    if has_placeholder {
+        return Err(RuleProblem::Pattern(format!(
+            "`{pattern}` holds a placeholder: a `matches` pattern is compiled once, when the flow loads, so it must be written out"
+        )));
+    }
+    RegexBuilder::new(pattern)
+        .case_insensitive(ignore_case)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            RuleProblem::Pattern(match e {
+                regex::Error::CompiledTooBig(limit) => format!(
+                    "`{pattern}` is too large: it compiles to more than {limit} bytes; write a simpler pattern"
+                ),
+                // A syntax error is several lines (the pattern, a caret, the
+                // reason): diagnostics are one line, so keep the reason.
+                other => {
+                    let text = other.to_string();
+                    let why = text
+                        .lines()
+                        .rev()
+                        .find_map(|l| l.trim().strip_prefix("error: "))
+                        .map_or_else(|| text.replace('\n', " "), str::to_string);
+                    format!("`{pattern}` is not a valid regular expression: {why}")
+                }
+            })
+        })
 }
 
 /// Applies `op` to a left value (`None` when its path does not exist) and right text.
@@ -201,6 +283,10 @@ pub(crate) fn evaluate(left: Option<&Value>, op: Operator, right: &str, ignore_c
         Operator::GreaterOrEqual => numbers().is_some_and(|(l, r)| l >= r),
         Operator::LessThan => numbers().is_some_and(|(l, r)| l < r),
         Operator::LessOrEqual => numbers().is_some_and(|(l, r)| l <= r),
+        Operator::IsNumber => number(left).is_some(),
+        // Matched by the compiled rule, which holds the pattern; a pattern
+        // given as plain text would have to be compiled on every call.
+        Operator::Matches => false,
     }
 }
 
@@ -322,6 +408,93 @@ mod tests {
                 "{left:?} {op:?} {right:?}"
             );
         }
+    }
+
+    #[test]
+    fn is_number_accepts_numbers_and_numeric_text() {
+        for (value, expected) in [
+            (json!(42), true),
+            (json!(-1.5), true),
+            (json!(" 42 "), true),
+            (json!("1e3"), true),
+            (json!("42 apples"), false),
+            (json!("NaN"), false),
+            (json!("inf"), false),
+            (json!(""), false),
+            (json!(true), false),
+            (json!(null), false),
+            (json!([1]), false),
+        ] {
+            assert_eq!(
+                check(Some(value.clone()), Operator::IsNumber, ""),
+                expected,
+                "{value}"
+            );
+        }
+        assert!(!check(None, Operator::IsNumber, ""));
+    }
+
+    fn matches_rule(pattern: &str, ignore_case: bool) -> CompiledRule {
+        let rule = Rule {
+            left: "<<contact.text>>".into(),
+            op: Operator::Matches,
+            right: Some(Operand::Text(pattern.into())),
+            ignore_case,
+        };
+        CompiledRule::compile(&rule, &[]).unwrap_or_else(|_| panic!("{pattern} compiles"))
+    }
+
+    struct Contact(Value);
+
+    impl Scope for Contact {
+        fn resolve(&self, _path: &crate::template::Path) -> Option<Cow<'_, Value>> {
+            Some(Cow::Borrowed(&self.0))
+        }
+    }
+
+    #[test]
+    fn matches_tests_the_compiled_pattern_anywhere_in_the_text() {
+        let order = matches_rule(r"^A-\d{6}$", false);
+        assert!(order.evaluate(&Contact(json!("A-123456"))));
+        assert!(!order.evaluate(&Contact(json!("A-12345"))));
+        assert!(!order.evaluate(&Contact(json!("a-123456"))));
+        assert!(matches_rule(r"^A-\d{6}$", true).evaluate(&Contact(json!("a-123456"))));
+        // Unanchored: anywhere in the text; numbers are matched as their text.
+        assert!(matches_rule("refund", false).evaluate(&Contact(json!("I want a refund now"))));
+        assert!(matches_rule(r"^\d+$", false).evaluate(&Contact(json!(404))));
+        assert!(matches_rule("^$", false).evaluate(&Contact(json!(null))));
+    }
+
+    #[test]
+    fn a_pathological_pattern_runs_in_linear_time() {
+        // A backtracking engine takes exponential time on this pair.
+        let rule = matches_rule("^(a+)+$", false);
+        let text = format!("{}!", "a".repeat(50_000));
+        let started = std::time::Instant::now();
+        assert!(!rule.evaluate(&Contact(Value::String(text))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_with_the_reason() {
+        let problem = |pattern: &str| {
+            let rule = Rule {
+                left: "x".into(),
+                op: Operator::Matches,
+                right: Some(Operand::Text(pattern.into())),
+                ignore_case: false,
+            };
+            match CompiledRule::compile(&rule, &[]) {
+                Err(RuleProblem::Pattern(message)) => message,
+                _ => panic!("{pattern} should be refused"),
+            }
+        };
+        assert_eq!(
+            problem("(abc"),
+            "`(abc` is not a valid regular expression: unclosed group"
+        );
+        assert!(problem(r"(\w{100}){100}").contains("compiles to more than"));
+        assert!(problem("^<<contact.x>>$").contains("holds a placeholder"));
     }
 
     #[test]

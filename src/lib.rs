@@ -64,7 +64,7 @@ pub use error::{BuildError, RunError};
 pub use event::{Event, EventLog, EventSink};
 pub use flow::{
     Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, Diagnostic, Flow, GoTo, LoadError, Message,
-    Question, RetrySettings, Step, StepKind,
+    Question, RetrySettings, StartMode, Step, StepKind,
 };
 pub use runtime::{Runtime, RuntimeError, RuntimeOptions, Turn};
 pub use template::{RenderError, TemplateError};

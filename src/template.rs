@@ -8,6 +8,7 @@
 //! | `step.<name>.<field>...` | a step's result: `response`, `status`, `headers`, `error` |
 //! | `contact.<attribute>...` | a contact attribute set by a ContactUpdate step |
 //! | `conversation.id` | the conversation's id |
+//! | `conversation.start_text` | the text of the message that started the conversation |
 //! | `var.<name>...` | a value the host passes to the engine |
 //! | `secret.<name>` | a secret the host passes in; never shown in logs or errors |
 //!
@@ -153,9 +154,11 @@ impl Path {
                     STEP_FIELDS.map(|f| format!("`{f}`")).join(", ")
                 ));
             }
-            Root::Conversation if !(segments.len() == 1 && segments[0].key == "id") => {
+            Root::Conversation
+                if !(segments.len() == 1 && CONVERSATION_FIELDS.contains(&segments[0].key.as_str())) =>
+            {
                 return Err(format!(
-                    "`{source}`: the only conversation field is `conversation.id`"
+                    "`{source}`: the conversation fields are `conversation.id` and `conversation.start_text`"
                 ));
             }
             Root::Secret if segments.len() != 1 => {
@@ -175,6 +178,10 @@ impl Path {
 
 /// The fields of a step's result.
 const STEP_FIELDS: [&str; 4] = ["response", "status", "headers", "error"];
+
+/// What `conversation.` may be followed by: the id, and the text of the
+/// message that started the conversation (see `StartMode`).
+const CONVERSATION_FIELDS: [&str; 2] = ["id", "start_text"];
 
 /// For an unknown step path, the part that was probably meant as the name.
 fn guess_step(rest: &str) -> String {
@@ -853,6 +860,8 @@ mod tests {
         assert!(Template::parse("<<contact.a[x]>>", NAMES).is_err());
         assert!(Template::parse("<<contact.a[=x]>>", NAMES).is_err());
         assert!(Template::parse("<<conversation.status>>", NAMES).is_err());
+        assert!(Template::parse("<<conversation.start_text>>", NAMES).is_ok());
+        assert!(Template::parse("<<conversation.start_text.x>>", NAMES).is_err());
         assert!(Template::parse("<<secret.A.b>>", NAMES).is_err());
     }
 

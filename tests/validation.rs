@@ -1,13 +1,13 @@
 //! Flow validation: a corpus of broken flows, each with the exact problems it
 //! must report, plus focused checks of loading.
 //!
-//! The corpus lives in `tests/fixtures/bad_flows/`: every `NAME.json` sits
-//! beside `NAME.expected`, which holds the Display of each diagnostic, one per
-//! line. Adding a case means adding those two files. Run with
-//! `CHATFLOW_BLESS=1` to (re)write the `.expected` files from the current
-//! output — then read the diff before committing it.
+//! The corpus lives in `tests/fixtures/bad_flows/`: every `NAME.json` there
+//! has an insta snapshot, `tests/snapshots/validation__bad_flow@NAME.json.snap`,
+//! holding the Display of each diagnostic, one per line. Adding a case means
+//! adding the `.json` file, running the test once (`INSTA_UPDATE=always`, or
+//! `cargo insta test` then `cargo insta review`) and reading the new snapshot
+//! before committing it.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -32,106 +32,55 @@ fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     files
 }
 
-/// A line diff (longest common subsequence): ` ` both, `-` expected only, `+` actual only.
-fn diff(expected: &[String], actual: &[String]) -> String {
-    let (n, m) = (expected.len(), actual.len());
-    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if expected[i] == actual[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
-    while i < n || j < m {
-        if i < n && j < m && expected[i] == actual[j] {
-            let _ = writeln!(out, "      {}", expected[i]);
-            (i, j) = (i + 1, j + 1);
-        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            let _ = writeln!(out, "    - {}", expected[i]);
-            i += 1;
-        } else {
-            let _ = writeln!(out, "    + {}", actual[j]);
-            j += 1;
-        }
-    }
-    out
-}
-
+/// Every file of the corpus fails to load, and its problems are exactly its snapshot.
 #[test]
-fn bad_flow_corpus_reports_exactly_the_expected_problems() {
-    let dir = corpus_dir();
-    let bless = std::env::var_os("CHATFLOW_BLESS").is_some();
-    let cases = files_with_extension(&dir, "json");
+fn bad_flow() {
+    let cases = files_with_extension(&corpus_dir(), "json");
     assert!(
         cases.len() >= 30,
         "the corpus in {} looks incomplete",
-        dir.display()
+        corpus_dir().display()
     );
-
-    let mut failures = Vec::new();
-    for expected_file in files_with_extension(&dir, "expected") {
-        if !expected_file.with_extension("json").exists() {
-            failures.push(format!(
-                "{}: no .json beside this .expected file",
-                expected_file.display()
-            ));
-        }
-    }
-    for case in &cases {
-        let name = case
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let expected_file = case.with_extension("expected");
-        let err = match Flow::from_path(case) {
-            Ok(flow) => {
-                failures.push(format!(
-                    "{name}: loaded without problems (flow {:?}, {} steps), but it is in the bad corpus",
-                    flow.name(),
-                    flow.steps().len()
-                ));
-                continue;
-            }
+    insta::glob!("fixtures/bad_flows/*.json", |path| {
+        let err = match Flow::from_path(path) {
+            Ok(flow) => panic!(
+                "{}: loaded without problems (flow {:?}, {} steps), but it is in the bad corpus",
+                path.display(),
+                flow.name(),
+                flow.steps().len()
+            ),
             Err(err) => err,
         };
-        let actual: Vec<String> = err.diagnostics().iter().map(|d| d.to_string()).collect();
-        if actual.is_empty() {
-            failures.push(format!("{name}: failed with no diagnostics: {err}"));
-            continue;
-        }
-        if bless {
-            fs::write(&expected_file, actual.join("\n") + "\n")
-                .unwrap_or_else(|e| panic!("cannot write {}: {e}", expected_file.display()));
-            continue;
-        }
-        let Ok(text) = fs::read_to_string(&expected_file) else {
-            failures.push(format!(
-                "{name}: missing {}; the current output is:\n{}",
-                expected_file.display(),
-                actual.join("\n")
-            ));
-            continue;
-        };
-        let expected: Vec<String> = text.lines().map(str::to_string).collect();
-        if expected != actual {
-            failures.push(format!(
-                "{name}: the problems differ from {} (- expected, + actual):\n{}",
-                expected_file.file_name().unwrap_or_default().to_string_lossy(),
-                diff(&expected, &actual)
-            ));
-        }
+        let problems: Vec<String> = err.diagnostics().iter().map(ToString::to_string).collect();
+        assert!(
+            !problems.is_empty(),
+            "{}: failed with no diagnostics: {err}",
+            path.display()
+        );
+        insta::assert_snapshot!(problems.join("\n"));
+    });
+}
+
+/// A snapshot whose case was deleted or renamed is an error, not dead weight.
+#[test]
+fn every_bad_flow_snapshot_has_its_case() {
+    let snapshots = manifest_dir().join("tests/snapshots");
+    if !snapshots.is_dir() {
+        return; // the first run of `bad_flow` writes them
     }
+    let orphans: Vec<String> = files_with_extension(&snapshots, "snap")
+        .iter()
+        .filter_map(|snap| {
+            let name = snap.file_name()?.to_str()?;
+            let case = name
+                .strip_prefix("validation__bad_flow@")?
+                .strip_suffix(".snap")?;
+            (!corpus_dir().join(case).exists()).then(|| name.to_string())
+        })
+        .collect();
     assert!(
-        failures.is_empty(),
-        "{} of {} corpus cases failed (CHATFLOW_BLESS=1 rewrites the .expected files):\n\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
+        orphans.is_empty(),
+        "snapshots without a case in tests/fixtures/bad_flows: {orphans:?}"
     );
 }
 
@@ -311,4 +260,51 @@ fn a_utf8_byte_order_mark_is_accepted() {
         "\u{feff}{\"name\": \"f\", \"steps\": [{\"type\": \"message\", \"name\": \"M\", \"text\": \"hi\"}]}",
     );
     assert!(flow.is_ok(), "{flow:?}");
+}
+
+#[test]
+fn matches_and_is_number_rules_load() {
+    let flow = Flow::from_json(
+        r#"{"name": "order", "steps": [
+          {"type": "question", "name": "Ask", "text": "Order number or quantity?"},
+          {"type": "condition", "name": "Order?",
+           "any": [{"left": "<<step.Ask.response>>", "op": "matches", "right": "^[A-Z]-\\d{6}$", "ignore_case": true},
+                   {"left": "<<step.Ask.response>>", "op": "is_number"}],
+           "then": "Thanks", "else": "Ask"},
+          {"type": "message", "name": "Thanks", "text": "Thanks!"}
+        ]}"#,
+    );
+    assert!(flow.is_ok(), "{flow:?}");
+}
+
+#[test]
+fn start_mode_defaults_to_answering_the_first_question() {
+    use chatflow::StartMode;
+    let steps = r#""steps": [{"type": "question", "name": "Ask", "text": "You said <<conversation.start_text>>; more?"}]"#;
+    let default = load(&format!(r#"{{"name": "f", {steps}}}"#));
+    assert_eq!(default.start_mode(), StartMode::AnswerFirstQuestion);
+    let explicit = load(&format!(
+        r#"{{"name": "f", "start": "answer_first_question", {steps}}}"#
+    ));
+    assert_eq!(explicit.start_mode(), StartMode::AnswerFirstQuestion);
+    // The default is left out when written, so existing flows keep their hash.
+    assert_eq!(explicit.hash(), default.hash());
+    assert!(!default.to_json().contains("\"start\""));
+
+    let triggered = load(&format!(r#"{{"name": "f", "start": "start_flow", {steps}}}"#));
+    assert_eq!(triggered.start_mode(), StartMode::StartFlow);
+    assert_ne!(triggered.hash(), default.hash());
+    let again = load(&triggered.to_json());
+    assert_eq!(again.start_mode(), StartMode::StartFlow);
+    assert_eq!(again.hash(), triggered.hash());
+}
+
+#[test]
+fn a_schema_reference_is_accepted_and_ignored() {
+    let plain = load(r#"{"name": "f", "steps": [{"type": "message", "name": "M", "text": "hi"}]}"#);
+    let with_schema = load(
+        r#"{"$schema": "../flow.schema.json", "name": "f", "steps": [{"type": "message", "name": "M", "text": "hi"}]}"#,
+    );
+    assert_eq!(with_schema.hash(), plain.hash());
+    assert_eq!(with_schema.to_json(), plain.to_json());
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::step::{Api, Step, StepKind};
 use super::{Diagnostic, list_names};
-use crate::condition::{CompiledRule, RuleField};
+use crate::condition::{CompiledRule, Operator, RuleField, RuleProblem};
 use crate::http::Method;
 use crate::template::{JsonTemplate, Root, Segment, Template, TemplateError};
 
@@ -427,21 +427,37 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
             }
             let mut compiled = Vec::with_capacity(rules.len());
             for (i, rule) in rules.iter().enumerate() {
-                if rule.op.takes_right() && rule.right.is_none() {
-                    check.problem(
-                        &format!("{field}[{i}].right"),
-                        format!("`{}` needs a `right` operand", rule.op.as_str()),
-                    );
+                let right = format!("{field}[{i}].right");
+                match (rule.op.takes_right(), &rule.right) {
+                    (true, None) => {
+                        check.problem(&right, format!("`{}` needs a `right` operand", rule.op.as_str()))
+                    }
+                    // A `right` that is ignored would mislead whoever reads the
+                    // flow; flows written before `is_number` may give one to
+                    // `is_empty`/`is_not_empty`, so those still load, with a warning.
+                    (false, Some(_)) if matches!(rule.op, Operator::IsEmpty | Operator::IsNotEmpty) => {
+                        tracing::warn!(
+                            step = check.name,
+                            field = %right,
+                            "`{}` ignores its `right` operand",
+                            rule.op.as_str()
+                        )
+                    }
+                    (false, Some(_)) => {
+                        check.problem(&right, format!("`{}` takes no `right` operand", rule.op.as_str()))
+                    }
+                    _ => {}
                 }
                 match CompiledRule::compile(rule, check.step_names) {
                     Ok(rule) => compiled.push(rule),
-                    Err((side, e)) => {
+                    Err(RuleProblem::Template(side, e)) => {
                         let side = match side {
                             RuleField::Left => "left",
                             RuleField::Right => "right",
                         };
                         check.template_problem(&format!("{field}[{i}].{side}"), e);
                     }
+                    Err(RuleProblem::Pattern(message)) => check.problem(&right, message),
                 }
             }
             let then = c.then.as_deref().map(|t| check.target("then", t));
@@ -471,6 +487,19 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
             }
         }
         StepKind::GoTo(g) => {
+            if g.target == check.name {
+                // Each visit would only jump back here: with `max_visits` it
+                // spins that many times and goes to the fallback, without one forever.
+                check.problem(
+                    "target",
+                    format!(
+                        "`{}` is this GoTo itself: the jump can only spin, even with `max_visits`; \
+                         jump to the step to repeat instead",
+                        g.target
+                    ),
+                );
+                return None;
+            }
             let target = check.target("target", &g.target);
             let fallback = g.fallback.as_deref().and_then(|f| check.target("fallback", f));
             match (g.max_visits, &g.fallback) {

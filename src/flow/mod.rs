@@ -3,12 +3,17 @@
 //! running it cannot fail on anything the file says.
 
 mod compile;
+mod diagram;
+mod schema;
+mod start_mode;
 mod step;
 
 pub use step::{
     Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, GoTo, Message, Question, RetrySettings, Step,
     StepKind,
 };
+
+pub use start_mode::StartMode;
 
 pub(crate) use compile::{CompiledApi, CompiledKind, CompiledStep, Program};
 
@@ -20,15 +25,27 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A flow definition as written in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A chatflow flow: a named list of typed steps, run from the first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "chatflow flow", transform = schema::allow_schema_reference)]
 struct FlowFile {
+    /// The flow's name.
     name: String,
+    /// What the flow is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<String>,
+    /// Default values of host variables (`<<var.name>>`); the host's values override them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     vars: BTreeMap<String, Value>,
+    /// Whether the message that starts a conversation answers the first
+    /// Question (`answer_first_question`, the default) or only starts the
+    /// flow (`start_flow`); either way `<<conversation.start_text>>` reads it.
+    // Left out when it is the default, so adding the field kept every
+    // existing flow's hash.
+    #[serde(default, skip_serializing_if = "StartMode::is_default")]
+    start: StartMode,
+    /// The steps, run from the first.
     steps: Vec<Step>,
 }
 
@@ -79,6 +96,7 @@ impl Flow {
             name: name.into(),
             description: None,
             vars: BTreeMap::new(),
+            start: StartMode::default(),
             steps,
         };
         Self::finish(file, Vec::new(), true, &[], "<code>")
@@ -156,6 +174,43 @@ impl Flow {
                 BTreeMap::new()
             }
         };
+        let start = match top.remove("start") {
+            None | Some(Value::Null) => StartMode::default(),
+            Some(Value::String(mode)) => match mode.as_str() {
+                "answer_first_question" => StartMode::AnswerFirstQuestion,
+                "start_flow" => StartMode::StartFlow,
+                _ => {
+                    header_problem(
+                        "start",
+                        format!(
+                            "unknown start mode `{mode}`, expected `answer_first_question` (the starting \
+                             message answers the first Question) or `start_flow` (it only starts the flow)"
+                        ),
+                    );
+                    StartMode::default()
+                }
+            },
+            Some(other) => {
+                header_problem(
+                    "start",
+                    format!("must be a string, found {}", step::json_kind(&other)),
+                );
+                StartMode::default()
+            }
+        };
+        // Editors read `$schema` (flow.schema.json); the flow itself does
+        // not, and it is not kept, so it changes no flow's hash.
+        if let Some(schema) = top.remove("$schema")
+            && !schema.is_string()
+        {
+            header_problem(
+                "$schema",
+                format!(
+                    "must be a string (the schema's URL or path), found {}",
+                    step::json_kind(&schema)
+                ),
+            );
+        }
         let mut steps_ok = true;
         let raw_steps = match top.remove("steps") {
             Some(Value::Array(steps)) => steps,
@@ -179,7 +234,9 @@ impl Flow {
         for key in top.keys() {
             header_problem(
                 key,
-                format!("unknown field `{key}`, expected one of `name`, `description`, `vars`, `steps`"),
+                format!(
+                    "unknown field `{key}`, expected one of `name`, `description`, `vars`, `start`, `steps`, `$schema`"
+                ),
             );
         }
         let mut steps = Vec::with_capacity(raw_steps.len());
@@ -204,6 +261,7 @@ impl Flow {
             name,
             description,
             vars,
+            start,
             steps,
         };
         Self::finish(file, diagnostics, steps_ok, &positions, origin)
@@ -254,6 +312,12 @@ impl Flow {
         self.inner.file.description.as_deref()
     }
 
+    /// Whether the message that starts a conversation answers the first
+    /// Question (the default) or only starts the flow.
+    pub fn start_mode(&self) -> StartMode {
+        self.inner.file.start
+    }
+
     /// The steps, in file order.
     pub fn steps(&self) -> &[Step] {
         &self.inner.file.steps
@@ -285,6 +349,39 @@ impl Flow {
     /// Secrets (`secret.*`) the flow uses: the host must provide them.
     pub fn required_secrets(&self) -> impl Iterator<Item = &str> {
         self.inner.program.secrets_used.iter().map(String::as_str)
+    }
+
+    /// The JSON Schema (draft 7) of flow files: the content of the
+    /// repository's `flow.schema.json`, for editors and for checking flows
+    /// with other tools. chatflow's own loader checks more than the schema
+    /// can say (step names, templates, loops).
+    pub fn json_schema() -> Value {
+        schema::flow_schema()
+    }
+
+    /// The flow as a Mermaid flowchart: one node per step (name and type),
+    /// one arrow per edge labelled with its kind (`next`, `then`, `else`,
+    /// `on_error`, `goto`, `fallback`), and an `end` node where a path ends
+    /// the conversation. Paste it into a GitHub comment inside a
+    /// ```` ```mermaid ```` block. Step names are escaped, so any name is safe.
+    ///
+    /// ```
+    /// let flow = chatflow::Flow::from_json(r#"{"name": "f", "steps": [
+    ///   {"type": "question", "name": "Ask", "text": "Order?"},
+    ///   {"type": "message", "name": "Thanks", "text": "Thanks!"}
+    /// ]}"#)?;
+    /// assert!(flow.to_mermaid().contains("s0 -->|next| s1"));
+    /// # Ok::<(), chatflow::LoadError>(())
+    /// ```
+    pub fn to_mermaid(&self) -> String {
+        diagram::mermaid(&self.inner.program)
+    }
+
+    /// The flow as a standalone SVG image with the same nodes and edges as
+    /// [`Flow::to_mermaid`], laid out locally (no network, no graphviz).
+    /// Text is escaped, so it is safe to serve to a browser.
+    pub fn to_svg(&self) -> String {
+        diagram::svg(&self.inner.program)
     }
 
     /// The flow as pretty JSON.

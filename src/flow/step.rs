@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -90,7 +91,7 @@ impl StepKind {
 /// Sends `text` and suspends until the user replies; the reply is
 /// `step.<name>.response`. Replies that arrived earlier (while the bot was
 /// busy) are taken at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Question {
     /// The question (a template).
@@ -101,7 +102,7 @@ pub struct Question {
 ///
 /// A value that is exactly one placeholder keeps the referenced JSON value
 /// (a number stays a number); other strings are interpolated.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactUpdate {
     /// Attribute name → value (templates inside strings).
@@ -122,10 +123,11 @@ pub struct ContactUpdate {
 ///  "body": {"model": "<<var.model>>", "input": "<<contact.question>>", "stream": true},
 ///  "stream_until": ["response.completed", "response.failed", "response.incomplete"]}
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
     /// The method.
+    #[schemars(schema_with = "super::schema::method_schema")]
     pub method: Method,
     /// The URL (a template). Only a `var.*` placeholder may start it (a base
     /// URL, inserted as it is); all other placeholders are percent-encoded.
@@ -168,6 +170,7 @@ pub struct Api {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "one_or_many"
     )]
+    #[schemars(schema_with = "super::schema::one_or_many_schema")]
     pub stream_until: Vec<String>,
 }
 
@@ -195,7 +198,7 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<
 
 /// Retry settings of an Api step or of the engine; unset fields take the
 /// engine's value. See [`crate::RetryPolicy`] for the meaning.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     /// Attempts in all, the first included (1 = no retries).
@@ -217,7 +220,7 @@ pub struct RetrySettings {
 
 /// Branches: `then` when the rules hold, `else` otherwise. Exactly one of
 /// `all` (every rule holds) or `any` (at least one holds) is given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// Rules that must all hold.
@@ -240,7 +243,7 @@ pub struct Condition {
 /// `seconds` is one number, or a list that backs off: the n-th visit in a
 /// user turn waits the n-th value, and the last value repeats —
 /// `[0.25, 0.5, 1, 2, 4, 8]` polls soon at first, then less often.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Delay {
     /// Seconds to wait (≥ 0), or a backoff list.
@@ -248,7 +251,7 @@ pub struct Delay {
 }
 
 /// A Delay's wait: fixed, or a backoff list.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum DelaySeconds {
     /// The same wait every time.
@@ -260,7 +263,7 @@ pub enum DelaySeconds {
 /// Jumps to `target`. With `max_visits`, the jump is taken at most that many
 /// times per user turn; after that the conversation goes to `fallback`.
 /// Visits are counted from the last reply the user gave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GoTo {
     /// The step to jump to.
@@ -274,7 +277,7 @@ pub struct GoTo {
 }
 
 /// Sends a text to the user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
     /// The text (a template).
@@ -283,7 +286,7 @@ pub struct Message {
 
 /// Hands the conversation to a human agent or team and ends the bot's part.
 /// The host receives an [`crate::Event::Handoff`] with the rendered fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Assign {
     /// The team to assign to (a template).
@@ -443,22 +446,30 @@ impl Step {
     }
 }
 
+/// Other spellings of a `type` that are accepted: the PascalCase names
+/// (flows written for Hilos' guide) and a few more, each with its snake_case name.
+pub(crate) const TYPE_ALIASES: &[(&str, &str)] = &[
+    ("Question", "question"),
+    ("ContactUpdate", "contact_update"),
+    ("Api", "api"),
+    ("API", "api"),
+    ("Condition", "condition"),
+    ("Delay", "delay"),
+    ("GoTo", "goto"),
+    ("go_to", "goto"),
+    ("Message", "message"),
+    ("Assign", "assign"),
+];
+
 /// The snake_case type name for a `type` as written (PascalCase accepted).
 fn canonical_type(t: &str) -> Option<&'static str> {
     if let Some(known) = StepKind::TYPE_NAMES.iter().find(|n| **n == t) {
         return Some(known);
     }
-    Some(match t {
-        "Question" => "question",
-        "ContactUpdate" => "contact_update",
-        "Api" | "API" => "api",
-        "Condition" => "condition",
-        "Delay" => "delay",
-        "GoTo" | "go_to" => "goto",
-        "Message" => "message",
-        "Assign" => "assign",
-        _ => return None,
-    })
+    TYPE_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == t)
+        .map(|(_, canonical)| *canonical)
 }
 
 /// Reads one kind's fields, returning the path of the field at fault.
