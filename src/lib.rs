@@ -44,6 +44,7 @@
 
 mod condition;
 mod conversation;
+pub mod core;
 mod engine;
 mod error;
 mod event;
@@ -51,14 +52,16 @@ mod flow;
 pub mod http;
 mod projection;
 mod runtime;
+mod secrets;
 pub mod store;
 mod template;
 mod time;
 
+pub use crate::core::{Jitter, RandomJitter, RetryPolicy};
 pub use condition::{Operand, Operator, Rule};
 pub use conversation::{Assignment, Conversation, FlowStamp, Status};
 pub use engine::{
-    ConversationHandle, Engine, EngineBuilder, EngineOptions, ReplyError, ReplyMode, RetryPolicy, SendError,
+    ConversationHandle, Engine, EngineBuilder, EngineOptions, ReplyError, ReplyMode, SendError,
 };
 pub use error::{BuildError, RunError};
 pub use event::{Event, EventLog, EventSink};

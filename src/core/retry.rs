@@ -1,7 +1,8 @@
 //! When and how long to wait before trying an Api call again, on the model
 //! of OpenAI's own SDK: retry connection errors, timeouts, 408, 409, 429 and
 //! 5xx; honour `retry-after-ms`, then `retry-after`; otherwise back off
-//! exponentially with jitter.
+//! exponentially with jitter. The jitter comes from an injected [`Jitter`]
+//! source, so the core stays deterministic under test.
 
 use std::time::{Duration, SystemTime};
 
@@ -86,8 +87,15 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before retry number `retry` (1 for the first retry).
-    pub(crate) fn delay(&self, retry: u32, response: Option<&HttpResponse>, now: SystemTime) -> Duration {
+    /// The wait before retry number `retry` (1 for the first retry);
+    /// `jitter` in `[0, 1)` takes up to 25% off an exponential backoff.
+    pub(crate) fn delay(
+        &self,
+        retry: u32,
+        response: Option<&HttpResponse>,
+        now: SystemTime,
+        jitter: f64,
+    ) -> Duration {
         if let Some(wait) = response.and_then(|r| retry_after(r, now))
             && wait <= self.max_retry_after
         {
@@ -99,9 +107,47 @@ impl RetryPolicy {
             .saturating_mul(1u32 << exponent)
             .min(self.max_backoff);
         // Up to 25% less, so many clients retrying together spread out.
-        base.mul_f64(1.0 - 0.25 * fastrand::f64())
+        base.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
     }
 }
+
+/// Where retry backoffs get their jitter: a fraction in `[0, 1)` per retry.
+///
+/// The default, [`RandomJitter`], draws it at random so that many clients
+/// retrying together spread out. Tests set a fixed one with
+/// [`crate::EngineBuilder::jitter`]; any `Fn() -> f64 + Send + Sync` closure is
+/// a source:
+///
+/// ```
+/// # let flow = chatflow::Flow::from_json(r#"{"name": "f", "steps": [
+/// #   {"type": "message", "name": "Hi", "text": "hi"}]}"#).unwrap();
+/// let engine = chatflow::Engine::builder(flow).jitter(|| 0.0).build()?;
+/// # Ok::<(), chatflow::BuildError>(())
+/// ```
+pub trait Jitter: Send + Sync {
+    /// A fraction in `[0, 1)`: `0` waits the full backoff, values near `1`
+    /// a quarter less. Values outside are clamped.
+    fn fraction(&self) -> f64;
+}
+
+impl<F: Fn() -> f64 + Send + Sync> Jitter for F {
+    fn fraction(&self) -> f64 {
+        self()
+    }
+}
+
+/// Jitter drawn from a fast, non-cryptographic random generator (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomJitter;
+
+impl Jitter for RandomJitter {
+    fn fraction(&self) -> f64 {
+        fastrand::f64()
+    }
+}
+
+// The engine holds its jitter source as a trait object.
+fn _assert_object_safe(_: &dyn Jitter) {}
 
 /// The server's requested wait: `retry-after-ms`, else `retry-after` in
 /// seconds or as an HTTP date.
@@ -183,13 +229,19 @@ mod tests {
         let p = RetryPolicy::default();
         let now = SystemTime::UNIX_EPOCH;
         for (retry, full) in [(1, 500), (2, 1000), (3, 2000), (5, 8000), (9, 8000)] {
-            let d = p.delay(retry, None, now);
             let full = Duration::from_millis(full);
+            assert_eq!(p.delay(retry, None, now, 0.0), full, "retry {retry}");
+            assert_eq!(
+                p.delay(retry, None, now, 1.0),
+                full.mul_f64(0.75),
+                "retry {retry}"
+            );
+            let d = p.delay(retry, None, now, RandomJitter.fraction());
             assert!(d <= full && d >= full.mul_f64(0.75), "retry {retry}: {d:?}");
         }
         let r = response(429, &[("retry-after", "3")]).unwrap();
-        assert_eq!(p.delay(1, Some(&r), now), Duration::from_secs(3));
+        assert_eq!(p.delay(1, Some(&r), now, 0.5), Duration::from_secs(3));
         let too_long = response(429, &[("retry-after", "3600")]).unwrap();
-        assert!(p.delay(1, Some(&too_long), now) <= Duration::from_millis(500));
+        assert_eq!(p.delay(1, Some(&too_long), now, 0.0), Duration::from_millis(500));
     }
 }
