@@ -83,9 +83,9 @@ fn an_api_step_asks_for_a_call_and_keeps_its_answer() {
     match machine.poll(&mut c, at(0.0)) {
         Effect::Http { request, attempt } => {
             assert_eq!(attempt, 1);
-            assert_eq!(request.method, Method::Get);
-            assert_eq!(request.url, "https://shop.example/orders/1?key=sk-secret-1");
-            assert_eq!(request.display_url, "https://shop.example/orders/1?key=***");
+            assert_eq!(request.method(), Method::Get);
+            assert_eq!(request.url(), "https://shop.example/orders/1?key=sk-secret-1");
+            assert_eq!(request.display_url(), "https://shop.example/orders/1?key=***");
         }
         other => panic!("{other:?}"),
     }

@@ -150,10 +150,7 @@ const ECHO: &str = r#"{"name": "echo", "steps": [
 
 fn echo_runtime(store: Arc<dyn Store>) -> Runtime {
     let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
-        .options(EngineOptions {
-            reply_mode: ReplyMode::OnePerQuestion,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_reply_mode(ReplyMode::OnePerQuestion))
         .build()
         .unwrap();
     Runtime::new(engine, store)
@@ -526,7 +523,7 @@ struct NoHttp;
 #[async_trait]
 impl HttpClient for NoHttp {
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
-        if request.url.contains("stuck") {
+        if request.url().contains("stuck") {
             std::future::pending::<()>().await;
         }
         Ok(HttpResponse::new(200, "{}"))
@@ -537,11 +534,9 @@ impl HttpClient for NoHttp {
 async fn the_scheduler_wakes_for_an_earlier_wake_up_stored_while_it_sleeps() {
     let clock = ManualClock::new();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let options = chatflow::RuntimeOptions {
+    let options = chatflow::RuntimeOptions::default()
         // Long, so that only the wake-ups themselves can wake the scheduler.
-        scheduler_poll: Duration::from_secs(3600),
-        ..chatflow::RuntimeOptions::default()
-    };
+        .with_scheduler_poll(Duration::from_secs(3600));
     let runtime = runtime_on(NAPS, clock.clone(), store.clone(), NoHttp, options.clone());
     // Another process put "long" to sleep for 600 s.
     let other = runtime_on(
@@ -587,11 +582,9 @@ async fn one_stuck_api_call_holds_back_no_other_due_conversation() {
     ]}"#;
     let clock = ManualClock::new();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let options = chatflow::RuntimeOptions {
-        scheduler_batch: 2,
-        scheduler_poll: Duration::from_secs(3600),
-        ..chatflow::RuntimeOptions::default()
-    };
+    let options = chatflow::RuntimeOptions::default()
+        .with_scheduler_batch(2)
+        .with_scheduler_poll(Duration::from_secs(3600));
     let parker = runtime_on(
         CALLS,
         Arc::new(Parked(clock.clone())),
@@ -636,10 +629,7 @@ async fn one_stuck_api_call_holds_back_no_other_due_conversation() {
 async fn two_schedulers_resume_each_sleeper_exactly_once() {
     let clock = ManualClock::new();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let options = chatflow::RuntimeOptions {
-        scheduler_batch: 4,
-        ..chatflow::RuntimeOptions::default()
-    };
+    let options = chatflow::RuntimeOptions::default().with_scheduler_batch(4);
     let parker = runtime_on(
         NAPS,
         Arc::new(Parked(clock.clone())),

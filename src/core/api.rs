@@ -89,6 +89,7 @@ pub(crate) fn build_request(
         timeout: api.timeout.unwrap_or(options.api_timeout),
         max_response_bytes: api.max_response_bytes.unwrap_or(options.max_response_bytes),
         stream_until: api.stream_until.clone(),
+        step: Some(step.name.clone()),
     })
 }
 

@@ -10,25 +10,105 @@ use crate::flow::RetrySettings;
 use crate::http::{HttpError, HttpResponse, Method};
 
 /// How an Api call is retried. Set engine-wide with
-/// [`crate::EngineOptions::retry`]; a step's `retry` object overrides fields.
+/// [`crate::EngineOptions::with_retry`]; a step's `retry` object overrides
+/// fields.
+///
+/// ```
+/// use std::time::Duration;
+/// use chatflow::{EngineOptions, RetryPolicy};
+///
+/// let retry = RetryPolicy::default()
+///     .with_max_attempts(5)
+///     .with_initial_backoff(Duration::from_millis(200));
+/// let options = EngineOptions::default().with_retry(retry);
+/// assert_eq!(options.retry().max_attempts(), 5);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
+    pub(crate) max_attempts: u32,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) max_elapsed: Duration,
+    pub(crate) retry_non_idempotent: bool,
+    pub(crate) max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Attempts in all, the first included (default 3: two retries).
-    pub max_attempts: u32,
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Sets [`RetryPolicy::max_attempts`].
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
     /// The first backoff (default 0.5 s); it doubles each retry.
-    pub initial_backoff: Duration,
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// Sets [`RetryPolicy::initial_backoff`].
+    pub fn with_initial_backoff(mut self, initial_backoff: Duration) -> Self {
+        self.initial_backoff = initial_backoff;
+        self
+    }
+
     /// The largest backoff (default 8 s).
-    pub max_backoff: Duration,
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// Sets [`RetryPolicy::max_backoff`].
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
     /// No retry starts later than this after the first attempt (default 60 s).
-    pub max_elapsed: Duration,
+    pub fn max_elapsed(&self) -> Duration {
+        self.max_elapsed
+    }
+
+    /// Sets [`RetryPolicy::max_elapsed`].
+    pub fn with_max_elapsed(mut self, max_elapsed: Duration) -> Self {
+        self.max_elapsed = max_elapsed;
+        self
+    }
+
     /// Retry POST and PATCH even when the server may have processed the
     /// request (timeouts, 5xx). Off by default: a repeated "create" could
     /// create twice. Connection failures and 429 are retried regardless,
     /// since the request was certainly not processed.
-    pub retry_non_idempotent: bool,
+    pub fn retry_non_idempotent(&self) -> bool {
+        self.retry_non_idempotent
+    }
+
+    /// Sets [`RetryPolicy::retry_non_idempotent`].
+    pub fn with_retry_non_idempotent(mut self, retry_non_idempotent: bool) -> Self {
+        self.retry_non_idempotent = retry_non_idempotent;
+        self
+    }
+
     /// The longest `retry-after` honoured (default 60 s); a longer one falls
     /// back to the exponential backoff.
-    pub max_retry_after: Duration,
+    pub fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+
+    /// Sets [`RetryPolicy::max_retry_after`].
+    pub fn with_max_retry_after(mut self, max_retry_after: Duration) -> Self {
+        self.max_retry_after = max_retry_after;
+        self
+    }
 }
 
 impl Default for RetryPolicy {

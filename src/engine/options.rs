@@ -17,23 +17,100 @@ pub enum ReplyMode {
     OnePerQuestion,
 }
 
-/// Engine settings. Change a few with struct update syntax:
-/// `EngineOptions { max_steps_without_reply: 200, ..EngineOptions::default() }`.
+/// Engine settings: start from the defaults and change a few with the
+/// `with_*` setters (new settings may come; the type grows without breaking).
+///
+/// ```
+/// use chatflow::{EngineOptions, ReplyMode};
+///
+/// let options = EngineOptions::default()
+///     .with_max_steps_without_reply(200)
+///     .with_reply_mode(ReplyMode::OnePerQuestion);
+/// assert_eq!(options.max_steps_without_reply(), 200);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct EngineOptions {
+    pub(crate) max_steps_without_reply: u32,
+    pub(crate) reply_mode: ReplyMode,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) api_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) max_reply_bytes: usize,
+}
+
+impl EngineOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Steps a conversation may run without a user reply before it fails
     /// (default 1,000): the last guard against a flow that loops.
-    pub max_steps_without_reply: u32,
+    pub fn max_steps_without_reply(&self) -> u32 {
+        self.max_steps_without_reply
+    }
+
+    /// Sets [`EngineOptions::max_steps_without_reply`].
+    pub fn with_max_steps_without_reply(mut self, max_steps_without_reply: u32) -> Self {
+        self.max_steps_without_reply = max_steps_without_reply;
+        self
+    }
+
     /// How queued replies reach Questions.
-    pub reply_mode: ReplyMode,
+    pub fn reply_mode(&self) -> ReplyMode {
+        self.reply_mode
+    }
+
+    /// Sets [`EngineOptions::reply_mode`].
+    pub fn with_reply_mode(mut self, reply_mode: ReplyMode) -> Self {
+        self.reply_mode = reply_mode;
+        self
+    }
+
     /// Retry policy for Api steps; steps override fields.
-    pub retry: RetryPolicy,
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Sets [`EngineOptions::retry`].
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Timeout of one Api attempt when the step sets none (default 30 s).
-    pub api_timeout: Duration,
+    pub fn api_timeout(&self) -> Duration {
+        self.api_timeout
+    }
+
+    /// Sets [`EngineOptions::api_timeout`].
+    pub fn with_api_timeout(mut self, api_timeout: Duration) -> Self {
+        self.api_timeout = api_timeout;
+        self
+    }
+
     /// Largest response body an Api step accepts when the step sets none (default 10 MiB).
-    pub max_response_bytes: usize,
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+    }
+
+    /// Sets [`EngineOptions::max_response_bytes`].
+    pub fn with_max_response_bytes(mut self, max_response_bytes: usize) -> Self {
+        self.max_response_bytes = max_response_bytes;
+        self
+    }
+
     /// Longest user reply accepted by [`crate::Engine::receive`], in bytes (default 1 MiB).
-    pub max_reply_bytes: usize,
+    pub fn max_reply_bytes(&self) -> usize {
+        self.max_reply_bytes
+    }
+
+    /// Sets [`EngineOptions::max_reply_bytes`].
+    pub fn with_max_reply_bytes(mut self, max_reply_bytes: usize) -> Self {
+        self.max_reply_bytes = max_reply_bytes;
+        self
+    }
 }
 
 impl Default for EngineOptions {

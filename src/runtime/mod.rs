@@ -24,29 +24,98 @@ use crate::time::Clock;
 use local_lock::LocalLocks;
 use scheduler::LocalWakeups;
 
-/// Runtime settings.
+/// Runtime settings: start from the defaults and change a few with the
+/// `with_*` setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use chatflow::RuntimeOptions;
+///
+/// let options = RuntimeOptions::default()
+///     .with_lease(Duration::from_secs(60))
+///     .with_scheduler_batch(16);
+/// assert_eq!(options.lease(), Duration::from_secs(60));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RuntimeOptions {
+    pub(crate) lease: Duration,
+    pub(crate) busy_retry: Duration,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) scheduler_batch: usize,
+    pub(crate) scheduler_poll: Duration,
+}
+
+impl RuntimeOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// How long a runner may hold a conversation between saves before
     /// another runner may take it over (default 5 minutes: longer than any
     /// Api call with its retries).
-    pub lease: Duration,
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Sets [`RuntimeOptions::lease`].
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// How often to try again for a conversation another runner holds (default 20 ms).
-    pub busy_retry: Duration,
+    pub fn busy_retry(&self) -> Duration {
+        self.busy_retry
+    }
+
+    /// Sets [`RuntimeOptions::busy_retry`].
+    pub fn with_busy_retry(mut self, busy_retry: Duration) -> Self {
+        self.busy_retry = busy_retry;
+        self
+    }
+
     /// How long to keep trying before giving up with [`RuntimeError::Busy`]
     /// (default 30 s, real time).
-    pub busy_timeout: Duration,
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
+    }
+
+    /// Sets [`RuntimeOptions::busy_timeout`].
+    pub fn with_busy_timeout(mut self, busy_timeout: Duration) -> Self {
+        self.busy_timeout = busy_timeout;
+        self
+    }
+
     /// How many due conversations the scheduler resumes at once (default
     /// 64): the turns of one [`Runtime::wake_due`] pass, and the turns
     /// [`Runtime::run_scheduler`] keeps in flight. A turn waiting on a slow
     /// Api call holds one slot, not the others.
-    pub scheduler_batch: usize,
+    pub fn scheduler_batch(&self) -> usize {
+        self.scheduler_batch
+    }
+
+    /// Sets [`RuntimeOptions::scheduler_batch`].
+    pub fn with_scheduler_batch(mut self, scheduler_batch: usize) -> Self {
+        self.scheduler_batch = scheduler_batch;
+        self
+    }
+
     /// The longest the scheduler waits between passes (default 1 s). It
     /// wakes on time for every wake-up stored when it went to sleep and for
     /// every turn of this process that ends in a Delay; the poll is for
     /// wake-ups other processes stored meanwhile, and for conversations
     /// whose runner died (once their lease expires).
-    pub scheduler_poll: Duration,
+    pub fn scheduler_poll(&self) -> Duration {
+        self.scheduler_poll
+    }
+
+    /// Sets [`RuntimeOptions::scheduler_poll`].
+    pub fn with_scheduler_poll(mut self, scheduler_poll: Duration) -> Self {
+        self.scheduler_poll = scheduler_poll;
+        self
+    }
 }
 
 impl Default for RuntimeOptions {
