@@ -957,3 +957,98 @@ async fn a_turn_asks_the_store_once_per_save_point() {
     assert!(again.duplicate);
     assert_eq!(store.take(), ["enqueue_and_acquire", "load"]);
 }
+
+#[tokio::test]
+async fn a_turn_lists_its_texts_and_serializes() {
+    let flow = Flow::from_json(
+        r#"{"name": "handoff", "steps": [
+          {"type": "message", "name": "Hello", "text": "Hello"},
+          {"type": "message", "name": "Wait", "text": "Passing you on"},
+          {"type": "assign", "name": "Assign", "team": "billing"}
+        ]}"#,
+    )
+    .unwrap();
+    let runtime = Runtime::new(
+        Engine::builder(flow).build().unwrap(),
+        Arc::new(MemoryStore::new()),
+    );
+    let turn = runtime.handle_message("c", Some("m1"), "help").await.unwrap();
+    // The handoff notice is a reply, not a text.
+    assert_eq!(turn.replies.len(), 3);
+    assert_eq!(turn.texts(), ["Hello", "Passing you on"]);
+    let json = serde_json::to_value(&turn).unwrap();
+    assert_eq!(json["replies"][2]["direction"], "handoff");
+    assert_eq!(json["replies"][2]["text"], "billing");
+    assert_eq!(json["status"]["state"], "handed_off");
+    let back: chatflow::Turn = serde_json::from_value(json).unwrap();
+    assert_eq!(back, turn);
+}
+
+/// Fails the first attempt of every call with a 503, then forwards.
+struct FirstAttemptBusy<C> {
+    inner: C,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl<C: HttpClient> HttpClient for FirstAttemptBusy<C> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            return Ok(HttpResponse::new(503, "busy"));
+        }
+        self.inner.send(request).await
+    }
+}
+
+/// Answers every request, noting the step that sent it.
+#[derive(Default)]
+struct Lookups(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl HttpClient for Lookups {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(request.step().unwrap_or("?").to_string());
+        Ok(HttpResponse::json(200, &serde_json::json!({"ok": true})))
+    }
+}
+
+#[tokio::test]
+async fn a_turn_saves_before_a_retry_backoff_what_it_would_otherwise_repeat() {
+    // Two GETs: the first's answer is unsaved when the second backs off; the
+    // backoff saves it, so a crash during the backoff does not repeat it.
+    let flow = Flow::from_json(
+        r#"{"name": "reads", "steps": [
+          {"type": "api", "name": "First", "method": "GET", "url": "https://api.test/first"},
+          {"type": "api", "name": "Second", "method": "GET", "url": "https://api.test/second"},
+          {"type": "message", "name": "Done", "text": "done"}
+        ]}"#,
+    )
+    .unwrap();
+    let store = Arc::new(Recording::default());
+    let clock = Arc::new(VirtualClock::new());
+    let seen = Arc::new(Lookups::default());
+    let http = FirstAttemptBusy {
+        inner: seen.clone(),
+        calls: AtomicUsize::new(1), // the first call passes, the second's first attempt is busy
+    };
+    let engine = Engine::builder(flow)
+        .http_client(http)
+        .shared_clock(clock.clone())
+        .jitter(|| 0.0)
+        .build()
+        .unwrap();
+    let runtime = Runtime::new(engine, store.clone());
+    let turn = runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
+    assert_eq!(turn.texts(), ["done"]);
+    // The one mid-turn save is the backoff's: idempotent reads alone need none.
+    assert_eq!(
+        store.take(),
+        ["enqueue_and_acquire", "save", "save_and_read_replies"]
+    );
+    assert_eq!(*seen.0.lock().unwrap(), ["First", "Second"]);
+    // Exactly the backoff of the injected jitter passed.
+    assert_eq!(clock.elapsed(), Duration::from_millis(500));
+}

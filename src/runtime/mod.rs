@@ -130,8 +130,9 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// What one user message led to.
-#[derive(Debug, Clone, PartialEq)]
+/// What one user message led to. Serializes with serde (for a test's
+/// snapshot, or an HTTP answer).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Turn {
     /// The conversation.
     pub conversation_id: String,
@@ -144,6 +145,32 @@ pub struct Turn {
 }
 
 impl Turn {
+    /// The texts the bot sent after the message, in order (handoff notices
+    /// left out).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let flow = Flow::from_json(r#"{"name": "echo", "steps": [
+    ///   {"type": "question", "name": "Ask", "text": "Say something"},
+    ///   {"type": "message", "name": "Echo", "text": "You said <<step.Ask.response>>", "next": "Ask"}
+    /// ]}"#)?;
+    /// let runtime = Runtime::new(Engine::builder(flow).build()?, Arc::new(MemoryStore::new()));
+    /// let turn = runtime.handle_message("user-1", None, "hi").await?;
+    /// assert_eq!(turn.texts(), ["Say something", "You said hi", "Say something"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn texts(&self) -> Vec<&str> {
+        self.replies
+            .iter()
+            .filter(|entry| entry.direction == Direction::Out)
+            .map(|entry| entry.text.as_str())
+            .collect()
+    }
+
     /// Whether the conversation was handed to a human.
     pub fn handed_off(&self) -> bool {
         matches!(self.status, Status::HandedOff { .. })
