@@ -993,7 +993,7 @@ struct FirstAttemptBusy<C> {
 #[async_trait]
 impl<C: HttpClient> HttpClient for FirstAttemptBusy<C> {
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+        if self.calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
             return Ok(HttpResponse::new(503, "busy"));
         }
         self.inner.send(request).await
