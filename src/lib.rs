@@ -11,6 +11,12 @@
 //! default) and time through the [`Clock`] trait, so tests run against a
 //! mock server in virtual time.
 //!
+//! Inside, a deterministic core ([`core`]) turns a conversation, its input
+//! and the time into the next effect — send this reply, make this HTTP call,
+//! sleep until then, wait for the user — with no I/O and no clock of its own;
+//! [`Engine::run`] and the durable [`Runtime`] are the drivers that perform
+//! those effects.
+//!
 //! ```
 //! use chatflow::{Engine, EventLog, Flow, Status};
 //!

@@ -77,7 +77,8 @@ impl RuntimeOptions {
     }
 
     /// How long to keep trying before giving up with [`RuntimeError::Busy`]
-    /// (default 30 s, real time).
+    /// (default 30 s, on the engine's clock: a [`crate::VirtualClock`] in a
+    /// test spends it at once).
     pub fn busy_timeout(&self) -> Duration {
         self.busy_timeout
     }
