@@ -34,28 +34,36 @@ impl Engine {
     ) -> Result<Status, RunError> {
         let inner = &*self.inner;
         let mut machine = self.machine(conversation);
+        // Read again after every wait only: sending an event takes no time,
+        // and a clock read per step would cost more than many steps.
+        let mut now = inner.clock.now();
         loop {
             if let Some(rx) = inbox.as_deref_mut() {
                 while let Ok(text) = rx.try_recv() {
                     conversation.inbox.push_back(text);
                 }
             }
-            match machine.poll(conversation, inner.clock.now()) {
+            match machine.poll(conversation, now) {
                 Effect::Send(entry) => emit(events, conversation, entry),
                 Effect::Http { request, attempt } => {
                     let span = tracing::debug_span!("api", url = %request.display_url, attempt);
                     let outcome = inner.http.send(request).instrument(span).await;
-                    machine.http_done(conversation, outcome, inner.clock.now());
+                    now = inner.clock.now();
+                    machine.http_done(conversation, outcome, now);
                 }
                 Effect::Sleep { until, wake } => {
                     if park_at_delay && wake == Wake::Delay {
                         return Ok(conversation.status.clone());
                     }
                     inner.clock.sleep_until(until).await;
+                    now = inner.clock.now();
                 }
                 Effect::AwaitReply => match inbox.as_deref_mut() {
                     Some(rx) => match rx.recv().await {
-                        Some(text) => conversation.inbox.push_back(text),
+                        Some(text) => {
+                            conversation.inbox.push_back(text);
+                            now = inner.clock.now();
+                        }
                         None => return Ok(Status::AwaitingReply),
                     },
                     None => return Ok(Status::AwaitingReply),

@@ -196,8 +196,10 @@ impl Runtime {
         let mut machine = engine.machine(&mut conversation);
         // Where to save: see the module docs.
         let mut unsaved = Unsaved::Nothing;
+        // Read again after every wait only (see the engine's driver).
+        let mut now = clock.now();
         let status = loop {
-            match machine.poll(&mut conversation, clock.now()) {
+            match machine.poll(&mut conversation, now) {
                 Effect::Send(entry) => {
                     outgoing.push(transcript_entry(entry));
                     unsaved = Unsaved::Effects;
@@ -210,7 +212,8 @@ impl Runtime {
                         unsaved = Unsaved::Nothing;
                     }
                     let outcome = engine.http().send(request).await;
-                    machine.http_done(&mut conversation, outcome, clock.now());
+                    now = clock.now();
+                    machine.http_done(&mut conversation, outcome, now);
                     if !machine.calling() {
                         unsaved = unsaved.after_call(method);
                     }
@@ -226,6 +229,7 @@ impl Runtime {
                         unsaved = Unsaved::Nothing;
                     }
                     clock.sleep_until(until).await;
+                    now = clock.now();
                 }
                 Effect::Fail(error) => {
                     tracing::warn!(error = %error, "turn failed");
