@@ -280,3 +280,49 @@ fn a_loop_without_replies_hits_the_step_limit() {
     }
     assert_eq!(engine.steps_run(), 1000);
 }
+
+#[test]
+fn a_failed_call_with_on_error_keeps_the_error_and_goes_there() {
+    let engine = engine(
+        r#"{"name": "lookup", "steps": [
+          {"type": "api", "name": "Order", "method": "POST", "url": "https://shop.example/orders",
+           "body": {"id": 1}, "on_error": "Sorry"},
+          {"type": "message", "name": "Ok", "text": "ok"},
+          {"type": "message", "name": "Sorry", "text": "Sorry: <<step.Order.error.kind>> <<step.Order.status>>"}
+        ]}"#,
+        0.0,
+    );
+    let mut c = engine.start("c1");
+    let mut machine = engine.machine(&mut c);
+    match machine.poll(&mut c, at(0.0)) {
+        Effect::Http { request, attempt: 1 } => {
+            assert_eq!(request.step(), Some("Order"));
+            assert_eq!(request.header("content-type"), Some("application/json"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A POST that may have been processed is not retried.
+    machine.http_done(&mut c, Ok(HttpResponse::new(500, "down")), at(0.0));
+    assert_eq!(sent_text(machine.poll(&mut c, at(0.0))), "Sorry: status 500");
+}
+
+#[test]
+fn replies_queued_during_a_call_join_into_the_next_answer() {
+    let engine = engine(
+        r#"{"name": "ask", "steps": [
+          {"type": "api", "name": "Warm", "method": "GET", "url": "https://shop.example/warm"},
+          {"type": "question", "name": "Ask", "text": "Yes?"},
+          {"type": "message", "name": "Echo", "text": "<<step.Ask.response>>"}
+        ]}"#,
+        0.0,
+    );
+    let mut c = engine.start("c1");
+    let mut machine = engine.machine(&mut c);
+    assert!(matches!(machine.poll(&mut c, at(0.0)), Effect::Http { .. }));
+    // The user writes twice while the call is in flight.
+    engine.receive(&mut c, "one").unwrap();
+    engine.receive(&mut c, "two").unwrap();
+    machine.http_done(&mut c, Ok(HttpResponse::json(200, &json!({}))), at(0.1));
+    assert_eq!(sent_text(machine.poll(&mut c, at(0.1))), "Yes?");
+    assert_eq!(sent_text(machine.poll(&mut c, at(0.1))), "one\ntwo");
+}
