@@ -107,12 +107,12 @@ struct Assistants {
 impl Assistants {
     fn answer(&self, request: &HttpRequest) -> Result<HttpResponse, String> {
         let path = request
-            .url
+            .url()
             .strip_prefix(BASE_URL)
-            .ok_or_else(|| format!("unexpected URL {}", request.url))?;
+            .ok_or_else(|| format!("unexpected URL {}", request.url()))?;
         let (path, _query) = path.split_once('?').unwrap_or((path, ""));
         let parts: Vec<&str> = path.split('/').collect();
-        let body = match (request.method, parts.as_slice()) {
+        let body = match (request.method(), parts.as_slice()) {
             (Method::Post, ["", "threads"]) => {
                 let n = self.threads.fetch_add(1, Ordering::Relaxed);
                 format!(
@@ -121,8 +121,7 @@ impl Assistants {
             }
             (Method::Post, ["", "threads", thread, "messages"]) => {
                 let content = request
-                    .body
-                    .as_deref()
+                    .body()
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
                     .and_then(|b| b.get("content").cloned())
                     .unwrap_or_default();
@@ -143,13 +142,9 @@ impl Assistants {
                     r#"{{"object":"list","data":[{{"id":"msg_{thread}a","object":"thread.message","created_at":1764000004,"assistant_id":"asst_footprint","thread_id":"{thread}","run_id":"run_{thread}","role":"assistant","content":[{{"type":"text","text":{{"value":{answer},"annotations":[]}}}}],"attachments":[],"metadata":{{}}}}],"first_id":"msg_{thread}a","last_id":"msg_{thread}a","has_more":false}}"#
                 )
             }
-            _ => return Err(format!("unexpected call {} {}", request.method, request.url)),
+            _ => return Err(format!("unexpected call {} {}", request.method(), request.url())),
         };
-        let mut response = HttpResponse::new(200, body);
-        response
-            .headers
-            .push(("content-type".into(), "application/json".into()));
-        Ok(response)
+        Ok(HttpResponse::new(200, body).with_header("content-type", "application/json"))
     }
 }
 

@@ -58,10 +58,7 @@ fn engine() -> Engine {
         .http_client(NeverCalled)
         .var("plan", "gold")
         .var("tier", 3)
-        .options(EngineOptions {
-            max_steps_without_reply: u32::MAX,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_max_steps_without_reply(u32::MAX))
         .build()
         .expect("the bench engine builds")
 }

@@ -364,7 +364,7 @@ async fn resume_all(store: Arc<dyn Store>, clock: Shifted, plan: Plan) -> Vec<i6
         .ok()
         .and_then(|b| b.parse().ok())
     {
-        options.scheduler_batch = batch;
+        options = options.with_scheduler_batch(batch);
     }
     let runtime = Runtime::with_options(engine, timed.clone(), options);
     runtime.run_scheduler(clock.sleep_until(plan.stop())).await;

@@ -418,7 +418,7 @@ impl HttpClient for MetricsClient {
         let started = Instant::now();
         let result = self.0.send(request).await;
         let (seconds, calls) = match &result {
-            Ok(response) => API_BY_STATUS.get(response.status),
+            Ok(response) => API_BY_STATUS.get(response.status()),
             Err(error) => api_metrics(error.kind().to_string()),
         };
         seconds.record(started.elapsed().as_secs_f64());
@@ -592,7 +592,7 @@ struct App {
 
 fn router(app: Arc<App>) -> Router {
     // Room for a text of max_reply_bytes even if every byte is JSON-escaped.
-    let max_reply = app.runtime.engine().options().max_reply_bytes;
+    let max_reply = app.runtime.engine().options().max_reply_bytes();
     let body_limit = max_reply.saturating_mul(6).saturating_add(64 * 1024);
     Router::new()
         .route("/chat", post(chat).layer(DefaultBodyLimit::max(body_limit)))
@@ -700,7 +700,7 @@ async fn chat_inner(app: &App, headers: &HeaderMap, body: Result<Bytes, BytesRej
             format!("message_id must be 1 to {MAX_MESSAGE_ID_BYTES} bytes"),
         );
     }
-    let limit = app.runtime.engine().options().max_reply_bytes;
+    let limit = app.runtime.engine().options().max_reply_bytes();
     if request.text.len() > limit {
         return error(
             StatusCode::BAD_REQUEST,

@@ -11,6 +11,12 @@
 //! default) and time through the [`Clock`] trait, so tests run against a
 //! mock server in virtual time.
 //!
+//! Inside, a deterministic core ([`core`]) turns a conversation, its input
+//! and the time into the next effect — send this reply, make this HTTP call,
+//! sleep until then, wait for the user — with no I/O and no clock of its own;
+//! [`Engine::run`] and the durable [`Runtime`] are the drivers that perform
+//! those effects.
+//!
 //! ```
 //! use chatflow::{Engine, EventLog, Flow, Status};
 //!
@@ -44,6 +50,7 @@
 
 mod condition;
 mod conversation;
+pub mod core;
 mod engine;
 mod error;
 mod event;
@@ -51,14 +58,16 @@ mod flow;
 pub mod http;
 mod projection;
 mod runtime;
+mod secrets;
 pub mod store;
 mod template;
 mod time;
 
+pub use crate::core::{Jitter, RandomJitter, RetryPolicy};
 pub use condition::{Operand, Operator, Rule};
 pub use conversation::{Assignment, Conversation, FlowStamp, Status};
 pub use engine::{
-    ConversationHandle, Engine, EngineBuilder, EngineOptions, ReplyError, ReplyMode, RetryPolicy, SendError,
+    ConversationHandle, Engine, EngineBuilder, EngineOptions, ReplyError, ReplyMode, SendError,
 };
 pub use error::{BuildError, RunError};
 pub use event::{Event, EventLog, EventSink};

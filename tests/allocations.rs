@@ -113,10 +113,7 @@ fn run_once(flow: Flow) -> (u64, u64) {
         .http_client(NeverCalled)
         .var("plan", "gold")
         .var("tier", 3)
-        .options(EngineOptions {
-            max_steps_without_reply: u32::MAX,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_max_steps_without_reply(u32::MAX))
         .build()
         .expect("the allocation engine builds");
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -130,10 +130,7 @@ async fn replies_queued_early_are_joined_by_default() {
 async fn one_reply_per_question_when_asked() {
     let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
         .http_client(FakeHttp::json(json!({})))
-        .options(EngineOptions {
-            reply_mode: ReplyMode::OnePerQuestion,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_reply_mode(ReplyMode::OnePerQuestion))
         .build()
         .unwrap();
     let events = EventLog::new();
@@ -248,10 +245,7 @@ async fn the_loop_guard_stops_a_conversation_that_never_waits_for_the_user() {
     let engine = Engine::builder(Flow::from_json(FLOW).unwrap())
         .http_client(http.clone())
         .shared_clock(clock.clone())
-        .options(EngineOptions {
-            max_steps_without_reply: 30,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_max_steps_without_reply(30))
         .build()
         .unwrap();
     let events = EventLog::new();
@@ -399,10 +393,7 @@ async fn resuming_after_the_flow_changed() {
 async fn replies_over_the_limit_are_refused() {
     let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
         .http_client(FakeHttp::json(json!({})))
-        .options(EngineOptions {
-            max_reply_bytes: 10,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_max_reply_bytes(10))
         .build()
         .unwrap();
     let mut conversation = engine.start("c");
@@ -452,9 +443,7 @@ async fn echoed_secrets_never_reach_the_stored_state() {
     // Escaped JSON forms and headers are caught too.
     let http = FakeHttp::new(|_| {
         let body = r#"{"id": "t1", "plain": "key sk-test/secret", "escaped": "sk-test\/secret", "unicode": "\u0073k-test/secret"}"#;
-        let mut response = HttpResponse::new(200, body);
-        response.headers.push(("x-echo".into(), "sk-test/secret".into()));
-        Ok(response)
+        Ok(HttpResponse::new(200, body).with_header("x-echo", "sk-test/secret"))
     });
     let flow = CALL.replace("things?key=<<secret.KEY>>", "things");
     // Keep the whole response (a template reads it) and its headers.
@@ -510,10 +499,7 @@ async fn a_failed_conversation_can_be_retried_where_it_stopped() {
 async fn joined_replies_stay_within_the_reply_cap() {
     let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
         .http_client(FakeHttp::json(json!({})))
-        .options(EngineOptions {
-            max_reply_bytes: 10,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_max_reply_bytes(10))
         .build()
         .unwrap();
     let events = EventLog::new();
@@ -581,7 +567,7 @@ struct HeaderLog(Arc<std::sync::Mutex<Vec<Vec<chatflow::http::Header>>>>);
 #[async_trait::async_trait]
 impl chatflow::http::HttpClient for HeaderLog {
     async fn send(&self, request: &chatflow::http::HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.0.lock().unwrap().push(request.headers.clone());
+        self.0.lock().unwrap().push(request.headers().to_vec());
         Ok(HttpResponse::json(200, &json!({"state": "shipped"})))
     }
 }
@@ -611,12 +597,12 @@ async fn requests_share_the_headers_rendered_at_build() {
     let sent = log.0.lock().unwrap().clone();
     assert_eq!(sent.len(), 4);
     let (first, second) = (&sent[0], &sent[2]);
-    assert_eq!(&*first[0].value, "Bearer sk-test-secret");
-    assert!(first[0].sensitive);
-    assert_eq!(&*first[1].name, "Content-Type");
+    assert_eq!(first[0].value(), "Bearer sk-test-secret");
+    assert!(first[0].is_sensitive());
+    assert_eq!(first[1].name(), "Content-Type");
     for (a, b) in first.iter().zip(second) {
-        assert!(Arc::ptr_eq(&a.value, &b.value), "{} copied", a.name);
+        assert!(std::ptr::eq(a.value(), b.value()), "{} copied", a.name());
     }
-    assert_eq!(&*sent[1][0].value, "c1");
-    assert_eq!(&*sent[3][0].value, "c2");
+    assert_eq!(sent[1][0].value(), "c1");
+    assert_eq!(sent[3][0].value(), "c2");
 }

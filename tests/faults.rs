@@ -681,10 +681,7 @@ async fn an_unbounded_polling_loop_is_stopped_by_the_step_limit() {
 
     let mock = MockOpenAi::builder().polls_until_complete(u32::MAX).start().await;
     let clock = Arc::new(VirtualClock::new());
-    let options = EngineOptions {
-        max_steps_without_reply: 50,
-        ..Default::default()
-    };
+    let options = EngineOptions::default().with_max_steps_without_reply(50);
     let engine = guide_engine(flow.clone(), &mock, &clock, options);
     // A regression of the guard would spin forever: fail instead of hanging.
     let (conversation, events, result) =
@@ -781,7 +778,7 @@ async fn a_reply_of_exactly_the_cap_is_sent_whole_and_one_byte_more_is_refused()
         &server.uri(),
         &clock,
     );
-    assert_eq!(engine.options().max_reply_bytes, CAP, "the default cap");
+    assert_eq!(engine.options().max_reply_bytes(), CAP, "the default cap");
 
     let mut text = String::with_capacity(CAP + 1);
     while text.len() + HOSTILE.len() <= CAP {

@@ -15,11 +15,7 @@ fn client() -> ReqwestClient {
 }
 
 fn header_of(name: &str, value: &str) -> Header {
-    Header {
-        name: name.into(),
-        value: value.into(),
-        sensitive: false,
-    }
+    Header::new(name, value)
 }
 
 /// Bytes that are not UTF-8, so nothing on the way may treat them as text.
@@ -47,36 +43,31 @@ async fn request_arrives_exactly_and_response_comes_back() {
         Method::Patch,
         format!("{}/v1/items/42?q=a%20b%26c&page=2", server.uri()),
     );
-    request.headers = vec![
-        header_of("X-Trace", "abc-123"),
-        header_of("X-Multi", "one"),
-        header_of("X-Multi", "two"),
-        Header {
-            name: "Authorization".into(),
-            value: "Bearer sk-secret-123".into(),
-            sensitive: true,
-        },
-    ];
-    request.body = Some(BINARY.to_vec());
+    request = request
+        .with_header(header_of("X-Trace", "abc-123"))
+        .with_header(header_of("X-Multi", "one"))
+        .with_header(header_of("X-Multi", "two"))
+        .with_header(Header::new("Authorization", "Bearer sk-secret-123").with_sensitive(true));
+    request = request.with_body(BINARY.to_vec());
     let response = client().send(&request).await.expect("a response");
 
-    assert_eq!(response.status, 201);
-    assert_eq!(response.body, b"\xff\x00answer");
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.body(), b"\xff\x00answer");
     assert_eq!(response.header("x-custom-header"), Some("Hello"));
     assert!(
         response
-            .headers
+            .headers()
             .contains(&("x-custom-header".into(), "Hello".into())),
         "{:?}",
-        response.headers
+        response.headers()
     );
     assert!(
         response
-            .headers
+            .headers()
             .iter()
             .all(|(name, _)| *name == name.to_ascii_lowercase()),
         "header names are lower case: {:?}",
-        response.headers
+        response.headers()
     );
 
     let received = server.received_requests().await.expect("recording is on");
@@ -108,9 +99,9 @@ async fn get_without_body_sends_no_body() {
 
     let request = HttpRequest::new(Method::Get, format!("{}/ping", server.uri()));
     let response = client().send(&request).await.unwrap();
-    assert_eq!(response.status, 200);
+    assert_eq!(response.status(), 200);
     assert_eq!(response.header("content-type"), Some("application/json"));
-    let body: Value = serde_json::from_slice(&response.body).unwrap();
+    let body: Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(body, json!({"pong": true}));
 
     let received = server.received_requests().await.unwrap();
@@ -132,9 +123,9 @@ async fn non_success_statuses_are_responses_not_errors() {
             .send(&request)
             .await
             .unwrap_or_else(|e| panic!("{route}: {e}"));
-        assert_eq!(response.status, status);
+        assert_eq!(response.status(), status);
         assert!(!response.is_success());
-        assert_eq!(response.body, format!("status {status}").as_bytes());
+        assert_eq!(response.body(), format!("status {status}").as_bytes());
     }
 }
 
@@ -147,7 +138,7 @@ async fn a_slow_server_is_a_timeout() {
         .await;
 
     let mut request = HttpRequest::new(Method::Get, format!("{}/slow", server.uri()));
-    request.timeout = Duration::from_millis(200);
+    request = request.with_timeout(Duration::from_millis(200));
     let started = Instant::now();
     let error = client().send(&request).await.unwrap_err();
     let elapsed = started.elapsed();
@@ -174,18 +165,18 @@ async fn a_body_over_the_cap_is_refused_by_its_content_length() {
     // Control: with room to spare the body comes back whole, with its length.
     let response = client().send(&HttpRequest::new(Method::Get, &url)).await.unwrap();
     assert_eq!(response.header("content-length"), Some("2000"));
-    assert_eq!(response.body.len(), BIG);
+    assert_eq!(response.body().len(), BIG);
 
     let mut request = HttpRequest::new(Method::Get, &url);
-    request.max_response_bytes = 1000;
+    request = request.with_max_response_bytes(1000);
     let error = client().send(&request).await.unwrap_err();
     assert_eq!(error, HttpError::BodyTooLarge { limit: 1000 });
     assert_eq!(error.kind(), "body_too_large");
 
     // Exactly at the cap is fine.
     let mut request = HttpRequest::new(Method::Get, &url);
-    request.max_response_bytes = BIG;
-    assert_eq!(client().send(&request).await.unwrap().body.len(), BIG);
+    request = request.with_max_response_bytes(BIG);
+    assert_eq!(client().send(&request).await.unwrap().body().len(), BIG);
 }
 
 #[tokio::test]
@@ -205,12 +196,17 @@ async fn a_chunked_body_over_the_cap_is_refused_while_reading() {
     let url = format!("{}/chunked", server.uri());
     // Control: the response really has no content-length.
     let response = client().send(&HttpRequest::new(Method::Get, &url)).await.unwrap();
-    assert_eq!(response.header("content-length"), None, "{:?}", response.headers);
+    assert_eq!(
+        response.header("content-length"),
+        None,
+        "{:?}",
+        response.headers()
+    );
     assert_eq!(response.header("transfer-encoding"), Some("chunked"));
-    assert_eq!(response.body, vec![b'y'; BIG]);
+    assert_eq!(response.body(), vec![b'y'; BIG]);
 
     let mut request = HttpRequest::new(Method::Get, &url);
-    request.max_response_bytes = 1000;
+    request = request.with_max_response_bytes(1000);
     let error = client().send(&request).await.unwrap_err();
     assert_eq!(error, HttpError::BodyTooLarge { limit: 1000 });
 }
@@ -228,8 +224,8 @@ async fn connection_refused_is_a_connect_error_without_the_url_secret() {
         Method::Post,
         format!("http://127.0.0.1:{port}/v1/things?key=sk-secret-123"),
     );
-    request.display_url = format!("http://127.0.0.1:{port}/v1/things?key=***");
-    request.body = Some(b"{}".to_vec());
+    request = request.with_display_url(format!("http://127.0.0.1:{port}/v1/things?key=***"));
+    request = request.with_body(b"{}".to_vec());
     let error = client().send(&request).await.unwrap_err();
 
     assert!(matches!(error, HttpError::Connect(_)), "{error:?}");
@@ -265,7 +261,7 @@ async fn invalid_url_errors_show_the_display_url_only() {
         ),
     ] {
         let mut request = HttpRequest::new(Method::Get, url);
-        request.display_url = display.into();
+        request = request.with_display_url(display);
         let error = client().send(&request).await.unwrap_err();
         assert!(matches!(error, HttpError::InvalidRequest(_)), "{url}: {error:?}");
         let shown = format!("{error} {error:?}");
@@ -277,8 +273,7 @@ async fn invalid_url_errors_show_the_display_url_only() {
 async fn invalid_headers_are_invalid_requests() {
     let server = MockServer::start().await;
     for bad in [header_of("bad name", "v"), header_of("X-Ok", "line\r\nbreak")] {
-        let mut request = HttpRequest::new(Method::Get, server.uri());
-        request.headers.push(bad.clone());
+        let request = HttpRequest::new(Method::Get, server.uri()).with_header(bad.clone());
         let error = client().send(&request).await.unwrap_err();
         assert!(
             matches!(error, HttpError::InvalidRequest(_)),
@@ -292,16 +287,11 @@ async fn invalid_headers_are_invalid_requests() {
 #[test]
 fn debug_of_a_request_masks_sensitive_headers_and_the_url() {
     let mut request = HttpRequest::new(Method::Post, "https://api.test/v1?key=sk-secret-123");
-    request.display_url = "https://api.test/v1?key=***".into();
-    request.headers = vec![
-        Header {
-            name: "Authorization".into(),
-            value: "Bearer sk-secret-123".into(),
-            sensitive: true,
-        },
-        header_of("X-Visible", "plain-value"),
-    ];
-    request.body = Some(b"{\"token\": \"sk-secret-123\"}".to_vec());
+    request = request.with_display_url("https://api.test/v1?key=***");
+    request = request
+        .with_header(Header::new("Authorization", "Bearer sk-secret-123").with_sensitive(true))
+        .with_header(header_of("X-Visible", "plain-value"));
+    request = request.with_body(b"{\"token\": \"sk-secret-123\"}".to_vec());
 
     let debug = format!("{request:?}");
     assert!(!debug.contains("sk-secret-123"), "{debug}");
@@ -390,8 +380,8 @@ async fn head_is_not_refused_for_the_length_of_a_body_it_does_not_get() {
         .mount(&server)
         .await;
     let mut request = HttpRequest::new(Method::Head, format!("{}/big", server.uri()));
-    request.max_response_bytes = 1000;
+    request = request.with_max_response_bytes(1000);
     let response = client().send(&request).await.unwrap();
-    assert_eq!(response.status, 200);
-    assert!(response.body.is_empty());
+    assert_eq!(response.status(), 200);
+    assert!(response.body().is_empty());
 }

@@ -232,7 +232,7 @@ proptest! {
         // The secret is in play, in the header where the flow put it...
         prop_assert_eq!(request.header("authorization"), Some("Bearer sk-secret"));
         // ...and the body holds exactly the reply.
-        let bytes = request.body.as_deref().unwrap();
+        let bytes = request.body().unwrap();
         let body: Value = serde_json::from_slice(bytes).unwrap();
         let mixed = format!("x {reply} y");
         prop_assert_eq!(body, json!({"content": reply.as_str(), "mixed": mixed}));
@@ -282,10 +282,7 @@ impl Conditions {
                 ]);
                 let engine = Engine::builder(flow(steps).unwrap())
                     .http_client(Recorder::default())
-                    .options(EngineOptions {
-                        reply_mode: ReplyMode::OnePerQuestion,
-                        ..EngineOptions::default()
-                    })
+                    .options(EngineOptions::default().with_reply_mode(ReplyMode::OnePerQuestion))
                     .build()
                     .unwrap();
                 engines.push(((op, ignore_case), engine));

@@ -150,10 +150,7 @@ const ECHO: &str = r#"{"name": "echo", "steps": [
 
 fn echo_runtime(store: Arc<dyn Store>) -> Runtime {
     let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
-        .options(EngineOptions {
-            reply_mode: ReplyMode::OnePerQuestion,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_reply_mode(ReplyMode::OnePerQuestion))
         .build()
         .unwrap();
     Runtime::new(engine, store)
@@ -526,7 +523,7 @@ struct NoHttp;
 #[async_trait]
 impl HttpClient for NoHttp {
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
-        if request.url.contains("stuck") {
+        if request.url().contains("stuck") {
             std::future::pending::<()>().await;
         }
         Ok(HttpResponse::new(200, "{}"))
@@ -537,11 +534,9 @@ impl HttpClient for NoHttp {
 async fn the_scheduler_wakes_for_an_earlier_wake_up_stored_while_it_sleeps() {
     let clock = ManualClock::new();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let options = chatflow::RuntimeOptions {
+    let options = chatflow::RuntimeOptions::default()
         // Long, so that only the wake-ups themselves can wake the scheduler.
-        scheduler_poll: Duration::from_secs(3600),
-        ..chatflow::RuntimeOptions::default()
-    };
+        .with_scheduler_poll(Duration::from_secs(3600));
     let runtime = runtime_on(NAPS, clock.clone(), store.clone(), NoHttp, options.clone());
     // Another process put "long" to sleep for 600 s.
     let other = runtime_on(
@@ -587,11 +582,9 @@ async fn one_stuck_api_call_holds_back_no_other_due_conversation() {
     ]}"#;
     let clock = ManualClock::new();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let options = chatflow::RuntimeOptions {
-        scheduler_batch: 2,
-        scheduler_poll: Duration::from_secs(3600),
-        ..chatflow::RuntimeOptions::default()
-    };
+    let options = chatflow::RuntimeOptions::default()
+        .with_scheduler_batch(2)
+        .with_scheduler_poll(Duration::from_secs(3600));
     let parker = runtime_on(
         CALLS,
         Arc::new(Parked(clock.clone())),
@@ -636,10 +629,7 @@ async fn one_stuck_api_call_holds_back_no_other_due_conversation() {
 async fn two_schedulers_resume_each_sleeper_exactly_once() {
     let clock = ManualClock::new();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let options = chatflow::RuntimeOptions {
-        scheduler_batch: 4,
-        ..chatflow::RuntimeOptions::default()
-    };
+    let options = chatflow::RuntimeOptions::default().with_scheduler_batch(4);
     let parker = runtime_on(
         NAPS,
         Arc::new(Parked(clock.clone())),
@@ -966,4 +956,99 @@ async fn a_turn_asks_the_store_once_per_save_point() {
     let again = runtime.handle_message("c", Some("m2"), "order?").await.unwrap();
     assert!(again.duplicate);
     assert_eq!(store.take(), ["enqueue_and_acquire", "load"]);
+}
+
+#[tokio::test]
+async fn a_turn_lists_its_texts_and_serializes() {
+    let flow = Flow::from_json(
+        r#"{"name": "handoff", "steps": [
+          {"type": "message", "name": "Hello", "text": "Hello"},
+          {"type": "message", "name": "Wait", "text": "Passing you on"},
+          {"type": "assign", "name": "Assign", "team": "billing"}
+        ]}"#,
+    )
+    .unwrap();
+    let runtime = Runtime::new(
+        Engine::builder(flow).build().unwrap(),
+        Arc::new(MemoryStore::new()),
+    );
+    let turn = runtime.handle_message("c", Some("m1"), "help").await.unwrap();
+    // The handoff notice is a reply, not a text.
+    assert_eq!(turn.replies.len(), 3);
+    assert_eq!(turn.texts(), ["Hello", "Passing you on"]);
+    let json = serde_json::to_value(&turn).unwrap();
+    assert_eq!(json["replies"][2]["direction"], "handoff");
+    assert_eq!(json["replies"][2]["text"], "billing");
+    assert_eq!(json["status"]["state"], "handed_off");
+    let back: chatflow::Turn = serde_json::from_value(json).unwrap();
+    assert_eq!(back, turn);
+}
+
+/// Fails the first attempt of every call with a 503, then forwards.
+struct FirstAttemptBusy<C> {
+    inner: C,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl<C: HttpClient> HttpClient for FirstAttemptBusy<C> {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            return Ok(HttpResponse::new(503, "busy"));
+        }
+        self.inner.send(request).await
+    }
+}
+
+/// Answers every request, noting the step that sent it.
+#[derive(Default)]
+struct Lookups(std::sync::Mutex<Vec<String>>);
+
+#[async_trait]
+impl HttpClient for Lookups {
+    async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(request.step().unwrap_or("?").to_string());
+        Ok(HttpResponse::json(200, &serde_json::json!({"ok": true})))
+    }
+}
+
+#[tokio::test]
+async fn a_turn_saves_before_a_retry_backoff_what_it_would_otherwise_repeat() {
+    // Two GETs: the first's answer is unsaved when the second backs off; the
+    // backoff saves it, so a crash during the backoff does not repeat it.
+    let flow = Flow::from_json(
+        r#"{"name": "reads", "steps": [
+          {"type": "api", "name": "First", "method": "GET", "url": "https://api.test/first"},
+          {"type": "api", "name": "Second", "method": "GET", "url": "https://api.test/second"},
+          {"type": "message", "name": "Done", "text": "done"}
+        ]}"#,
+    )
+    .unwrap();
+    let store = Arc::new(Recording::default());
+    let clock = Arc::new(VirtualClock::new());
+    let seen = Arc::new(Lookups::default());
+    let http = FirstAttemptBusy {
+        inner: seen.clone(),
+        calls: AtomicUsize::new(1), // the first call passes, the second's first attempt is busy
+    };
+    let engine = Engine::builder(flow)
+        .http_client(http)
+        .shared_clock(clock.clone())
+        .jitter(|| 0.0)
+        .build()
+        .unwrap();
+    let runtime = Runtime::new(engine, store.clone());
+    let turn = runtime.handle_message("c", Some("m1"), "hi").await.unwrap();
+    assert_eq!(turn.texts(), ["done"]);
+    // The one mid-turn save is the backoff's: idempotent reads alone need none.
+    assert_eq!(
+        store.take(),
+        ["enqueue_and_acquire", "save", "save_and_read_replies"]
+    );
+    assert_eq!(*seen.0.lock().unwrap(), ["First", "Second"]);
+    // Exactly the backoff of the injected jitter passed.
+    assert_eq!(clock.elapsed(), Duration::from_millis(500));
 }

@@ -208,7 +208,7 @@ const CALL_WITH_ON_ERROR: &str = r#"{
 fn debug_requests(exposed: &mut Exposed, seen: &Mutex<Vec<HttpRequest>>) {
     for request in seen.lock().unwrap().iter() {
         exposed.add("request Debug", format!("{request:?}"));
-        exposed.add("request display_url", request.display_url.clone());
+        exposed.add("request display_url", request.display_url().to_string());
     }
 }
 
@@ -462,10 +462,7 @@ async fn the_step_limit_error_does_not_leak_the_key() {
         .http_client(http)
         .shared_clock(Arc::new(VirtualClock::new()))
         .secret("K", KEY)
-        .options(EngineOptions {
-            max_steps_without_reply: 7,
-            ..EngineOptions::default()
-        })
+        .options(EngineOptions::default().with_max_steps_without_reply(7))
         .build()
         .unwrap();
     let (conversation, result, _) = converse(&mut exposed, "step limit", &engine, &[]).await;
@@ -567,28 +564,18 @@ async fn an_assign_note_never_shows_the_key() {
 
 #[test]
 fn request_debug_hides_sensitive_headers() {
-    let mut request = HttpRequest::new(Method::Post, "http://api.test/v1/chat?key=***");
-    request.url = format!("http://api.test/v1/chat?key={KEY}");
-    request.headers = vec![
-        Header {
-            name: "Authorization".into(),
-            value: format!("Bearer {KEY}").into(),
-            sensitive: true,
-        },
-        Header {
-            name: "X-Trace".into(),
-            value: "abc-123".into(),
-            sensitive: false,
-        },
-    ];
-    request.body = Some(format!(r#"{{"key": "{KEY}"}}"#).into_bytes());
+    let request = HttpRequest::new(Method::Post, format!("http://api.test/v1/chat?key={KEY}"))
+        .with_display_url("http://api.test/v1/chat?key=***")
+        .with_header(Header::new("Authorization", format!("Bearer {KEY}")).with_sensitive(true))
+        .with_header(Header::new("X-Trace", "abc-123"))
+        .with_body(format!(r#"{{"key": "{KEY}"}}"#).into_bytes());
     let debug = format!("{request:?}");
     assert!(debug.contains("Authorization: \"***\""), "{debug}");
     assert!(debug.contains("X-Trace: \"abc-123\""), "{debug}");
     assert!(debug.contains("key=***"), "{debug}");
     let mut exposed = Exposed::default();
     exposed.add("request Debug", debug);
-    exposed.add("header Debug", format!("{:?}", request.headers[0]));
+    exposed.add("header Debug", format!("{:?}", request.headers()[0]));
     exposed.assert_clean();
 }
 
@@ -667,7 +654,7 @@ async fn a_transport_error_quoting_the_url_does_not_leak_an_encoded_key() {
     let logs = Logs::capture();
     let mut exposed = Exposed::default();
     let key = "sk/live+TOPSECRET=123";
-    let (http, _) = recording(|request| Err(HttpError::Connect(format!("cannot reach {}", request.url))));
+    let (http, _) = recording(|request| Err(HttpError::Connect(format!("cannot reach {}", request.url()))));
     let engine = Engine::builder(Flow::from_json(CALL).unwrap())
         .http_client(http)
         .shared_clock(Arc::new(VirtualClock::new()))
@@ -679,7 +666,7 @@ async fn a_transport_error_quoting_the_url_does_not_leak_an_encoded_key() {
         matches!(result, Err(RunError::Transport { attempts: 3, .. })),
         "{result:?}"
     );
-    let (http, _) = recording(|request| Err(HttpError::Transport(format!("reset by {}", request.url))));
+    let (http, _) = recording(|request| Err(HttpError::Transport(format!("reset by {}", request.url()))));
     let engine = Engine::builder(Flow::from_json(CALL_WITH_ON_ERROR).unwrap())
         .http_client(http)
         .shared_clock(Arc::new(VirtualClock::new()))

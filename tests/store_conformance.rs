@@ -1007,10 +1007,7 @@ mod suite {
     /// A runtime of the echo flow on the harness's store.
     fn echo_runtime(h: &Harness, options: RuntimeOptions) -> Runtime {
         let engine = Engine::builder(Flow::from_json(ECHO).unwrap())
-            .options(EngineOptions {
-                reply_mode: ReplyMode::OnePerQuestion,
-                ..EngineOptions::default()
-            })
+            .options(EngineOptions::default().with_reply_mode(ReplyMode::OnePerQuestion))
             .build()
             .unwrap();
         Runtime::with_options(engine, h.store.clone(), options)
@@ -1021,10 +1018,7 @@ mod suite {
     fn echo_runtime_retrying_fast(h: &Harness) -> Runtime {
         echo_runtime(
             h,
-            RuntimeOptions {
-                busy_retry: Duration::from_millis(1),
-                ..RuntimeOptions::default()
-            },
+            RuntimeOptions::default().with_busy_retry(Duration::from_millis(1)),
         )
     }
 

@@ -488,7 +488,7 @@ async fn run_stream(flow: Flow, http: FakeHttp) -> (Result<Status, RunError>, Ve
 #[tokio::test]
 async fn a_client_that_returns_the_whole_stream_gets_the_same_event() {
     let http = FakeHttp::new(|request: &HttpRequest| {
-        assert_eq!(request.stream_until, ["answer.done"]);
+        assert_eq!(request.stream_until(), ["answer.done"]);
         Ok(sse(concat!(
             ": keep-alive\n\n",
             "data: {\"type\": \"answer.delta\", \"text\": \"Hel\"}\n\n",
@@ -688,7 +688,7 @@ async fn endless_stream(events: Vec<String>) -> (String, tokio::task::JoinHandle
 
 fn streaming_request(url: &str) -> HttpRequest {
     let mut request = HttpRequest::new(Method::Get, url).with_stream_until(["thread.message.completed"]);
-    request.timeout = Duration::from_secs(30);
+    request = request.with_timeout(Duration::from_secs(30));
     request
 }
 
@@ -706,8 +706,8 @@ async fn the_reqwest_client_returns_at_the_awaited_event_while_the_stream_stays_
         .await
         .expect("the client returns without the stream ending")
         .unwrap();
-    assert_eq!(response.status, 200);
-    let events = parse(&response.body);
+    assert_eq!(response.status(), 200);
+    let events = parse(response.body());
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].data, "{\"content\": \"hi\"}");
     server.abort();
@@ -724,7 +724,7 @@ async fn the_reqwest_client_returns_at_an_error_event_too() {
         .await
         .expect("an error event ends the wait")
         .unwrap();
-    assert_eq!(parse(&response.body)[0].event.as_deref(), Some("error"));
+    assert_eq!(parse(response.body())[0].event.as_deref(), Some("error"));
     server.abort();
 }
 
@@ -734,7 +734,7 @@ async fn the_cap_holds_while_streaming() {
     let (url, server) = endless_stream(vec![filler.clone(); 5]).await;
     let client = ReqwestClient::new().unwrap();
     let mut request = streaming_request(&url);
-    request.max_response_bytes = 1000;
+    request = request.with_max_response_bytes(1000);
     let error = tokio::time::timeout(Duration::from_secs(10), client.send(&request))
         .await
         .expect("the cap ends the wait")
@@ -748,12 +748,12 @@ async fn the_cap_holds_while_streaming() {
     events.extend(vec![filler; 5]);
     let (url, server) = endless_stream(events).await;
     let mut request = streaming_request(&url);
-    request.max_response_bytes = 1000;
+    request = request.with_max_response_bytes(1000);
     let response = tokio::time::timeout(Duration::from_secs(10), client.send(&request))
         .await
         .unwrap();
     let response = response.expect("the awaited event came before the cap");
-    assert_eq!(parse(&response.body)[1].data, "{}");
+    assert_eq!(parse(response.body())[1].data, "{}");
     server.abort();
 }
 
@@ -762,7 +762,7 @@ async fn the_timeout_holds_while_streaming() {
     let (url, server) = endless_stream(vec!["event: thread.run.created\ndata: {}\n\n".into()]).await;
     let client = ReqwestClient::new().unwrap();
     let mut request = streaming_request(&url);
-    request.timeout = Duration::from_millis(150);
+    request = request.with_timeout(Duration::from_millis(150));
     let started = Instant::now();
     let error = client.send(&request).await.unwrap_err();
     assert_eq!(error, HttpError::Timeout(Duration::from_millis(150)));
@@ -775,7 +775,7 @@ async fn without_stream_until_the_client_reads_to_the_end() {
     let (url, server) = endless_stream(vec!["event: thread.message.completed\ndata: {}\n\n".into()]).await;
     let client = ReqwestClient::new().unwrap();
     let mut request = HttpRequest::new(Method::Get, &url);
-    request.timeout = Duration::from_millis(150);
+    request = request.with_timeout(Duration::from_millis(150));
     assert!(matches!(client.send(&request).await, Err(HttpError::Timeout(_))));
     server.abort();
 }

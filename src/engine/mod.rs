@@ -1,163 +1,35 @@
-//! The interpreter: an [`Engine`] runs any number of conversations of one
-//! flow at once, each a plain [`Conversation`] value it advances.
+//! The in-process driver: an [`Engine`] runs any number of conversations of
+//! one flow at once, each a plain [`Conversation`] value, performing the
+//! core's effects ([`crate::core`]) through its HTTP client and clock.
+//!
+//! - `mod.rs`: the engine, its builder, and starting/feeding conversations;
+//! - [`drive`]: the loop behind [`Engine::run`], [`Engine::run_until_parked`]
+//!   and [`Engine::spawn`];
+//! - [`handle`]: a spawned conversation's handle;
+//! - [`options`]: the engine's settings.
 
-mod retry;
-mod run;
+mod drive;
+mod handle;
+mod options;
 
-pub use retry::RetryPolicy;
+pub use handle::{ConversationHandle, SendError};
+pub use options::{EngineOptions, ReplyError, ReplyMode};
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::conversation::{Conversation, Cursor, FlowStamp, Status};
+use crate::core::{Interpreter, Jitter, Machine, RandomJitter};
 use crate::error::{BuildError, RunError};
-use crate::event::{Event, EventSink};
+use crate::event::EventSink;
 use crate::flow::Flow;
-use crate::http::{DEFAULT_MAX_RESPONSE_BYTES, HttpClient};
+use crate::http::HttpClient;
+use crate::secrets::Secret;
 use crate::time::{Clock, SystemClock};
-
-/// What a Question does with several replies queued while the bot was busy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ReplyMode {
-    /// Join all queued replies into one, separated by newlines (default):
-    /// three short chat messages in a row are one answer.
-    #[default]
-    Join,
-    /// Give each Question one reply; the rest wait for the following Questions.
-    OnePerQuestion,
-}
-
-/// Engine settings. Change a few with struct update syntax:
-/// `EngineOptions { max_steps_without_reply: 200, ..EngineOptions::default() }`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineOptions {
-    /// Steps a conversation may run without a user reply before it fails
-    /// (default 1,000): the last guard against a flow that loops.
-    pub max_steps_without_reply: u32,
-    /// How queued replies reach Questions.
-    pub reply_mode: ReplyMode,
-    /// Retry policy for Api steps; steps override fields.
-    pub retry: RetryPolicy,
-    /// Timeout of one Api attempt when the step sets none (default 30 s).
-    pub api_timeout: Duration,
-    /// Largest response body an Api step accepts when the step sets none (default 10 MiB).
-    pub max_response_bytes: usize,
-    /// Longest user reply accepted by [`Engine::receive`], in bytes (default 1 MiB).
-    pub max_reply_bytes: usize,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            max_steps_without_reply: 1000,
-            reply_mode: ReplyMode::default(),
-            retry: RetryPolicy::default(),
-            api_timeout: Duration::from_secs(30),
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            max_reply_bytes: 1024 * 1024,
-        }
-    }
-}
-
-/// A user reply the engine refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReplyError {
-    /// Longer than [`EngineOptions::max_reply_bytes`].
-    #[error("reply of {len} bytes is longer than the limit of {limit} bytes")]
-    TooLong {
-        /// The reply's length.
-        len: usize,
-        /// The limit.
-        limit: usize,
-    },
-}
-
-/// A secret value: never printed, not even by `Debug`. Kept as a JSON
-/// string so that rendering a request borrows it instead of copying it.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(Value);
-
-impl Secret {
-    pub(crate) fn new(value: String) -> Secret {
-        Secret(Value::String(value))
-    }
-
-    /// The secret as a template value.
-    pub(crate) fn value(&self) -> &Value {
-        &self.0
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        self.0.as_str().unwrap_or_default()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// The forms secrets take in text, each with its searcher built once:
-/// masking looks for every form in every kept string and key long enough
-/// to hold one, and in numbers when a form could be written as one.
-pub(crate) struct SecretForms {
-    forms: Vec<(String, memchr::memmem::Finder<'static>)>,
-    /// Whether some form could occur in a number's text; when none can,
-    /// numbers need no look.
-    numeric: bool,
-    /// The shortest form's length: a shorter text (most keys, many values)
-    /// holds no form.
-    shortest: usize,
-}
-
-impl SecretForms {
-    fn new(forms: Vec<String>) -> SecretForms {
-        // A JSON number's text (serde_json's, any precision) has no other bytes.
-        let numeric = forms
-            .iter()
-            .any(|f| f.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)));
-        let shortest = forms.iter().map(String::len).min().unwrap_or(0);
-        let forms = forms
-            .into_iter()
-            .map(|form| {
-                let finder = memchr::memmem::Finder::new(form.as_bytes()).into_owned();
-                (form, finder)
-            })
-            .collect();
-        SecretForms {
-            forms,
-            numeric,
-            shortest,
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.forms.is_empty()
-    }
-
-    /// Whether a number's text may hold a secret.
-    pub(crate) fn numeric(&self) -> bool {
-        self.numeric
-    }
-
-    /// Whether `text` is too short to hold any form.
-    pub(crate) fn too_short(&self, text: &str) -> bool {
-        text.len() < self.shortest
-    }
-
-    /// The forms, longest first, with their searchers.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &memchr::memmem::Finder<'static>)> {
-        self.forms.iter().map(|(form, finder)| (form.as_str(), finder))
-    }
-}
 
 /// Runs conversations of one flow. Cheap to clone; `Send + Sync`; share one
 /// engine between all conversations.
@@ -195,30 +67,19 @@ pub struct Engine {
 }
 
 pub(crate) struct EngineInner {
-    pub(crate) flow: Flow,
+    /// The deterministic part: flow, values, secrets, options.
+    pub(crate) core: Interpreter,
     pub(crate) http: Arc<dyn HttpClient>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) vars: BTreeMap<String, Value>,
-    pub(crate) secrets: BTreeMap<String, Secret>,
-    /// Every form a secret may take in text (as is, percent-encoded),
-    /// longest first so a secret containing another is masked whole.
-    pub(crate) secret_forms: SecretForms,
-    pub(crate) options: EngineOptions,
-    /// Per step, its requests' headers when they are the same for every
-    /// conversation (see [`run::constant_headers`]): rendered once here
-    /// instead of per request.
-    pub(crate) constant_headers: Vec<Option<Vec<crate::http::Header>>>,
-    /// Steps run by this engine, for metrics.
-    pub(crate) steps_run: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Engine")
-            .field("flow", &self.inner.flow)
-            .field("vars", &self.inner.vars)
-            .field("secrets", &self.inner.secrets)
-            .field("options", &self.inner.options)
+            .field("flow", &self.inner.core.flow)
+            .field("vars", &self.inner.core.vars)
+            .field("secrets", &self.inner.core.secrets)
+            .field("options", &self.inner.core.options)
             .finish()
     }
 }
@@ -231,6 +92,7 @@ pub struct EngineBuilder {
     vars: BTreeMap<String, Value>,
     secrets: BTreeMap<String, Secret>,
     options: EngineOptions,
+    jitter: Arc<dyn Jitter>,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -281,6 +143,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Draws retry jitter from `jitter` instead of at random (e.g. `|| 0.0`
+    /// for backoffs a test can predict).
+    pub fn jitter(mut self, jitter: impl Jitter + 'static) -> Self {
+        self.jitter = Arc::new(jitter);
+        self
+    }
+
     /// Checks that every host value and secret the flow uses was given, and
     /// builds the engine.
     pub fn build(self) -> Result<Engine, BuildError> {
@@ -308,28 +177,11 @@ impl EngineBuilder {
             Some(http) => http,
             None => default_client()?,
         };
-        let mut secret_forms: Vec<String> = self
-            .secrets
-            .values()
-            .map(Secret::as_str)
-            .filter(|s| !s.is_empty())
-            .flat_map(|s| [s.to_string(), crate::template::url_encode(s)])
-            .collect();
-        secret_forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-        secret_forms.dedup();
-        let secret_forms = SecretForms::new(secret_forms);
-        let constant_headers = run::constant_headers(&flow.program().steps, &vars, &self.secrets);
         Ok(Engine {
             inner: Arc::new(EngineInner {
-                flow,
+                core: Interpreter::new(flow, vars, self.secrets, self.options, self.jitter),
                 http,
                 clock: self.clock,
-                vars,
-                secrets: self.secrets,
-                secret_forms,
-                options: self.options,
-                constant_headers,
-                steps_run: Default::default(),
             }),
         })
     }
@@ -357,17 +209,21 @@ impl Engine {
             vars: BTreeMap::new(),
             secrets: BTreeMap::new(),
             options: EngineOptions::default(),
+            jitter: Arc::new(RandomJitter),
         }
     }
 
     /// The flow this engine runs.
     pub fn flow(&self) -> &Flow {
-        &self.inner.flow
+        &self.inner.core.flow
     }
 
     /// How many steps this engine has run, over all conversations.
     pub fn steps_run(&self) -> u64 {
-        self.inner.steps_run.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner
+            .core
+            .steps_run
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The engine's clock.
@@ -375,15 +231,29 @@ impl Engine {
         self.inner.clock.clone()
     }
 
+    /// The engine's HTTP client.
+    pub(crate) fn http(&self) -> &Arc<dyn HttpClient> {
+        &self.inner.http
+    }
+
     /// The engine's options.
     pub fn options(&self) -> &EngineOptions {
-        &self.inner.options
+        &self.inner.core.options
+    }
+
+    /// The deterministic core's step machine for `conversation` (see
+    /// [`crate::core`]): for a host that performs the effects itself, and for
+    /// tests that step a conversation without a transport or a clock. It
+    /// makes the conversation this engine's first: after a flow edit it finds
+    /// its step again by name, or fails it (the first poll says so).
+    pub fn machine(&self, conversation: &mut Conversation) -> Machine<'_> {
+        Machine::new(&self.inner.core, conversation)
     }
 
     /// A new conversation at the flow's first step. Nothing runs until
     /// [`Engine::run`].
     pub fn start(&self, id: impl Into<String>) -> Conversation {
-        let flow = &self.inner.flow;
+        let flow = &self.inner.core.flow;
         let first = &flow.program().steps[0];
         Conversation {
             id: id.into(),
@@ -413,7 +283,7 @@ impl Engine {
         text: impl Into<String>,
     ) -> Result<(), ReplyError> {
         let text = text.into();
-        let limit = self.inner.options.max_reply_bytes;
+        let limit = self.inner.core.options.max_reply_bytes;
         if text.len() > limit {
             return Err(ReplyError::TooLong {
                 len: text.len(),
@@ -479,74 +349,7 @@ impl Engine {
         ConversationHandle {
             sender: tx,
             task,
-            max_reply_bytes: self.inner.options.max_reply_bytes,
+            max_reply_bytes: self.inner.core.options.max_reply_bytes,
         }
-    }
-}
-
-/// A conversation running on its own task (see [`Engine::spawn`]).
-#[derive(Debug)]
-pub struct ConversationHandle {
-    sender: mpsc::UnboundedSender<String>,
-    task: tokio::task::JoinHandle<(Conversation, Result<Status, RunError>)>,
-    max_reply_bytes: usize,
-}
-
-impl ConversationHandle {
-    /// Sends a user message. It reaches the next Question, in order.
-    /// Returns an error when the text is too long or the conversation has
-    /// already ended.
-    pub fn send(&self, text: impl Into<String>) -> Result<(), SendError> {
-        let text = text.into();
-        if text.len() > self.max_reply_bytes {
-            return Err(SendError::Reply(ReplyError::TooLong {
-                len: text.len(),
-                limit: self.max_reply_bytes,
-            }));
-        }
-        self.sender.send(text).map_err(|_| SendError::Ended)
-    }
-
-    /// Stops taking messages and waits until the conversation waits for a
-    /// reply with none queued, or ends; returns its state to park or inspect.
-    pub async fn finish(self) -> Result<(Conversation, Result<Status, RunError>), SendError> {
-        drop(self.sender);
-        self.task.await.map_err(|_| SendError::Ended)
-    }
-}
-
-/// Why a message could not be sent to a running conversation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The reply was refused.
-    #[error(transparent)]
-    Reply(ReplyError),
-    /// The conversation's task has ended.
-    #[error("the conversation has ended")]
-    Ended,
-}
-
-pub(crate) fn emit_failed(events: &dyn EventSink, conversation: &Conversation, error: &str) {
-    events.emit(Event::Failed {
-        conversation_id: conversation.id.clone(),
-        error: error.to_string(),
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_forms_a_number_could_spell_make_numbers_searched() {
-        let forms = |forms: &[&str]| SecretForms::new(forms.iter().map(|f| f.to_string()).collect());
-        assert!(!forms(&["sk-live-1", "sk%2Dlive"]).numeric());
-        for numeric in ["987654321", "-12.5e+3", "1E7", "0.5"] {
-            assert!(forms(&["sk-live-1", numeric]).numeric(), "{numeric}");
-        }
-        assert!(forms(&[]).is_empty());
-        let some = forms(&["sk-live-1", "sk%2Dlive-1"]);
-        assert!(some.too_short("sk-live") && !some.too_short("sk-live-1"));
     }
 }

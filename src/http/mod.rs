@@ -79,17 +79,49 @@ impl fmt::Display for Method {
 /// ```
 /// use chatflow::http::Header;
 ///
-/// let header = Header { name: "OpenAI-Beta".into(), value: "assistants=v2".into(), sensitive: false };
-/// assert_eq!(&*header.value, "assistants=v2");
+/// let header = Header::new("OpenAI-Beta", "assistants=v2");
+/// assert_eq!(header.value(), "assistants=v2");
+/// let key = Header::new("Authorization", "Bearer sk-1").with_sensitive(true);
+/// assert_eq!(format!("{key:?}"), r#"Authorization: "***""#);
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Header {
+    pub(crate) name: Arc<str>,
+    pub(crate) value: Arc<str>,
+    pub(crate) sensitive: bool,
+}
+
+impl Header {
+    /// A header that is not sensitive.
+    pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Self {
+        Header {
+            name: name.into(),
+            value: value.into(),
+            sensitive: false,
+        }
+    }
+
+    /// This header, marked as holding a secret (or not).
+    pub fn with_sensitive(mut self, sensitive: bool) -> Self {
+        self.sensitive = sensitive;
+        self
+    }
+
     /// Header name, as written in the flow.
-    pub name: Arc<str>,
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Header value, fully rendered.
-    pub value: Arc<str>,
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
     /// Whether the value holds a secret and must never be shown.
-    pub sensitive: bool,
+    pub fn is_sensitive(&self) -> bool {
+        self.sensitive
+    }
 }
 
 impl fmt::Debug for Header {
@@ -99,36 +131,33 @@ impl fmt::Debug for Header {
     }
 }
 
-/// A request an Api step sends through an [`HttpClient`].
+/// A request an Api step sends through an [`HttpClient`]. Read it through
+/// its getters; build one (in a test, say) with [`HttpRequest::new`] and the
+/// `with_*` setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use chatflow::http::{Header, HttpRequest, Method};
+///
+/// let request = HttpRequest::new(Method::Post, "https://api.example.com/v1/orders")
+///     .with_header(Header::new("Content-Type", "application/json"))
+///     .with_body(br#"{"id": 1}"#.to_vec())
+///     .with_timeout(Duration::from_secs(5))
+///     .with_step("Create order");
+/// assert_eq!(request.header("content-type"), Some("application/json"));
+/// assert_eq!(request.step(), Some("Create order"));
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct HttpRequest {
-    /// The method.
-    pub method: Method,
-    /// The absolute URL, fully rendered (it may hold secrets: print
-    /// [`HttpRequest::display_url`] instead).
-    pub url: String,
-    /// The URL with every secret replaced by `***`, for logs and errors.
-    pub display_url: String,
-    /// Headers in the order the flow lists them.
-    pub headers: Vec<Header>,
-    /// The body bytes (JSON for Api steps), if any.
-    pub body: Option<Vec<u8>>,
-    /// How long the whole exchange may take.
-    pub timeout: Duration,
-    /// The largest response body the client may read; a larger one is
-    /// [`HttpError::BodyTooLarge`].
-    pub max_response_bytes: usize,
-    /// The events the step waits for in a `text/event-stream` response (its
-    /// `stream_until`); empty for a step that reads the whole body.
-    ///
-    /// A client may stop reading such a response once an event named here,
-    /// or an `error` event, has arrived ([`sse::SseEvent::ends`]), and return
-    /// what it read so far as the body: that is what gets a streamed answer
-    /// to the user without waiting for the stream to close. A client that
-    /// ignores this field and returns the whole body works too: the engine
-    /// picks the same event from it.
-    pub stream_until: Vec<String>,
-    /// The name of the Api step that sends the request (see [`HttpRequest::step`]).
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) display_url: String,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) timeout: Duration,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) stream_until: Vec<String>,
     pub(crate) step: Option<Arc<str>>,
 }
 
@@ -149,24 +178,60 @@ impl HttpRequest {
         }
     }
 
-    /// The name of the Api step that sends this request, when the engine
-    /// sent it: a test transport can answer by step rather than by URL.
-    ///
-    /// ```
-    /// use chatflow::http::{HttpRequest, Method};
-    ///
-    /// let request = HttpRequest::new(Method::Get, "https://api.example.com/orders/1");
-    /// assert_eq!(request.step(), None);
-    /// assert_eq!(request.with_step("Look up order").step(), Some("Look up order"));
-    /// ```
-    pub fn step(&self) -> Option<&str> {
-        self.step.as_deref()
+    /// The method.
+    pub fn method(&self) -> Method {
+        self.method
     }
 
-    /// This request as sent by the step named `step`.
-    pub fn with_step(mut self, step: impl Into<Arc<str>>) -> Self {
-        self.step = Some(step.into());
-        self
+    /// The absolute URL, fully rendered (it may hold secrets: print
+    /// [`HttpRequest::display_url`] instead).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with every secret replaced by `***`, for logs and errors.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// Headers in the order the flow lists them.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The body bytes (JSON for Api steps), if any.
+    pub fn body(&self) -> Option<&[u8]> {
+        self.body.as_deref()
+    }
+
+    /// How long the whole exchange may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The largest response body the client may read; a larger one is
+    /// [`HttpError::BodyTooLarge`].
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+    }
+
+    /// The events the step waits for in a `text/event-stream` response (its
+    /// `stream_until`); empty for a step that reads the whole body.
+    ///
+    /// A client may stop reading such a response once an event named here,
+    /// or an `error` event, has arrived ([`sse::SseEvent::ends`]), and return
+    /// what it read so far as the body: that is what gets a streamed answer
+    /// to the user without waiting for the stream to close. A client that
+    /// ignores this and returns the whole body works too: the engine picks
+    /// the same event from it.
+    pub fn stream_until(&self) -> &[String] {
+        &self.stream_until
+    }
+
+    /// The name of the Api step that sends this request (`None` for a
+    /// request built by hand): lets a test stub answers by step.
+    pub fn step(&self) -> Option<&str> {
+        self.step.as_deref()
     }
 
     /// This request with [`HttpRequest::stream_until`] set.
@@ -176,7 +241,7 @@ impl HttpRequest {
     ///
     /// let request = HttpRequest::new(Method::Post, "https://api.example.com/v1/responses")
     ///     .with_stream_until(["response.completed"]);
-    /// assert_eq!(request.stream_until, ["response.completed"]);
+    /// assert_eq!(request.stream_until(), ["response.completed"]);
     /// ```
     pub fn with_stream_until<I, S>(mut self, events: I) -> Self
     where
@@ -184,6 +249,43 @@ impl HttpRequest {
         S: Into<String>,
     {
         self.stream_until = events.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// This request with the name of the Api step that sends it.
+    pub fn with_step(mut self, step: impl Into<Arc<str>>) -> Self {
+        self.step = Some(step.into());
+        self
+    }
+
+    /// This request with the URL shown in logs and errors instead of the
+    /// real one (which may hold a secret).
+    pub fn with_display_url(mut self, display_url: impl Into<String>) -> Self {
+        self.display_url = display_url.into();
+        self
+    }
+
+    /// This request with one more header.
+    pub fn with_header(mut self, header: Header) -> Self {
+        self.headers.push(header);
+        self
+    }
+
+    /// This request with a body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// This request with a timeout for the whole exchange.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// This request with a cap on the response body.
+    pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
         self
     }
 
@@ -212,14 +314,21 @@ impl fmt::Debug for HttpRequest {
 }
 
 /// What a server answered.
+///
+/// ```
+/// use chatflow::http::HttpResponse;
+///
+/// let response = HttpResponse::new(429, "slow down").with_header("Retry-After", "2");
+/// assert_eq!(response.status(), 429);
+/// assert_eq!(response.header("retry-after"), Some("2"));
+/// assert_eq!(response.body(), b"slow down");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpResponse {
-    /// The status code.
-    pub status: u16,
-    /// Response headers, names in lower case, in the order received.
-    pub headers: Vec<(String, String)>,
-    /// The body bytes.
-    pub body: Vec<u8>,
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl HttpResponse {
@@ -232,13 +341,37 @@ impl HttpResponse {
         }
     }
 
-    /// A `200` response whose body is this JSON value.
+    /// A response with this status whose body is this JSON value.
     pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        let mut response = HttpResponse::new(status, value.to_string());
-        response
-            .headers
-            .push(("content-type".into(), "application/json".into()));
-        response
+        HttpResponse::new(status, value.to_string()).with_header("content-type", "application/json")
+    }
+
+    /// This response with one more header; the name is kept in lower case.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let mut name = name.into();
+        name.make_ascii_lowercase();
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Response headers, names in lower case, in the order received.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body, taken out of the response.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
     }
 
     /// The value of the first header with this name (case-insensitive).

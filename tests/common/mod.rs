@@ -58,14 +58,17 @@ impl FakeHttp {
 impl HttpClient for FakeHttp {
     async fn send(&self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         self.seen.lock().unwrap().push(Seen {
-            method: request.method.to_string(),
-            url: request.url.clone(),
+            method: request.method().to_string(),
+            url: request.url().to_string(),
             headers: request
-                .headers
+                .headers()
                 .iter()
-                .map(|h| (h.name.to_string(), h.value.to_string()))
+                .map(|h| (h.name().to_string(), h.value().to_string()))
                 .collect(),
-            body: request.body.as_ref().map(|b| serde_json::from_slice(b).unwrap()),
+            body: request
+                .body()
+                .as_ref()
+                .map(|b| serde_json::from_slice(b).unwrap()),
         });
         if let Some(outcome) = self.queue.lock().unwrap().pop_front() {
             return outcome;
@@ -74,9 +77,8 @@ impl HttpClient for FakeHttp {
     }
 }
 
-pub fn with_header(mut response: HttpResponse, name: &str, value: &str) -> HttpResponse {
-    response.headers.push((name.to_string(), value.to_string()));
-    response
+pub fn with_header(response: HttpResponse, name: &str, value: &str) -> HttpResponse {
+    response.with_header(name, value)
 }
 
 /// A flow shipped in `flows/`.

@@ -1,7 +1,8 @@
 //! When and how long to wait before trying an Api call again, on the model
 //! of OpenAI's own SDK: retry connection errors, timeouts, 408, 409, 429 and
 //! 5xx; honour `retry-after-ms`, then `retry-after`; otherwise back off
-//! exponentially with jitter.
+//! exponentially with jitter. The jitter comes from an injected [`Jitter`]
+//! source, so the core stays deterministic under test.
 
 use std::time::{Duration, SystemTime};
 
@@ -9,25 +10,105 @@ use crate::flow::RetrySettings;
 use crate::http::{HttpError, HttpResponse, Method};
 
 /// How an Api call is retried. Set engine-wide with
-/// [`crate::EngineOptions::retry`]; a step's `retry` object overrides fields.
+/// [`crate::EngineOptions::with_retry`]; a step's `retry` object overrides
+/// fields.
+///
+/// ```
+/// use std::time::Duration;
+/// use chatflow::{EngineOptions, RetryPolicy};
+///
+/// let retry = RetryPolicy::default()
+///     .with_max_attempts(5)
+///     .with_initial_backoff(Duration::from_millis(200));
+/// let options = EngineOptions::default().with_retry(retry);
+/// assert_eq!(options.retry().max_attempts(), 5);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
+    pub(crate) max_attempts: u32,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) max_elapsed: Duration,
+    pub(crate) retry_non_idempotent: bool,
+    pub(crate) max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Attempts in all, the first included (default 3: two retries).
-    pub max_attempts: u32,
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// Sets [`RetryPolicy::max_attempts`].
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
     /// The first backoff (default 0.5 s); it doubles each retry.
-    pub initial_backoff: Duration,
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// Sets [`RetryPolicy::initial_backoff`].
+    pub fn with_initial_backoff(mut self, initial_backoff: Duration) -> Self {
+        self.initial_backoff = initial_backoff;
+        self
+    }
+
     /// The largest backoff (default 8 s).
-    pub max_backoff: Duration,
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// Sets [`RetryPolicy::max_backoff`].
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
     /// No retry starts later than this after the first attempt (default 60 s).
-    pub max_elapsed: Duration,
+    pub fn max_elapsed(&self) -> Duration {
+        self.max_elapsed
+    }
+
+    /// Sets [`RetryPolicy::max_elapsed`].
+    pub fn with_max_elapsed(mut self, max_elapsed: Duration) -> Self {
+        self.max_elapsed = max_elapsed;
+        self
+    }
+
     /// Retry POST and PATCH even when the server may have processed the
     /// request (timeouts, 5xx). Off by default: a repeated "create" could
     /// create twice. Connection failures and 429 are retried regardless,
     /// since the request was certainly not processed.
-    pub retry_non_idempotent: bool,
+    pub fn retry_non_idempotent(&self) -> bool {
+        self.retry_non_idempotent
+    }
+
+    /// Sets [`RetryPolicy::retry_non_idempotent`].
+    pub fn with_retry_non_idempotent(mut self, retry_non_idempotent: bool) -> Self {
+        self.retry_non_idempotent = retry_non_idempotent;
+        self
+    }
+
     /// The longest `retry-after` honoured (default 60 s); a longer one falls
     /// back to the exponential backoff.
-    pub max_retry_after: Duration,
+    pub fn max_retry_after(&self) -> Duration {
+        self.max_retry_after
+    }
+
+    /// Sets [`RetryPolicy::max_retry_after`].
+    pub fn with_max_retry_after(mut self, max_retry_after: Duration) -> Self {
+        self.max_retry_after = max_retry_after;
+        self
+    }
 }
 
 impl Default for RetryPolicy {
@@ -86,8 +167,15 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before retry number `retry` (1 for the first retry).
-    pub(crate) fn delay(&self, retry: u32, response: Option<&HttpResponse>, now: SystemTime) -> Duration {
+    /// The wait before retry number `retry` (1 for the first retry);
+    /// `jitter` in `[0, 1)` takes up to 25% off an exponential backoff.
+    pub(crate) fn delay(
+        &self,
+        retry: u32,
+        response: Option<&HttpResponse>,
+        now: SystemTime,
+        jitter: f64,
+    ) -> Duration {
         if let Some(wait) = response.and_then(|r| retry_after(r, now))
             && wait <= self.max_retry_after
         {
@@ -99,9 +187,47 @@ impl RetryPolicy {
             .saturating_mul(1u32 << exponent)
             .min(self.max_backoff);
         // Up to 25% less, so many clients retrying together spread out.
-        base.mul_f64(1.0 - 0.25 * fastrand::f64())
+        base.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
     }
 }
+
+/// Where retry backoffs get their jitter: a fraction in `[0, 1)` per retry.
+///
+/// The default, [`RandomJitter`], draws it at random so that many clients
+/// retrying together spread out. Tests set a fixed one with
+/// [`crate::EngineBuilder::jitter`]; any `Fn() -> f64 + Send + Sync` closure is
+/// a source:
+///
+/// ```
+/// # let flow = chatflow::Flow::from_json(r#"{"name": "f", "steps": [
+/// #   {"type": "message", "name": "Hi", "text": "hi"}]}"#).unwrap();
+/// let engine = chatflow::Engine::builder(flow).jitter(|| 0.0).build()?;
+/// # Ok::<(), chatflow::BuildError>(())
+/// ```
+pub trait Jitter: Send + Sync {
+    /// A fraction in `[0, 1)`: `0` waits the full backoff, values near `1`
+    /// a quarter less. Values outside are clamped.
+    fn fraction(&self) -> f64;
+}
+
+impl<F: Fn() -> f64 + Send + Sync> Jitter for F {
+    fn fraction(&self) -> f64 {
+        self()
+    }
+}
+
+/// Jitter drawn from a fast, non-cryptographic random generator (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomJitter;
+
+impl Jitter for RandomJitter {
+    fn fraction(&self) -> f64 {
+        fastrand::f64()
+    }
+}
+
+// The engine holds its jitter source as a trait object.
+fn _assert_object_safe(_: &dyn Jitter) {}
 
 /// The server's requested wait: `retry-after-ms`, else `retry-after` in
 /// seconds or as an HTTP date.
@@ -183,13 +309,19 @@ mod tests {
         let p = RetryPolicy::default();
         let now = SystemTime::UNIX_EPOCH;
         for (retry, full) in [(1, 500), (2, 1000), (3, 2000), (5, 8000), (9, 8000)] {
-            let d = p.delay(retry, None, now);
             let full = Duration::from_millis(full);
+            assert_eq!(p.delay(retry, None, now, 0.0), full, "retry {retry}");
+            assert_eq!(
+                p.delay(retry, None, now, 1.0),
+                full.mul_f64(0.75),
+                "retry {retry}"
+            );
+            let d = p.delay(retry, None, now, RandomJitter.fraction());
             assert!(d <= full && d >= full.mul_f64(0.75), "retry {retry}: {d:?}");
         }
         let r = response(429, &[("retry-after", "3")]).unwrap();
-        assert_eq!(p.delay(1, Some(&r), now), Duration::from_secs(3));
+        assert_eq!(p.delay(1, Some(&r), now, 0.5), Duration::from_secs(3));
         let too_long = response(429, &[("retry-after", "3600")]).unwrap();
-        assert!(p.delay(1, Some(&too_long), now) <= Duration::from_millis(500));
+        assert_eq!(p.delay(1, Some(&too_long), now, 0.0), Duration::from_millis(500));
     }
 }
