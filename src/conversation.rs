@@ -8,6 +8,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::flow::StartMode;
+
 /// Where a conversation stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -117,6 +119,10 @@ pub struct Conversation {
     /// Per-step visit counts since the user last replied (GoTo bounds).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) visits: BTreeMap<Arc<str>, u32>,
+    /// The text of the first message the conversation received,
+    /// `<<conversation.start_text>>` in templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) start_text: Option<String>,
 }
 
 // Written out for `clone_from`: a store that keeps the conversation it
@@ -135,6 +141,7 @@ impl Clone for Conversation {
             inbox: self.inbox.clone(),
             steps_since_reply: self.steps_since_reply,
             visits: self.visits.clone(),
+            start_text: self.start_text.clone(),
         }
     }
 
@@ -150,6 +157,7 @@ impl Clone for Conversation {
             inbox,
             steps_since_reply,
             visits,
+            start_text,
         } = source;
         self.id.clone_from(id);
         self.flow.name.clone_from(&flow.name);
@@ -164,6 +172,7 @@ impl Clone for Conversation {
         self.inbox.clone_from(inbox);
         self.steps_since_reply = *steps_since_reply;
         clone_map_from(&mut self.visits, visits, Clone::clone_from);
+        self.start_text.clone_from(start_text);
     }
 }
 
@@ -217,8 +226,37 @@ impl Conversation {
 
     /// Queues a user message. The next Question takes it; a message sent
     /// while the bot is busy (calling an API, in a Delay) waits here, in order.
+    ///
+    /// This queues the text as an answer whatever the flow's
+    /// [`StartMode`]; [`crate::Engine::receive`] honours the start mode.
     pub fn push_reply(&mut self, text: impl Into<String>) {
         self.inbox.push_back(text.into());
+    }
+
+    /// The text of the first message the conversation received
+    /// (`<<conversation.start_text>>`), once one has arrived.
+    pub fn start_text(&self) -> Option<&str> {
+        self.start_text.as_deref()
+    }
+
+    /// Takes a user message in. The first message a conversation receives
+    /// is kept as its start text; under [`StartMode::StartFlow`], when it
+    /// arrives before any step ran, it only starts the flow instead of
+    /// answering the first Question.
+    pub(crate) fn accept_message(&mut self, text: String, mode: StartMode) {
+        if self.start_text.is_none() {
+            let fresh = self.status == Status::Running
+                && self.steps_since_reply == 0
+                && self.steps.is_empty()
+                && self.inbox.is_empty()
+                && self.cursor.as_ref().is_some_and(|c| c.index == 0);
+            if mode == StartMode::StartFlow && fresh {
+                self.start_text = Some(text);
+                return;
+            }
+            self.start_text = Some(text.clone());
+        }
+        self.inbox.push_back(text);
     }
 
     /// User messages waiting for a Question.
@@ -254,6 +292,7 @@ mod tests {
             inbox: VecDeque::from([answer.to_string()]),
             steps_since_reply: steps.len() as u32,
             visits: steps.iter().map(|s| (Arc::from(*s), 1)).collect(),
+            start_text: Some(answer.to_string()),
         }
     }
 

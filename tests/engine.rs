@@ -606,3 +606,80 @@ async fn requests_share_the_headers_rendered_at_build() {
     assert_eq!(sent[1][0].value(), "c1");
     assert_eq!(sent[3][0].value(), "c2");
 }
+
+/// A flow whose first message only starts it, and a Question after it.
+const STARTS_FLOW: &str = r#"{
+  "name": "trigger",
+  "start": "start_flow",
+  "steps": [
+    {"type": "message", "name": "Echo", "text": "You wrote: <<conversation.start_text>>"},
+    {"type": "question", "name": "Ask", "text": "Your order number?"},
+    {"type": "message", "name": "Got", "text": "Order <<step.Ask.response>>, first said <<conversation.start_text>>."}
+  ]
+}"#;
+
+#[tokio::test]
+async fn a_start_flow_message_starts_the_flow_without_answering_the_first_question() {
+    let engine = engine_with(
+        STARTS_FLOW,
+        FakeHttp::json(json!({})),
+        Arc::new(VirtualClock::new()),
+    );
+    let events = EventLog::new();
+    let mut conversation = engine.start("c1");
+    engine.receive(&mut conversation, "where is my parcel").unwrap();
+    assert_eq!(
+        engine.run(&mut conversation, &events).await.unwrap(),
+        Status::AwaitingReply
+    );
+    assert_eq!(events.take().len(), 2);
+    assert_eq!(conversation.start_text(), Some("where is my parcel"));
+    assert_eq!(conversation.pending_replies().len(), 0);
+
+    engine.receive(&mut conversation, "42").unwrap();
+    assert_eq!(
+        engine.run(&mut conversation, &events).await.unwrap(),
+        Status::Finished
+    );
+    assert_eq!(events.texts(), ["Order 42, first said where is my parcel."]);
+}
+
+#[tokio::test]
+async fn by_default_the_first_message_answers_the_first_question_and_is_the_start_text() {
+    let flow = STARTS_FLOW.replace(r#""start": "start_flow","#, "");
+    let engine = engine_with(&flow, FakeHttp::json(json!({})), Arc::new(VirtualClock::new()));
+    let events = EventLog::new();
+    let mut conversation = engine.start("c1");
+    engine.receive(&mut conversation, "42").unwrap();
+    assert_eq!(
+        engine.run(&mut conversation, &events).await.unwrap(),
+        Status::Finished
+    );
+    assert_eq!(
+        events.texts(),
+        ["You wrote: 42", "Your order number?", "Order 42, first said 42."]
+    );
+}
+
+#[tokio::test]
+async fn a_start_flow_conversation_already_asking_takes_the_first_message_as_its_answer() {
+    // The host ran the flow before any message: the Question is out, so the
+    // first message answers it.
+    let engine = engine_with(
+        STARTS_FLOW,
+        FakeHttp::json(json!({})),
+        Arc::new(VirtualClock::new()),
+    );
+    let events = EventLog::new();
+    let mut conversation = engine.start("c1");
+    engine.run(&mut conversation, &events).await.unwrap();
+    engine.receive(&mut conversation, "42").unwrap();
+    assert_eq!(
+        engine.run(&mut conversation, &events).await.unwrap(),
+        Status::Finished
+    );
+    assert_eq!(
+        events.texts().last().map(String::as_str),
+        Some("Order 42, first said 42.")
+    );
+}

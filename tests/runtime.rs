@@ -1052,3 +1052,34 @@ async fn a_turn_saves_before_a_retry_backoff_what_it_would_otherwise_repeat() {
     // Exactly the backoff of the injected jitter passed.
     assert_eq!(clock.elapsed(), Duration::from_millis(500));
 }
+
+#[tokio::test]
+async fn a_start_flow_conversation_is_started_by_its_first_message_through_the_runtime() {
+    let flow = Flow::from_json(
+        r#"{"name": "trigger", "start": "start_flow", "steps": [
+          {"type": "message", "name": "Echo", "text": "You wrote: <<conversation.start_text>>"},
+          {"type": "question", "name": "Ask", "text": "Your order number?"},
+          {"type": "message", "name": "Got", "text": "Order <<step.Ask.response>>."}
+        ]}"#,
+    )
+    .unwrap();
+    let runtime = Runtime::new(
+        Engine::builder(flow).build().unwrap(),
+        Arc::new(MemoryStore::new()),
+    );
+    let turn = runtime
+        .handle_message("c1", Some("m1"), "hi there")
+        .await
+        .unwrap();
+    assert_eq!(turn.texts(), ["You wrote: hi there", "Your order number?"]);
+    let turn = runtime.handle_message("c1", Some("m2"), "42").await.unwrap();
+    assert_eq!(turn.texts(), ["Order 42."]);
+    // A redelivery of the first message starts nothing again.
+    assert!(
+        runtime
+            .handle_message("c1", Some("m1"), "hi there")
+            .await
+            .unwrap()
+            .duplicate
+    );
+}

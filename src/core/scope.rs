@@ -27,7 +27,10 @@ impl Scope for ConversationScope<'_> {
                 lookup(self.conversation.steps.get(name.as_str())?, &path.segments).map(Cow::Borrowed)
             }
             Root::Contact => keyed(&self.conversation.contact, path),
-            Root::Conversation => Some(Cow::Owned(Value::String(self.conversation.id.clone()))),
+            Root::Conversation => match path.segments.first().map(|s| s.key.as_str()) {
+                Some("start_text") => Some(Cow::Owned(Value::String(self.conversation.start_text.clone()?))),
+                _ => Some(Cow::Owned(Value::String(self.conversation.id.clone()))),
+            },
             Root::Var | Root::Secret => resolve_host(&self.interpreter.vars, &self.interpreter.secrets, path),
         }
     }

@@ -40,7 +40,7 @@ impl Engine {
         loop {
             if let Some(rx) = inbox.as_deref_mut() {
                 while let Ok(text) = rx.try_recv() {
-                    conversation.inbox.push_back(text);
+                    conversation.accept_message(text, inner.core.flow.start_mode());
                 }
             }
             match machine.poll(conversation, now) {
@@ -61,7 +61,7 @@ impl Engine {
                 Effect::AwaitReply => match inbox.as_deref_mut() {
                     Some(rx) => match rx.recv().await {
                         Some(text) => {
-                            conversation.inbox.push_back(text);
+                            conversation.accept_message(text, inner.core.flow.start_mode());
                             now = inner.clock.now();
                         }
                         None => return Ok(Status::AwaitingReply),

@@ -271,6 +271,7 @@ impl Engine {
             inbox: Default::default(),
             steps_since_reply: 0,
             visits: BTreeMap::new(),
+            start_text: None,
         }
     }
 
@@ -290,7 +291,7 @@ impl Engine {
                 limit,
             });
         }
-        conversation.push_reply(text);
+        conversation.accept_message(text, self.inner.core.flow.start_mode());
         Ok(())
     }
 

@@ -181,8 +181,9 @@ impl Runtime {
         // After a handoff (or a failure) messages are for people: they stay
         // in the transcript and do not pile up in the state.
         if !conversation.status().is_ended() {
+            let mode = engine.flow().start_mode();
             for entry in claim.inbox {
-                conversation.push_reply(entry.text);
+                conversation.accept_message(entry.text, mode);
             }
         }
         let turn = TurnWrite {
