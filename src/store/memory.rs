@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     Claim, ConversationCounts, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry,
-    decode, unix_ms,
+    rows::{decode_state as decode, unix_ms},
 };
 use crate::conversation::{Conversation, Status};
 

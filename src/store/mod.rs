@@ -17,19 +17,20 @@
 //!   atomic write: a reply is "sent" exactly when its transcript entry is
 //!   committed, so a crash can repeat an API call but never a reply.
 
+mod error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteStore, rusqlite};
+pub use sqlite::SqliteStore;
 
 use std::time::SystemTime;
 
@@ -119,27 +120,6 @@ pub struct ConversationCounts {
     pub sleeping: u64,
     /// Waiting for the user, handed off or ended.
     pub parked: u64,
-}
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Another runner holds the conversation, or took it over after this
-    /// runner's lease expired: this runner must stop without committing.
-    #[error("conversation {0} is held by another runner")]
-    LeaseLost(String),
-    /// The stored state could not be read.
-    #[error("stored state of conversation {id} is unreadable: {message}")]
-    Corrupt {
-        /// The conversation.
-        id: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The database failed.
-    #[error("store error: {0}")]
-    Backend(String),
 }
 
 /// Durable storage for conversations. Implementations: [`MemoryStore`];
@@ -264,17 +244,3 @@ pub trait Store: Send + Sync {
 
 // Runtimes hold stores as trait objects.
 fn _assert_object_safe(_: &dyn Store) {}
-
-/// A stored state read back; a state that does not parse is [`StoreError::Corrupt`].
-pub(crate) fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
-    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
-}
-
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}

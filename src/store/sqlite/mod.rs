@@ -7,7 +7,8 @@
 //! never waits there: whatever would wait (for the connection, for another
 //! process's write lock, for a checkpoint's file syncs) runs on the
 //! connection's own thread instead (module `connection`); module `schema`
-//! opens the database and migrates it.
+//! opens the database and migrates it (`migrations/`), and module `queries`
+//! names the statements (`queries/`).
 //!
 //! Every operation is one statement or one transaction, so SQLite runs it
 //! atomically, and a transaction that writes takes the write lock before it
@@ -17,6 +18,7 @@
 //! commit as one transaction.
 
 mod connection;
+mod queries;
 mod schema;
 
 use std::sync::{Arc, mpsc};
@@ -26,17 +28,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use self::connection::{
-    Job, Shared, mark_connection_thread, panicked, refuse_on_connection_thread, serve, stopped,
-};
+use self::connection::{Job, Shared, mark_connection_thread, serve, stopped};
+use self::queries::*;
 use self::schema::{Location, open};
-use super::sql::*;
-use super::{Claim, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry, decode};
+use super::rows::{
+    TranscriptRow, backend, claim, decode_state, direction_name, encode_state, inbox_entry, ms, time, to_i64,
+    to_u64, transcript_entries,
+};
+use super::{Claim, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry};
 use crate::conversation::Conversation;
-
-/// The rusqlite version the store is built on, for
-/// [`SqliteStore::with_connection`].
-pub use rusqlite;
 
 /// A [`Store`] in a SQLite database.
 ///
@@ -44,6 +44,10 @@ pub use rusqlite;
 /// A file database runs in WAL mode; `sqlite::memory:` gives a fresh
 /// in-memory database, for tests and demos. Clones share one connection,
 /// which closes when the last clone is dropped.
+///
+/// The host may read the tables of a file database from connections of its
+/// own (WAL mode lets them read during the store's writes); the schema is in
+/// `src/store/sqlite/migrations/`.
 ///
 /// ```
 /// use std::time::SystemTime;
@@ -110,47 +114,30 @@ impl SqliteStore {
                     let _ = opened.send(Err(e));
                 }
             })
-            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite thread: {e}")))?;
+            .map_err(backend("starting the SQLite connection's thread"))?;
         let shared = open_result.await.map_err(|_| stopped())??;
         Ok(SqliteStore { shared, jobs })
     }
 
     /// Runs `f` on the store's connection, between the store's own
-    /// operations, e.g. for the host's queries on the tables. `f` runs on
-    /// the connection's thread: keep it short, as the store's operations
-    /// wait for it. A store operation called from inside `f` fails (it
-    /// would wait for `f`), and a transaction `f` leaves open is rolled
+    /// operations (tests read and plant rows with it). `f` runs on the
+    /// connection's thread. A store operation called from inside `f` fails
+    /// (it would wait for `f`), and a transaction `f` leaves open is rolled
     /// back.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = chatflow::store::SqliteStore::connect("sqlite::memory:").await?;
-    /// let n: i64 = store
-    ///     .with_connection(|conn| conn.query_row("SELECT COUNT(*) FROM conversations", [], |row| row.get(0)))
-    ///     .await??;
-    /// assert_eq!(n, 0);
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Backend`] when the connection's thread has stopped, or
-    /// `f` panicked.
-    pub async fn with_connection<R, F>(&self, f: F) -> Result<R, StoreError>
+    #[cfg(test)]
+    pub(crate) async fn with_connection<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         F: FnOnce(&mut Connection) -> R + Send + 'static,
         R: Send + 'static,
     {
-        refuse_on_connection_thread()?;
+        connection::refuse_on_connection_thread()?;
         let (done, result) = oneshot::channel();
         self.jobs
             .send(Job::Alone(Box::new(move |conn: &mut Connection| {
                 let _ = done.send(f(conn));
             })))
             .map_err(|_| stopped())?;
-        result.await.map_err(|_| panicked())
+        result.await.map_err(|_| connection::panicked())
     }
 }
 
@@ -220,13 +207,6 @@ fn atomically<R>(
     Ok(result)
 }
 
-/// The last seq of a conversation's transcript (0 when it has none): the
-/// last key of the primary key's range.
-fn last_transcript_seq(conn: &Connection, id: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = ?1")?
-        .query_row([id], |row| row.get(0))
-}
-
 /// [`Store::enqueue`]: records the message id as seen, appends the user
 /// entry to the transcript and the text to the inbox (creating the
 /// conversation's row), and returns the entry's seq; `None`, writing
@@ -239,44 +219,26 @@ fn record_message(
     now: i64,
 ) -> rusqlite::Result<Option<i64>> {
     // What the writes need, in one read (the transaction holds the write
-    // lock already): whether the id was seen, the inbox seq the message
-    // gets and the transcript's last seq.
+    // lock already).
     let (seen, inbox_seq, last): (bool, i64, i64) = conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM seen_messages WHERE conversation_id = ?1 AND message_id = ?2),
-                    COALESCE((SELECT next_inbox_seq FROM conversations WHERE id = ?1), 1),
-                    (SELECT COALESCE(MAX(seq), 0) FROM transcript WHERE conversation_id = ?1)",
-        )?
+        .prepare_cached(ENQUEUE_READ)?
         .query_row(params![id, message_id], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?;
     if seen {
         return Ok(None);
     }
-    conn.prepare_cached(
-        "INSERT INTO conversations (id, next_inbox_seq) VALUES (?1, ?2)
-         ON CONFLICT (id) DO UPDATE SET next_inbox_seq = excluded.next_inbox_seq",
-    )?
-    .execute(params![id, inbox_seq + 1])?;
+    conn.prepare_cached(ENQUEUE_CONVERSATION)?
+        .execute(params![id, inbox_seq + 1])?;
     let seq = last + 1;
-    conn.prepare_cached("INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)")?
+    conn.prepare_cached(ENQUEUE_SEEN)?
         .execute(params![id, message_id])?;
-    conn.prepare_cached(
-        "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, source_message_id)
-         VALUES (?1, ?2, 'in', ?3, ?4, ?5)",
-    )?
-    .execute(params![id, seq, text, now, message_id])?;
-    conn.prepare_cached("INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES (?1, ?2, ?3, ?4)")?
+    conn.prepare_cached(ENQUEUE_TRANSCRIPT)?
+        .execute(params![id, seq, text, now, message_id])?;
+    conn.prepare_cached(ENQUEUE_INBOX)?
         .execute(params![id, inbox_seq, text, now])?;
     Ok(Some(seq))
 }
-
-/// [`Store::transcript`].
-const TRANSCRIPT: &str = "SELECT seq, direction, text, at_ms FROM transcript
-     WHERE conversation_id = ?1 AND seq > ?2 ORDER BY seq";
-
-/// A transcript row as read.
-type TranscriptRow = (i64, String, String, i64);
 
 /// What [`take_lease`] reads: the state and the inbox, in order.
 type Taken = (Option<String>, Vec<InboxEntry>);
@@ -284,7 +246,12 @@ type Taken = (Option<String>, Vec<InboxEntry>);
 fn read_transcript(conn: &Connection, id: &str, after_seq: i64) -> rusqlite::Result<Vec<TranscriptRow>> {
     conn.prepare_cached(TRANSCRIPT)?
         .query_map(params![id, after_seq], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            Ok(TranscriptRow {
+                seq: row.get(0)?,
+                direction: row.get(1)?,
+                text: row.get(2)?,
+                at_ms: row.get(3)?,
+            })
         })?
         .collect()
 }
@@ -300,55 +267,22 @@ fn take_lease(
     now: i64,
 ) -> rusqlite::Result<Option<Taken>> {
     let taken = conn
-        .prepare_cached(
-            "INSERT INTO conversations (id, lease_owner, lease_until_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE
-                SET lease_owner = excluded.lease_owner, lease_until_ms = excluded.lease_until_ms
-                WHERE conversations.lease_owner IS NULL
-                   OR conversations.lease_owner = excluded.lease_owner
-                   OR conversations.lease_until_ms <= ?4",
-        )?
+        .prepare_cached(ACQUIRE_LEASE)?
         .execute(params![id, owner, lease_until, now])?;
     if taken == 0 {
         return Ok(None);
     }
-    let state = conn
-        .prepare_cached("SELECT state FROM conversations WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))?;
+    let state = conn.prepare_cached(LOAD)?.query_row([id], |row| row.get(0))?;
     let inbox = conn
-        .prepare_cached("SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq")?
-        .query_map([id], |row| {
-            Ok(InboxEntry {
-                seq: to_u64(row.get(0)?),
-                text: row.get(1)?,
-            })
-        })?
+        .prepare_cached(ACQUIRE_INBOX)?
+        .query_map([id], |row| Ok(inbox_entry(row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(Some((state, inbox)))
 }
 
 /// The claim from what [`take_lease`] read.
-fn claim(conversation_id: &str, (state, inbox): Taken) -> Result<Claim, StoreError> {
-    // As in the memory store, the lease stays taken even when the state
-    // turns out to be unreadable.
-    let conversation = state.as_deref().map(|s| decode(conversation_id, s)).transpose()?;
-    Ok(Claim { conversation, inbox })
-}
-
-fn transcript_entries(
-    conversation_id: &str,
-    rows: Vec<TranscriptRow>,
-) -> Result<Vec<TranscriptEntry>, StoreError> {
-    rows.into_iter()
-        .map(|(seq, direction, text, at_ms)| {
-            Ok(TranscriptEntry {
-                seq: to_u64(seq),
-                direction: parse_direction(conversation_id, &direction)?,
-                text,
-                at_ms: to_u64(at_ms),
-            })
-        })
-        .collect()
+fn claim_of(conversation_id: &str, (state, inbox): Taken) -> Result<Claim, StoreError> {
+    claim(conversation_id, state.as_deref(), inbox)
 }
 
 /// A save, owned, for an operation that may run twice (see
@@ -373,7 +307,7 @@ impl SaveRow {
         Ok(SaveRow {
             id: conversation_id.to_string(),
             owner: owner.to_string(),
-            state: serde_json::to_string(save.conversation).map_err(backend)?,
+            state: encode_state(save.conversation)?,
             wake_at: save.wake_at.map(ms),
             lease_until: ms(save.lease_until),
             consumed_up_to: to_i64(save.consumed_up_to),
@@ -401,42 +335,38 @@ impl SaveRow {
     /// `owner` holds the lease. Runs inside a [`Write`] (see
     /// [`SaveRow::save_then`]).
     fn execute(&self, conn: &Connection) -> rusqlite::Result<Result<(), LeaseLost>> {
-        let saved = conn
-            .prepare_cached(
-                "UPDATE conversations SET state = ?3, lease_until_ms = ?4
-                 WHERE id = ?1 AND lease_owner = ?2",
-            )?
-            .execute(params![self.id, self.owner, self.state, self.lease_until])?;
+        let saved = conn.prepare_cached(SAVE_STATE)?.execute(params![
+            self.id,
+            self.owner,
+            self.state,
+            self.lease_until
+        ])?;
         if saved == 0 {
             return Ok(Err(LeaseLost));
         }
-        // Apart, and only when it changes: assigning the column, even its
-        // own value, rewrites a page of its index (the runtime's mid-turn
-        // saves repeat the turn's wake-up).
-        conn.prepare_cached(
-            "UPDATE conversations SET wake_at_ms = ?2 WHERE id = ?1 AND wake_at_ms IS NOT ?2",
-        )?
-        .execute(params![self.id, self.wake_at])?;
+        // Apart, and only when it changes: the runtime's mid-turn saves
+        // repeat the turn's wake-up.
+        conn.prepare_cached(SAVE_WAKE_AT)?
+            .execute(params![self.id, self.wake_at])?;
         if self.consumed_up_to > 0 {
             // Usually one message was consumed: deleting it by its key is
             // one seek, where a range delete first copies the range into a
             // temporary B-tree. A later save of the turn finds it gone.
-            conn.prepare_cached("DELETE FROM inbox WHERE conversation_id = ?1 AND seq = ?2")?
+            conn.prepare_cached(SAVE_CONSUME)?
                 .execute(params![self.id, self.consumed_up_to])?;
             let more = conn
-                .prepare_cached("SELECT 1 FROM inbox WHERE conversation_id = ?1 AND seq < ?2")?
+                .prepare_cached(SAVE_CONSUMED_BEFORE)?
                 .exists(params![self.id, self.consumed_up_to])?;
             if more {
-                conn.prepare_cached("DELETE FROM inbox WHERE conversation_id = ?1 AND seq < ?2")?
+                conn.prepare_cached(SAVE_CONSUME_BEFORE)?
                     .execute(params![self.id, self.consumed_up_to])?;
             }
         }
         if !self.outgoing.is_empty() {
-            let mut seq = last_transcript_seq(conn, &self.id)?;
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            let mut seq: i64 = conn
+                .prepare_cached(SAVE_LAST_SEQ)?
+                .query_row([&self.id], |row| row.get(0))?;
+            let mut insert = conn.prepare_cached(SAVE_TRANSCRIPT)?;
             for (direction, text) in &self.outgoing {
                 seq += 1;
                 insert.execute(params![self.id, seq, direction_name(*direction), text, self.now])?;
@@ -464,7 +394,7 @@ impl Store for SqliteStore {
         let seq = self
             .run(move |conn| atomically(conn, |conn| record_message(conn, &id, &message_id, &text, now)))
             .await?
-            .map_err(backend)?;
+            .map_err(backend("SQLite enqueue"))?;
         Ok(seq.map(to_u64))
     }
 
@@ -480,8 +410,8 @@ impl Store for SqliteStore {
         let taken = self
             .run(move |conn| atomically(conn, |conn| take_lease(conn, &id, &owner, lease_until, now)))
             .await?
-            .map_err(backend)?;
-        taken.map(|taken| claim(conversation_id, taken)).transpose()
+            .map_err(backend("SQLite acquire"))?;
+        taken.map(|taken| claim_of(conversation_id, taken)).transpose()
     }
 
     async fn enqueue_and_acquire(
@@ -512,13 +442,13 @@ impl Store for SqliteStore {
                 })
             })
             .await?
-            .map_err(backend)?;
+            .map_err(backend("SQLite enqueue_and_acquire"))?;
         let Some((seq, taken)) = recorded else {
             return Ok(None);
         };
         Ok(Some(Enqueued {
             seq: to_u64(seq),
-            claim: taken.map(|taken| claim(conversation_id, taken)).transpose()?,
+            claim: taken.map(|taken| claim_of(conversation_id, taken)).transpose()?,
         }))
     }
 
@@ -526,7 +456,7 @@ impl Store for SqliteStore {
         let row = SaveRow::new(conversation_id, owner, &save)?;
         self.run(move |conn| row.save_then(conn, |_| Ok(())))
             .await?
-            .map_err(backend)?
+            .map_err(backend("SQLite save"))?
             .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))
     }
 
@@ -545,7 +475,7 @@ impl Store for SqliteStore {
         let rows = self
             .run(move |conn| row.save_then(conn, |conn| read_transcript(conn, &row.id, after_seq)))
             .await?
-            .map_err(backend)?
+            .map_err(backend("SQLite save_and_read_replies"))?
             .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))?;
         let mut entries = transcript_entries(conversation_id, rows)?;
         entries.retain(|e| e.direction != Direction::In);
@@ -554,15 +484,9 @@ impl Store for SqliteStore {
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
         let (id, owner) = (conversation_id.to_string(), owner.to_string());
-        self.run(move |conn| {
-            conn.prepare_cached(
-                "UPDATE conversations SET lease_owner = NULL, lease_until_ms = NULL
-                 WHERE id = ?1 AND lease_owner = ?2",
-            )?
-            .execute(params![id, owner])
-        })
-        .await?
-        .map_err(backend)?;
+        self.run(move |conn| conn.prepare_cached(RELEASE)?.execute(params![id, owner]))
+            .await?
+            .map_err(backend("SQLite release"))?;
         Ok(())
     }
 
@@ -576,79 +500,47 @@ impl Store for SqliteStore {
         // which holds the first `limit` of the merged order: whatever comes
         // before one of those on its side comes before it overall too.
         self.run(move |conn| {
-            conn.prepare_cached(
-                "WITH woken (id, since) AS (
-                     SELECT id, wake_at_ms FROM conversations
-                     WHERE wake_at_ms <= ?1 AND (lease_owner IS NULL OR lease_until_ms <= ?1)
-                     ORDER BY wake_at_ms, id
-                     LIMIT ?2
-                 ),
-                 messaged (id, since) AS (
-                     SELECT i.conversation_id, MIN(i.at_ms) FROM inbox i
-                     JOIN conversations c ON c.id = i.conversation_id
-                     WHERE c.lease_owner IS NULL OR c.lease_until_ms <= ?1
-                     GROUP BY i.conversation_id
-                     ORDER BY MIN(i.at_ms), i.conversation_id
-                     LIMIT ?2
-                 ),
-                 overdue (id, since) AS (
-                     SELECT id, MIN(since) FROM (
-                         SELECT id, since FROM woken UNION ALL SELECT id, since FROM messaged
-                     ) AS pending
-                     GROUP BY id
-                 )
-                 SELECT c.id FROM overdue o JOIN conversations c ON c.id = o.id
-                 ORDER BY o.since, c.id
-                 LIMIT ?2",
-            )?
-            .query_map(params![now, limit], |row| row.get(0))?
-            .collect()
+            conn.prepare_cached(DUE)?
+                .query_map(params![now, limit], |row| row.get(0))?
+                .collect()
         })
         .await?
-        .map_err(backend)
+        .map_err(backend("SQLite due"))
     }
 
     async fn counts(&self, now: SystemTime) -> Result<super::ConversationCounts, StoreError> {
         let now = ms(now);
         let (sleeping, parked): (i64, i64) = self
             .run(move |conn| {
-                conn.prepare_cached(
-                    "SELECT COALESCE(SUM(CASE WHEN wake_at_ms > ?1 THEN 1 ELSE 0 END), 0),
-                            COALESCE(SUM(CASE WHEN wake_at_ms IS NULL THEN 1 ELSE 0 END), 0)
-                     FROM conversations WHERE state IS NOT NULL",
-                )?
-                .query_row([now], |row| Ok((row.get(0)?, row.get(1)?)))
+                conn.prepare_cached(COUNTS)?
+                    .query_row([now], |row| Ok((row.get(0)?, row.get(1)?)))
             })
             .await?
-            .map_err(backend)?;
+            .map_err(backend("SQLite counts"))?;
         Ok(super::ConversationCounts {
-            sleeping: u64::try_from(sleeping).unwrap_or(0),
-            parked: u64::try_from(parked).unwrap_or(0),
+            sleeping: to_u64(sleeping),
+            parked: to_u64(parked),
         })
     }
 
     async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
         let earliest: Option<i64> = self
-            .run(|conn| {
-                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations")?
-                    .query_row([], |row| row.get(0))
-            })
+            .run(|conn| conn.prepare_cached(NEXT_WAKE)?.query_row([], |row| row.get(0)))
             .await?
-            .map_err(backend)?;
+            .map_err(backend("SQLite next_wake"))?;
         Ok(earliest.map(time))
     }
 
     async fn next_wake_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
         let after = ms(after);
-        // A range scan of the wake_at index: rows saved mid-turn (due at
-        // once, under a lease) are passed over.
+        // Rows saved mid-turn (due at once, under a lease) are passed over.
         let earliest: Option<i64> = self
             .run(move |conn| {
-                conn.prepare_cached("SELECT MIN(wake_at_ms) FROM conversations WHERE wake_at_ms > ?1")?
+                conn.prepare_cached(NEXT_WAKE_AFTER)?
                     .query_row([after], |row| row.get(0))
             })
             .await?
-            .map_err(backend)?;
+            .map_err(backend("SQLite next_wake_after"))?;
         Ok(earliest.map(time))
     }
 
@@ -656,13 +548,16 @@ impl Store for SqliteStore {
         let id = conversation_id.to_string();
         let state: Option<Option<String>> = self
             .run(move |conn| {
-                conn.prepare_cached("SELECT state FROM conversations WHERE id = ?1")?
+                conn.prepare_cached(LOAD)?
                     .query_row([&id], |row| row.get(0))
                     .optional()
             })
             .await?
-            .map_err(backend)?;
-        state.flatten().map(|s| decode(conversation_id, &s)).transpose()
+            .map_err(backend("SQLite load"))?;
+        state
+            .flatten()
+            .map(|s| decode_state(conversation_id, &s))
+            .transpose()
     }
 
     async fn transcript(
@@ -675,7 +570,7 @@ impl Store for SqliteStore {
         let rows = self
             .run(move |conn| read_transcript(conn, &id, after_seq))
             .await?
-            .map_err(backend)?;
+            .map_err(backend("SQLite transcript"))?;
         transcript_entries(conversation_id, rows)
     }
 }
@@ -1032,7 +927,7 @@ mod tests {
             .await
             .unwrap();
         let error = nested.unwrap_err().to_string();
-        assert!(error.contains("with_connection"), "{error}");
+        assert!(error.contains("would wait for itself"), "{error}");
     }
 
     #[tokio::test]
@@ -1071,7 +966,7 @@ mod tests {
     async fn a_panicking_host_closure_fails_alone_and_the_store_goes_on() {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
         let result = store.with_connection(|_| -> () { panic!("host bug") }).await;
-        assert!(matches!(result, Err(StoreError::Backend(_))), "{result:?}");
+        assert!(matches!(result, Err(StoreError::Backend { .. })), "{result:?}");
         assert_eq!(
             store.enqueue("c", "m1", "hi", SystemTime::now()).await.unwrap(),
             Some(1)
