@@ -105,3 +105,106 @@ async fn connections_the_server_closed_are_replaced() {
         .await
         .unwrap();
 }
+
+/// Why the store keeps a turn's connections outside sqlx's pool, measured:
+/// the store's `acquire` (on a kept connection, `synchronous_commit = off`)
+/// against the same statement through a `PgPool` with the same setting,
+/// in interleaved rounds. Not run by default (it prints figures; it asserts
+/// nothing about them, the machine being shared):
+///
+/// ```sh
+/// CHATFLOW_TEST_POSTGRES_URL=postgres://… cargo test --all-features \
+///     --test postgres_connections -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn kept_connections_against_sqlx_pool() {
+    const ACQUIRE: &str = include_str!("../src/store/postgres/queries/acquire.sql");
+    const OPS: usize = 800;
+    type Taken = Option<(Option<String>, Option<Vec<i64>>, Option<Vec<Vec<u8>>>)>;
+    let Some(url) = std::env::var("CHATFLOW_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://…");
+        return;
+    };
+    let tag = format!("chatflow_pool_{}_{:016x}", std::process::id(), fastrand::u64(..));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {tag}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let schema_url = format!("{url}{separator}options[search_path]={tag}");
+    let store = std::sync::Arc::new(PostgresStore::connect(&schema_url).await.unwrap());
+    let options: sqlx::postgres::PgConnectOptions = schema_url.parse().unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .test_before_acquire(false)
+        .connect_with(options.options([("synchronous_commit", "off")]))
+        .await
+        .unwrap();
+    for tasks in [1, 8] {
+        let (mut kept, mut pooled) = (Vec::new(), Vec::new());
+        for _ in 0..6 {
+            let started = std::time::Instant::now();
+            let mut running = Vec::new();
+            for t in 0..tasks {
+                let store = store.clone();
+                running.push(tokio::spawn(async move {
+                    for i in 0..OPS / tasks {
+                        let now = SystemTime::now();
+                        let lease = now + Duration::from_secs(60);
+                        store
+                            .acquire(&format!("a{t}-{}", i % 20), "r", lease, now)
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for task in running {
+                task.await.unwrap();
+            }
+            kept.push(started.elapsed().as_secs_f64() * 1e6 / OPS as f64);
+            let started = std::time::Instant::now();
+            let mut running = Vec::new();
+            for t in 0..tasks {
+                let pool = pool.clone();
+                running.push(tokio::spawn(async move {
+                    for i in 0..OPS / tasks {
+                        let _: Taken = sqlx::query_as(ACQUIRE)
+                            .bind(format!("p{t}-{}", i % 20))
+                            .bind("r")
+                            .bind(i64::MAX)
+                            .bind(0i64)
+                            .fetch_optional(&pool)
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for task in running {
+                task.await.unwrap();
+            }
+            pooled.push(started.elapsed().as_secs_f64() * 1e6 / OPS as f64);
+        }
+        kept.sort_by(f64::total_cmp);
+        pooled.sort_by(f64::total_cmp);
+        println!(
+            "{tasks} task(s): µs per acquire, kept connections {kept:.0?}, sqlx PgPool {pooled:.0?}: \
+             median ratio {:.2}",
+            pooled[3] / kept[3]
+        );
+    }
+    pool.close().await;
+    drop(store);
+    sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
