@@ -71,7 +71,15 @@ async fn connections_the_server_closed_are_replaced() {
                 assert!(seq.is_some());
                 break;
             }
-            Err(_) => failed += 1,
+            Err(e) => {
+                // The driver's error is kept as the source.
+                let source = std::error::Error::source(&e);
+                assert!(
+                    source.is_some_and(|s| s.downcast_ref::<sqlx::Error>().is_some()),
+                    "{e:?}"
+                );
+                failed += 1;
+            }
         }
     }
     assert!(failed <= 1, "{failed} enqueues failed");

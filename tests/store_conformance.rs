@@ -639,7 +639,15 @@ mod suite {
             eprintln!("skipped: this store offers no way to plant a corrupt state");
             return;
         }
-        let corrupt = |result: Result<_, StoreError>| matches!(result, Err(StoreError::Corrupt { id, .. }) if id == "bad");
+        // Corrupt, naming the conversation, and keeping the parser's error.
+        let corrupt = |result: Result<(), StoreError>| match result {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                let parser = std::error::Error::source(&e)
+                    .is_some_and(|source| source.downcast_ref::<serde_json::Error>().is_some());
+                matches!(&e, StoreError::Corrupt { id, .. } if id == "bad") && parser
+            }
+            _ => false,
+        };
         assert!(corrupt(store.load("bad").await.map(|_| ())));
         assert!(corrupt(
             store.acquire("bad", "r", t(100), t(10)).await.map(|_| ())

@@ -3,7 +3,7 @@
 //! that lets one runner at a time (in one process or many) advance a
 //! conversation.
 //!
-//! # Consistency model
+//! # What a store guarantees
 //!
 //! - [`Store::enqueue`] records an inbound message exactly once per
 //!   `(conversation, message id)`: a redelivered webhook changes nothing.
@@ -14,8 +14,30 @@
 //!   so two runners can never both commit a turn.
 //! - [`Store::save`] commits the state, the transcript entries the turn
 //!   produced, the inbox entries it consumed and the wake-up time in one
-//!   atomic write: a reply is "sent" exactly when its transcript entry is
-//!   committed, so a crash can repeat an API call but never a reply.
+//!   atomic write.
+//!
+//! What the runtime builds on these (when it saves, what a crash can repeat
+//! and what it never can) is written once, in the crash-safety rules of the
+//! runtime's turn module, not here.
+//!
+//! # Choosing a store
+//!
+//! [`MemoryStore`] for tests, demos and a single process that may lose its
+//! conversations on restart. [`SqliteStore`] (feature `sqlite`) for one
+//! host: conversations survive restarts, and several processes of the host
+//! may share the file. [`PostgresStore`] (feature `postgres`) for several
+//! hosts against one database. Each SQL store creates and migrates its own
+//! tables on connect; existing databases are migrated in place.
+//!
+//! # Layout
+//!
+//! One module per backend (`memory`, `sqlite/`, `postgres/`); a SQL
+//! backend keeps its statements as named `.sql` files (`queries/`) and its
+//! schema's migrations (`migrations/`) in its folder. Every statement takes
+//! the caller's time as a parameter: no store reads the database's clock,
+//! so an injected clock governs leases and wake-ups. Decoding rows into
+//! these types is shared (`rows`). Every backend passes one conformance
+//! suite, `tests/store_conformance.rs`: the contract is the suite.
 
 mod error;
 mod memory;
@@ -124,6 +146,13 @@ pub struct ConversationCounts {
 
 /// Durable storage for conversations. Implementations: [`MemoryStore`];
 /// SQLite and Postgres behind the `sqlite` and `postgres` features.
+///
+/// A store implements the core operations; three combined ones are
+/// optional fast paths with defaults built from the core ones:
+/// [`Store::enqueue_and_acquire`], [`Store::save_and_read_replies`] and
+/// [`Store::next_wake_after`] (the shipped SQL stores answer each in one
+/// statement or transaction). A failing database is reported as
+/// [`StoreError::Backend`], made with [`StoreError::backend`].
 ///
 /// Every implementation passes the same conformance suite
 /// (`tests/store_conformance.rs`).

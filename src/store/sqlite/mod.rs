@@ -980,6 +980,12 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("cannot open"), "{error}");
+        // SQLite's own error is kept as the source.
+        let source = std::error::Error::source(&error);
+        assert!(
+            source.is_some_and(|s| s.downcast_ref::<rusqlite::Error>().is_some()),
+            "{error:?}"
+        );
         SqliteStore::connect(&db.url()).await.unwrap();
         assert!(db.0.exists());
     }
