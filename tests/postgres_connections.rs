@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use chatflow::store::{PostgresStore, Store};
+use chatflow::store::{PostgresOptions, PostgresStore, Store};
 use sqlx::postgres::PgPoolOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +106,74 @@ async fn connections_the_server_closed_are_replaced() {
         .await
         .unwrap();
     assert_eq!(inbound, 12);
+
+    drop(store);
+    sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+/// `PostgresOptions` bound the store's connections: with one of each kind
+/// and no relaxed commits, eight concurrent runners' statements share two
+/// connections (the pool's and the durable one), and all complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_bound_the_connections() {
+    let Some(url) = std::env::var("CHATFLOW_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://… to test the Postgres store");
+        return;
+    };
+    let tag = format!("chatflow_opts_{}_{:016x}", std::process::id(), fastrand::u64(..));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {tag}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let options = PostgresOptions::new().max_connections(1).relaxed_commits(false);
+    let store = std::sync::Arc::new(
+        PostgresStore::connect_with(
+            &format!("{url}{separator}options[search_path]={tag}&application_name={tag}"),
+            options,
+        )
+        .await
+        .unwrap(),
+    );
+    let mut runners = Vec::new();
+    for r in 0..8 {
+        let store = store.clone();
+        runners.push(tokio::spawn(async move {
+            let now = SystemTime::now();
+            let lease = now + Duration::from_secs(60);
+            for i in 0..10 {
+                let id = format!("c{r}");
+                store.enqueue(&id, &format!("m{i}"), "hi", now).await.unwrap();
+                store.acquire(&id, "r", lease, now).await.unwrap().unwrap();
+                store.due(now, 10).await.unwrap();
+            }
+        }));
+    }
+    for runner in runners {
+        runner.await.unwrap();
+    }
+    let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(&tag)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!((1..=2).contains(&open), "{open} connections");
+    let inbound: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {tag}.transcript"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(inbound, 80);
 
     drop(store);
     sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))

@@ -11,6 +11,7 @@
 //! in `migrations/`.
 
 mod connections;
+mod options;
 mod queries;
 
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+pub use self::options::PostgresOptions;
+
 use self::connections::{Connections, Kept};
 use self::queries::*;
 use super::rows::{
@@ -28,10 +31,6 @@ use super::rows::{
 };
 use super::{Claim, ConversationCounts, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry};
 use crate::conversation::Conversation;
-
-/// How many connections of each kind the store opens for turns'
-/// statements, and at most in its pool.
-const CONNECTIONS: usize = 10;
 
 /// A [`Store`] in a Postgres database.
 ///
@@ -64,8 +63,8 @@ struct Inner {
     /// A turn's statements that must survive a crash of the database.
     durable: Connections,
     /// `synchronous_commit = off`: a turn's statements a crash may lose
-    /// (see [`PostgresStore::connect`]).
-    relaxed: Connections,
+    /// (see [`PostgresStore::connect`]); `None` when every commit is durable.
+    relaxed: Option<Connections>,
 }
 
 impl PostgresStore {
@@ -78,7 +77,8 @@ impl PostgresStore {
     /// turns' statements up to 10 more connections of its own, and 10 with
     /// `synchronous_commit = off`, kept open between statements (closed
     /// after a minute unused): up to 30 per process, to count against the
-    /// server's `max_connections`.
+    /// server's `max_connections` ([`PostgresStore::connect_with`] sets
+    /// how many).
     ///
     /// The last are for the writes a crash of the database may lose without
     /// breaking any guarantee: taking a lease alone ([`Store::acquire`]), and
@@ -97,10 +97,27 @@ impl PostgresStore {
     /// # }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// [`PostgresStore::connect`] with `options`: how many connections,
+    /// and whether any commit may skip its WAL flush.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), chatflow::store::StoreError> {
+    /// use chatflow::store::{PostgresOptions, PostgresStore};
+    ///
+    /// let options = PostgresOptions::new().max_connections(4).relaxed_commits(false);
+    /// let store = PostgresStore::connect_with("postgres://localhost/chatflow", options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let max = options.max_connections;
         // No ping before each checkout: it is a round trip per statement, and
         // a broken connection fails the statement with a clear error anyway.
         let pool = PgPoolOptions::new()
-            .max_connections(CONNECTIONS as u32)
+            .max_connections(u32::try_from(max).unwrap_or(u32::MAX))
             .test_before_acquire(false)
             .connect(url)
             .await
@@ -109,13 +126,16 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(backend("migrating the Postgres schema"))?;
-        let options = (*pool.connect_options()).clone();
-        let relaxed = options.clone().options([("synchronous_commit", "off")]);
+        let connect = (*pool.connect_options()).clone();
+        let relaxed = options.relaxed_commits.then(|| {
+            let relaxed = connect.clone().options([("synchronous_commit", "off")]);
+            Connections::new(relaxed, max)
+        });
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 pool,
-                durable: Connections::new(options, CONNECTIONS),
-                relaxed: Connections::new(relaxed, CONNECTIONS),
+                durable: Connections::new(connect, max),
+                relaxed,
             }),
         })
     }
@@ -123,10 +143,9 @@ impl PostgresStore {
     /// A connection for one statement of a turn: `relaxed` when a crash may
     /// lose its commit.
     async fn connection(&self, relaxed: bool) -> Result<Kept<'_>, StoreError> {
-        if relaxed {
-            self.inner.relaxed.get().await
-        } else {
-            self.inner.durable.get().await
+        match &self.inner.relaxed {
+            Some(connections) if relaxed => connections.get().await,
+            _ => self.inner.durable.get().await,
         }
     }
 }
