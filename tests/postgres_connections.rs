@@ -34,6 +34,16 @@ async fn connections_the_server_closed_are_replaced() {
     ))
     .await
     .unwrap();
+    // The password is nowhere in what the store prints of itself.
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(user, _)| user.split_once(':'))
+        .map(|(_, password)| password);
+    if let Some(password) = password.filter(|p| !p.is_empty()) {
+        let debug = format!("{store:?}");
+        assert!(!debug.contains(password), "{debug}");
+    }
     let now = SystemTime::now();
     let lease = now + Duration::from_secs(60);
     // Durable and relaxed connections are open and idle.

@@ -37,7 +37,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// held, so no more than `permits` are ever open. One idle for longer than
 /// [`IDLE_LIMIT`] is closed rather than used: a firewall or a failover may
 /// have cut it, and its first statement would fail.
-#[derive(Debug)]
 pub(super) struct Connections {
     options: PgConnectOptions,
     /// Idle connections and since when, the most recently used last.

@@ -51,12 +51,20 @@ use crate::conversation::Conversation;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+/// Prints nothing of the connection options: they hold the password.
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("relaxed_commits", &self.inner.relaxed.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     /// sqlx's pool: the scheduler's queries, reads, `release`, migrations.
     pool: PgPool,
