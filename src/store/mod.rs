@@ -273,3 +273,46 @@ pub trait Store: Send + Sync {
 
 // Runtimes hold stores as trait objects.
 fn _assert_object_safe(_: &dyn Store) {}
+
+#[cfg(test)]
+mod tests {
+    /// Every statement and migration of the SQL stores takes the time from
+    /// the caller (an injected clock governs leases and wake-ups): none
+    /// reads the database's clock.
+    #[test]
+    fn no_statement_reads_the_database_clock() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut checked = 0;
+        for backend in ["sqlite", "postgres"] {
+            for folder in ["queries", "migrations"] {
+                let dir = root.join(backend).join(folder);
+                for file in std::fs::read_dir(&dir).unwrap() {
+                    let path = file.unwrap().path();
+                    let sql = std::fs::read_to_string(&path).unwrap().to_lowercase();
+                    for clock in [
+                        "now()",
+                        "current_timestamp",
+                        "current_date",
+                        "current_time",
+                        "localtime",
+                        "clock_timestamp",
+                        "statement_timestamp",
+                        "transaction_timestamp",
+                        "'now'",
+                        "julianday",
+                        "unixepoch",
+                        "strftime",
+                    ] {
+                        assert!(
+                            !sql.contains(clock),
+                            "{} reads the clock: {clock}",
+                            path.display()
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 30, "{checked} files");
+    }
+}
