@@ -23,9 +23,9 @@
 //! # Choosing a store
 //!
 //! [`MemoryStore`] for tests, demos and a single process that may lose its
-//! conversations on restart. [`SqliteStore`] (feature `sqlite`) for one
+//! conversations on restart. `SqliteStore` (feature `sqlite`) for one
 //! host: conversations survive restarts, and several processes of the host
-//! may share the file. [`PostgresStore`] (feature `postgres`) for several
+//! may share the file. `PostgresStore` (feature `postgres`) for several
 //! hosts against one database. Each SQL store creates and migrates its own
 //! tables on connect; existing databases are migrated in place.
 //!
