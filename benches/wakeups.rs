@@ -294,27 +294,18 @@ async fn sleepers(plan: Plan) -> Vec<(String, String, i64)> {
 const CHUNK: usize = 1000;
 const INSERT: &str = "INSERT INTO conversations (id, state, wake_at_ms) ";
 
-/// Writes the sleepers in one transaction (through the store's pool: the
-/// `Store` API writes one conversation per transaction, minutes for 100,000
-/// on SQLite); returns how long it took.
-async fn fill_sqlite(store: &SqliteStore, plan: Plan) -> Duration {
-    let started = std::time::Instant::now();
-    let rows = sleepers(plan).await;
-    store
-        .with_connection(move |conn| -> chatflow::store::rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare(&format!("{INSERT} VALUES (?1, ?2, ?3)"))?;
-                for (id, state, wake) in &rows {
-                    insert.execute(chatflow::store::rusqlite::params![id, state, wake])?;
-                }
-            }
-            tx.commit()
-        })
-        .await
-        .expect("the store's thread runs")
-        .expect("insert sleepers");
-    started.elapsed()
+/// Writes the sleepers in one transaction, from a connection of the
+/// bench's own beside the store's (the `Store` API writes one conversation
+/// per transaction, minutes for 100,000 on SQLite); returns how long it took.
+fn fill_sqlite(conn: &mut rusqlite::Connection, rows: Vec<(String, String, i64)>) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare(&format!("{INSERT} VALUES (?1, ?2, ?3)"))?;
+        for (id, state, wake) in &rows {
+            insert.execute(rusqlite::params![id, state, wake])?;
+        }
+    }
+    tx.commit()
 }
 
 /// As [`fill_sqlite`], on Postgres.
@@ -426,19 +417,24 @@ async fn sqlite_case(plan: Plan) {
         .await
         .expect("the SQLite file opens");
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-    let filled = fill_sqlite(&sqlite, plan).await;
+    let mut tables = rusqlite::Connection::open(&path).expect("the SQLite file opens");
+    tables
+        .busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    let started = std::time::Instant::now();
+    fill_sqlite(&mut tables, sleepers(plan).await).expect("insert sleepers");
+    let filled = started.elapsed();
     println!("{case}: filled in {:.1} s", filled.as_secs_f64());
     let clock = shift_for(plan);
     let starts = resume_all(store, clock, plan).await;
-    let rows: Vec<(String, i64)> = sqlite
-        .with_connection(|conn| {
-            conn.prepare("SELECT conversation_id, at_ms FROM transcript WHERE text = 'back'")?
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<chatflow::store::rusqlite::Result<Vec<_>>>()
+    let rows: Vec<(String, i64)> = tables
+        .prepare("SELECT conversation_id, at_ms FROM transcript WHERE text = 'back'")
+        .and_then(|mut rows| {
+            rows.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .await
-        .expect("the store's thread runs")
         .expect("transcript rows");
+    drop(tables);
     check_once(&case, plan, &rows);
     report(&case, "turn start", starts);
     report(&case, "reply", reply_lateness(plan, rows));
@@ -483,7 +479,13 @@ async fn postgres_case(url: &str, plan: Plan) {
         .await
         .expect("Postgres connects");
     let store: Arc<dyn Store> = Arc::new(postgres.clone());
-    let filled = fill_postgres(postgres.pool(), plan).await;
+    // The tables, from a pool of the bench's own.
+    let tables = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&schema_url)
+        .await
+        .expect("Postgres connects");
+    let filled = fill_postgres(&tables, plan).await;
     println!("{case}: filled in {:.1} s", filled.as_secs_f64());
     let clock = shift_for(plan);
 
@@ -520,7 +522,7 @@ async fn postgres_case(url: &str, plan: Plan) {
     );
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT conversation_id, at_ms FROM transcript WHERE text = 'back'")
-            .fetch_all(postgres.pool())
+            .fetch_all(&tables)
             .await
             .expect("transcript rows");
     check_once(&case, plan, &rows);
@@ -528,7 +530,8 @@ async fn postgres_case(url: &str, plan: Plan) {
     starts.extend(theirs);
     report(&case, "turn start", starts);
     report(&case, "reply", reply_lateness(plan, rows));
-    postgres.pool().close().await;
+    tables.close().await;
+    drop(postgres);
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&admin)
         .await

@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime};
 use chatflow::store::{InboxEntry, MemoryStore, PostgresStore, SqliteStore, Store};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-/// A store under test, with raw access to its database (to plant corrupt
-/// state) and what to clean up afterwards.
+/// A store under test, with raw access to its database through a
+/// connection of the test's own (to plant corrupt state) and what to clean
+/// up afterwards.
 pub struct Harness {
     store: Arc<dyn Store>,
     raw: Raw,
@@ -24,7 +25,9 @@ pub struct Harness {
 
 enum Raw {
     None,
-    Sqlite(SqliteStore),
+    /// The database file (WAL mode lets a second connection write beside
+    /// the store's).
+    Sqlite(PathBuf),
     Postgres(PgPool),
 }
 
@@ -46,7 +49,8 @@ impl Harness {
     async fn sqlite_memory() -> Option<Harness> {
         let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
         Some(Harness {
-            raw: Raw::Sqlite(store.clone()),
+            // No other connection reaches an in-memory database.
+            raw: Raw::None,
             store: Arc::new(store),
             cleanup: Cleanup::None,
         })
@@ -61,14 +65,13 @@ impl Harness {
         let store = SqliteStore::connect(&format!("sqlite://{}?mode=rwc", path.display()))
             .await
             .unwrap();
-        let mode: String = store
-            .with_connection(|conn| conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)))
-            .await
+        let mode: String = rusqlite::Connection::open(&path)
             .unwrap()
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
         Some(Harness {
-            raw: Raw::Sqlite(store.clone()),
+            raw: Raw::Sqlite(path.clone()),
             store: Arc::new(store),
             cleanup: Cleanup::Files(path),
         })
@@ -97,11 +100,15 @@ impl Harness {
             .await
             .unwrap();
         let separator = if url.contains('?') { '&' } else { '?' };
-        let store = PostgresStore::connect(&format!("{url}{separator}options[search_path]={schema}"))
+        let schema_url = format!("{url}{separator}options[search_path]={schema}");
+        let store = PostgresStore::connect(&schema_url).await.unwrap();
+        let raw = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&schema_url)
             .await
             .unwrap();
         Some(Harness {
-            raw: Raw::Postgres(store.pool().clone()),
+            raw: Raw::Postgres(raw),
             store: Arc::new(store),
             cleanup: Cleanup::Schema { admin, schema },
         })
@@ -112,14 +119,10 @@ impl Harness {
     async fn plant_state(&self, id: &str, text: &str) -> bool {
         match &self.raw {
             Raw::None => false,
-            Raw::Sqlite(store) => {
-                let (text, id) = (text.to_string(), id.to_string());
-                store
-                    .with_connection(move |conn| {
-                        conn.execute("UPDATE conversations SET state = ?1 WHERE id = ?2", [text, id])
-                    })
-                    .await
-                    .unwrap()
+            Raw::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                conn.busy_timeout(Duration::from_secs(10)).unwrap();
+                conn.execute("UPDATE conversations SET state = ?1 WHERE id = ?2", [text, id])
                     .unwrap();
                 true
             }
@@ -140,7 +143,7 @@ impl Harness {
         drop(self.store);
         match self.raw {
             Raw::None => {}
-            Raw::Sqlite(store) => drop(store),
+            Raw::Sqlite(_) => {}
             Raw::Postgres(pool) => pool.close().await,
         }
         match self.cleanup {
@@ -636,7 +639,15 @@ mod suite {
             eprintln!("skipped: this store offers no way to plant a corrupt state");
             return;
         }
-        let corrupt = |result: Result<_, StoreError>| matches!(result, Err(StoreError::Corrupt { id, .. }) if id == "bad");
+        // Corrupt, naming the conversation, and keeping the parser's error.
+        let corrupt = |result: Result<(), StoreError>| match result {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                let parser = std::error::Error::source(&e)
+                    .is_some_and(|source| source.downcast_ref::<serde_json::Error>().is_some());
+                matches!(&e, StoreError::Corrupt { id, .. } if id == "bad") && parser
+            }
+            _ => false,
+        };
         assert!(corrupt(store.load("bad").await.map(|_| ())));
         assert!(corrupt(
             store.acquire("bad", "r", t(100), t(10)).await.map(|_| ())

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     Claim, ConversationCounts, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry,
-    decode, unix_ms,
+    rows::{decode_state, unix_ms},
 };
 use crate::conversation::{Conversation, Status};
 
@@ -66,7 +66,7 @@ impl Stored {
     fn conversation(&self, id: &str) -> Result<Conversation, StoreError> {
         match self {
             Stored::Value(conversation) => Ok((**conversation).clone()),
-            Stored::Json(json) => decode(id, json),
+            Stored::Json(json) => decode_state(id, json),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! that lets one runner at a time (in one process or many) advance a
 //! conversation.
 //!
-//! # Consistency model
+//! # What a store guarantees
 //!
 //! - [`Store::enqueue`] records an inbound message exactly once per
 //!   `(conversation, message id)`: a redelivered webhook changes nothing.
@@ -14,22 +14,45 @@
 //!   so two runners can never both commit a turn.
 //! - [`Store::save`] commits the state, the transcript entries the turn
 //!   produced, the inbox entries it consumed and the wake-up time in one
-//!   atomic write: a reply is "sent" exactly when its transcript entry is
-//!   committed, so a crash can repeat an API call but never a reply.
+//!   atomic write.
+//!
+//! What the runtime builds on these (when it saves, what a crash can repeat
+//! and what it never can) is written once, in the crash-safety rules of the
+//! runtime's turn module, not here.
+//!
+//! # Choosing a store
+//!
+//! [`MemoryStore`] for tests, demos and a single process that may lose its
+//! conversations on restart. `SqliteStore` (feature `sqlite`) for one
+//! host: conversations survive restarts, and several processes of the host
+//! may share the file. `PostgresStore` (feature `postgres`) for several
+//! hosts against one database. Each SQL store creates and migrates its own
+//! tables on connect; existing databases are migrated in place.
+//!
+//! # Layout
+//!
+//! One module per backend (`memory`, `sqlite/`, `postgres/`); a SQL
+//! backend keeps its statements as named `.sql` files (`queries/`) and its
+//! schema's migrations (`migrations/`) in its folder. Every statement takes
+//! the caller's time as a parameter: no store reads the database's clock,
+//! so an injected clock governs leases and wake-ups. Decoding rows into
+//! these types is shared (`rows`). Every backend passes one conformance
+//! suite, `tests/store_conformance.rs`: the contract is the suite.
 
+mod error;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod sql;
+mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use error::{BoxError, StoreError};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteStore, rusqlite};
+pub use sqlite::SqliteStore;
 
 use std::time::SystemTime;
 
@@ -121,29 +144,15 @@ pub struct ConversationCounts {
     pub parked: u64,
 }
 
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Another runner holds the conversation, or took it over after this
-    /// runner's lease expired: this runner must stop without committing.
-    #[error("conversation {0} is held by another runner")]
-    LeaseLost(String),
-    /// The stored state could not be read.
-    #[error("stored state of conversation {id} is unreadable: {message}")]
-    Corrupt {
-        /// The conversation.
-        id: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The database failed.
-    #[error("store error: {0}")]
-    Backend(String),
-}
-
 /// Durable storage for conversations. Implementations: [`MemoryStore`];
 /// SQLite and Postgres behind the `sqlite` and `postgres` features.
+///
+/// A store implements the core operations; three combined ones are
+/// optional fast paths with defaults built from the core ones:
+/// [`Store::enqueue_and_acquire`], [`Store::save_and_read_replies`] and
+/// [`Store::next_wake_after`] (the shipped SQL stores answer each in one
+/// statement or transaction). A failing database is reported as
+/// [`StoreError::Backend`], made with [`StoreError::backend`].
 ///
 /// Every implementation passes the same conformance suite
 /// (`tests/store_conformance.rs`).
@@ -265,16 +274,45 @@ pub trait Store: Send + Sync {
 // Runtimes hold stores as trait objects.
 fn _assert_object_safe(_: &dyn Store) {}
 
-/// A stored state read back; a state that does not parse is [`StoreError::Corrupt`].
-pub(crate) fn decode(id: &str, state: &str) -> Result<Conversation, StoreError> {
-    serde_json::from_str(state).map_err(|e| StoreError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
-}
-
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+#[cfg(test)]
+mod tests {
+    /// Every statement and migration of the SQL stores takes the time from
+    /// the caller (an injected clock governs leases and wake-ups): none
+    /// reads the database's clock.
+    #[test]
+    fn no_statement_reads_the_database_clock() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store");
+        let mut checked = 0;
+        for backend in ["sqlite", "postgres"] {
+            for folder in ["queries", "migrations"] {
+                let dir = root.join(backend).join(folder);
+                for file in std::fs::read_dir(&dir).unwrap() {
+                    let path = file.unwrap().path();
+                    let sql = std::fs::read_to_string(&path).unwrap().to_lowercase();
+                    for clock in [
+                        "now()",
+                        "current_timestamp",
+                        "current_date",
+                        "current_time",
+                        "localtime",
+                        "clock_timestamp",
+                        "statement_timestamp",
+                        "transaction_timestamp",
+                        "'now'",
+                        "julianday",
+                        "unixepoch",
+                        "strftime",
+                    ] {
+                        assert!(
+                            !sql.contains(clock),
+                            "{} reads the clock: {clock}",
+                            path.display()
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 30, "{checked} files");
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, PoisonError, TryLockError, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -46,9 +46,22 @@ pub(super) enum Job {
 /// answer once the outcome of its transaction is known.
 pub(super) type Operation = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
 
-/// Delivers an operation's answer, or the error that its batch's commit
-/// failed with (then nothing of the batch was written).
-pub(super) type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+/// Delivers an operation's answer, or why its batch's transaction failed
+/// (then nothing of the batch was written).
+pub(super) type Answer = Box<dyn FnOnce(Option<BatchFailed>) + Send>;
+
+/// Why an operation that succeeded in a batch's transaction was not
+/// committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum BatchFailed {
+    /// The COMMIT failed.
+    #[error("committing a batch of SQLite writes failed, nothing of it was written")]
+    Commit(#[source] Arc<rusqlite::Error>),
+    /// Another operation's error (a full disk, an I/O error) rolled the
+    /// transaction back.
+    #[error("another write's error rolled back the SQLite transaction it shared")]
+    RolledBack,
+}
 
 /// How long a statement on the connection's thread waits for another
 /// process's write lock.
@@ -69,12 +82,10 @@ impl SqliteStore {
         let (done, result) = oneshot::channel();
         let operation: Operation = Box::new(move |conn: &mut Connection| {
             let outcome = op(conn);
-            Box::new(move |commit_error: Option<&str>| {
-                let _ = done.send(match commit_error {
+            Box::new(move |failed: Option<BatchFailed>| {
+                let _ = done.send(match failed {
                     None => Ok(outcome),
-                    Some(e) => Err(StoreError::Backend(format!(
-                        "committing a batch of SQLite writes failed, nothing of it was written: {e}"
-                    ))),
+                    Some(e) => Err(StoreError::backend("SQLite write", e)),
                 });
             })
         });
@@ -140,7 +151,7 @@ impl SqliteStore {
 }
 
 pub(super) fn stopped() -> StoreError {
-    StoreError::Backend("the SQLite connection's thread has stopped".to_string())
+    StoreError::backend("SQLite connection", "the connection's thread has stopped")
 }
 
 thread_local! {
@@ -157,16 +168,19 @@ pub(super) fn mark_connection_thread() {
 
 pub(super) fn refuse_on_connection_thread() -> Result<(), StoreError> {
     if ON_CONNECTION_THREAD.get() {
-        return Err(StoreError::Backend(
-            "a store operation was called from a `with_connection` closure: it would wait for itself"
-                .to_string(),
+        return Err(StoreError::backend(
+            "SQLite connection",
+            "a store operation was called from a closure on the connection's thread: it would wait for itself",
         ));
     }
     Ok(())
 }
 
 pub(super) fn panicked() -> StoreError {
-    StoreError::Backend("a SQLite operation panicked on the connection's thread".to_string())
+    StoreError::backend(
+        "SQLite connection",
+        "the operation panicked on the connection's thread",
+    )
 }
 
 /// The connection's thread: runs queued jobs until every sender is gone.
@@ -245,7 +259,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Operation>) {
             // with it. This one answers with its own error.
             for earlier in answers.drain(..) {
                 let earlier: Answer = earlier;
-                earlier(Some("rolled back by another write's error"));
+                earlier(Some(BatchFailed::RolledBack));
             }
             answer(None);
             in_transaction = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
@@ -256,10 +270,10 @@ fn run_batch(conn: &mut Connection, batch: Vec<Operation>) {
     if in_transaction {
         let failed = conn.execute_batch("COMMIT").err().map(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            e.to_string()
+            BatchFailed::Commit(Arc::new(e))
         });
         for answer in answers {
-            answer(failed.as_deref());
+            answer(failed.clone());
         }
     }
 }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::connection::BUSY_TIMEOUT;
 use crate::store::StoreError;
-use crate::store::sql::backend;
+use crate::store::rows::backend;
 
 /// The page size of a new database file, in bytes (see [`open`]).
 pub(super) const PAGE_SIZE: i64 = 2048;
@@ -24,7 +24,7 @@ pub(super) enum Location {
 impl Location {
     pub(super) fn parse(url: &str) -> Result<Location, StoreError> {
         // The URL is not repeated: a misplaced one may hold a password.
-        let invalid = |why: &str| StoreError::Backend(format!("invalid SQLite URL: {why}"));
+        let invalid = |why: &'static str| StoreError::backend("invalid SQLite URL", why);
         let rest = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -86,19 +86,24 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
             Connection::open_with_flags(path, flags)
         }
     }
-    .map_err(|e| StoreError::Backend(format!("cannot open the SQLite database: {e}")))?;
+    .map_err(backend("cannot open the SQLite database"))?;
     let version = rusqlite::version();
     if !supported(version) {
-        return Err(StoreError::Backend(format!(
-            "SQLite {version} is too old: the store needs {}.{} or later",
-            MIN_SQLITE_VERSION.0, MIN_SQLITE_VERSION.1
-        )));
+        return Err(StoreError::backend(
+            "opening the SQLite database",
+            format!(
+                "SQLite {version} is too old: the store needs {}.{} or later",
+                MIN_SQLITE_VERSION.0, MIN_SQLITE_VERSION.1
+            ),
+        ));
     }
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(backend("setting up the SQLite connection"))?;
     // Room for every statement the store runs (about 25) and a host's own:
     // rusqlite's default of 16 would prepare some anew at every turn.
     conn.set_prepared_statement_cache_capacity(64);
-    conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
+    conn.pragma_update(None, "foreign_keys", true)
+        .map_err(backend("setting up the SQLite connection"))?;
     let mut journal = Journal::Memory;
     if matches!(location, Location::File { .. }) {
         // Takes effect only on a new file (an existing one keeps its size).
@@ -107,12 +112,12 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
         // turn of the guide's flow writes more frames than with SQLite's
         // default of 4 KiB (17 against 12) but about 30% fewer bytes.
         conn.pragma_update(None, "page_size", PAGE_SIZE)
-            .map_err(backend)?;
+            .map_err(backend("setting up the SQLite connection"))?;
         // WAL lets readers in other processes go on during a write;
         // synchronous=NORMAL syncs at checkpoints rather than at each commit.
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(backend)?;
+            .map_err(backend("setting up the SQLite connection"))?;
         journal = if mode.eq_ignore_ascii_case("wal") {
             Journal::Wal
         } else {
@@ -123,15 +128,16 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
             Journal::Other
         };
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
+            .map_err(backend("setting up the SQLite connection"))?;
     }
     migrate(&mut conn)?;
     // From here on the store decides where to wait (see `SqliteStore::run`)
     // and when to checkpoint.
-    conn.busy_timeout(Duration::ZERO).map_err(backend)?;
+    conn.busy_timeout(Duration::ZERO)
+        .map_err(backend("setting up the SQLite connection"))?;
     if journal == Journal::Wal {
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(backend)?;
+            .map_err(backend("setting up the SQLite connection"))?;
     }
     Ok((conn, journal))
 }
@@ -139,11 +145,11 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
 /// The schema's migrations, in order; `PRAGMA user_version` is the number of
 /// those applied.
 pub(super) const MIGRATIONS: [&str; 5] = [
-    include_str!("../../../migrations/sqlite/0001_conversations.sql"),
-    include_str!("../../../migrations/sqlite/0002_due_index.sql"),
-    include_str!("../../../migrations/sqlite/0003_one_statement_writes.sql"),
-    include_str!("../../../migrations/sqlite/0004_without_rowid.sql"),
-    include_str!("../../../migrations/sqlite/0005_writes_in_rust.sql"),
+    include_str!("migrations/0001_conversations.sql"),
+    include_str!("migrations/0002_due_index.sql"),
+    include_str!("migrations/0003_one_statement_writes.sql"),
+    include_str!("migrations/0004_without_rowid.sql"),
+    include_str!("migrations/0005_writes_in_rust.sql"),
 ];
 
 /// Applies the migrations the database lacks, in one transaction under the
@@ -151,7 +157,7 @@ pub(super) const MIGRATIONS: [&str; 5] = [
 /// (rusqlite_migration does the `user_version` part, but pins an older
 /// rusqlite and knows nothing of the sqlx history below.)
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let failed = |e: rusqlite::Error| StoreError::Backend(format!("migrating the SQLite schema: {e}"));
+    let failed = backend("migrating the SQLite schema");
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(failed)?;
@@ -180,9 +186,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     let known = MIGRATIONS.len() as i64;
     if applied > known {
-        return Err(StoreError::Backend(format!(
-            "the SQLite database's schema is at version {applied}, newer than this chatflow knows ({known})"
-        )));
+        return Err(StoreError::backend(
+            "migrating the SQLite schema",
+            format!(
+                "the database's schema is at version {applied}, newer than this chatflow knows ({known})"
+            ),
+        ));
     }
     for (n, sql) in MIGRATIONS
         .iter()
@@ -190,7 +199,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .skip(usize::try_from(applied).unwrap_or(0))
     {
         tx.execute_batch(sql)
-            .map_err(|e| StoreError::Backend(format!("SQLite migration {:04} failed: {e}", n + 1)))?;
+            .map_err(|e| StoreError::backend(format!("SQLite migration {:04}", n + 1), e))?;
     }
     tx.pragma_update(None, "user_version", known).map_err(failed)?;
     tx.commit().map_err(failed)

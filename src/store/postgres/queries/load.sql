@@ -1,0 +1,1 @@
+SELECT state FROM conversations WHERE id = $1

@@ -1,0 +1,1 @@
+SELECT MIN(wake_at_ms) FROM conversations

@@ -1,0 +1,1 @@
+INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)

@@ -1,0 +1,2 @@
+INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, source_message_id)
+VALUES (?1, ?2, 'in', ?3, ?4, ?5)

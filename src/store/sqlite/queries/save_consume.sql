@@ -1,0 +1,1 @@
+DELETE FROM inbox WHERE conversation_id = ?1 AND seq = ?2

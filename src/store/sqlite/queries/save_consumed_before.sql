@@ -1,0 +1,1 @@
+SELECT 1 FROM inbox WHERE conversation_id = ?1 AND seq < ?2

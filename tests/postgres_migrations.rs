@@ -1,0 +1,93 @@
+//! A Postgres database made by an earlier chatflow keeps working: its rows
+//! survive the migrations it lacks, and the store goes on from them. Runs
+//! when `CHATFLOW_TEST_POSTGRES_URL` is set.
+
+use std::time::SystemTime;
+
+use chatflow::store::{InboxEntry, PostgresStore, Store};
+use sqlx::postgres::PgPoolOptions;
+
+#[tokio::test]
+async fn a_database_at_an_earlier_migration_is_migrated_with_its_rows() {
+    let Some(url) = std::env::var("CHATFLOW_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://… to test the Postgres store");
+        return;
+    };
+    let tag = format!("chatflow_mig_{}_{:016x}", std::process::id(), fastrand::u64(..));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {tag}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let schema_url = format!("{url}{separator}options[search_path]={tag}");
+
+    // The schema as chatflow left it before migration 0004, with its rows.
+    let earlier = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&earlier).unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
+    for file in [
+        "0001_conversations.sql",
+        "0002_due_index.sql",
+        "0003_transcript_counter.sql",
+    ] {
+        std::fs::copy(migrations.join(file), earlier.join(file)).unwrap();
+    }
+    let old = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&schema_url)
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(earlier.as_path())
+        .await
+        .unwrap()
+        .run(&old)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&earlier).unwrap();
+    for statement in [
+        "INSERT INTO conversations (id, next_inbox_seq, next_transcript_seq) VALUES ('old', 2, 2)",
+        "INSERT INTO seen_messages (conversation_id, message_id) VALUES ('old', 'm1')",
+        "INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ('old', 1, 'kept', 0)",
+        "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms) VALUES ('old', 1, 'in', 'kept', 0)",
+    ] {
+        sqlx::query(statement).execute(&old).await.unwrap();
+    }
+    old.close().await;
+
+    let store = PostgresStore::connect(&schema_url).await.unwrap();
+    let now = SystemTime::now();
+    // The message id is still seen, the message still waits in the inbox.
+    assert_eq!(store.enqueue("old", "m1", "kept", now).await.unwrap(), None);
+    let claim = store.acquire("old", "me", now, now).await.unwrap().unwrap();
+    assert_eq!(
+        claim.inbox,
+        vec![InboxEntry {
+            seq: 1,
+            text: "kept".to_string()
+        }]
+    );
+    // And the counters go on from the old rows.
+    assert_eq!(store.enqueue("old", "m2", "new", now).await.unwrap(), Some(2));
+    let texts: Vec<String> = store
+        .transcript("old", 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(texts, ["kept", "new"]);
+
+    drop(store);
+    sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
