@@ -72,3 +72,5 @@ pub use time::{Clock, SystemClock, VirtualClock};
 
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "server")]
+pub mod server;
