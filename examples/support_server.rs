@@ -5,8 +5,8 @@
 //! routes, `--help` the arguments.
 //!
 //! ```sh
-//! cargo run --features cli --example support_server     # built-in mock assistant, SQLite file ./chatflow.db
-//! DATABASE_URL=memory cargo run --features cli --example support_server -- --listen 127.0.0.1:8099
+//! cargo run --example support_server     # built-in mock assistant, SQLite file ./chatflow.db
+//! DATABASE_URL=memory cargo run --example support_server -- --listen 127.0.0.1:8099
 //! curl -s localhost:8099/chat -H 'content-type: application/json' \
 //!      -d '{"conversation_id": "c1", "text": "Where is my order?"}'
 //! ```

@@ -1,10 +1,10 @@
-//! The `support_server` example as a process, driven over HTTP against the
+//! The `chatflow-server` binary as a process, driven over HTTP against the
 //! crate's mock OpenAI: the `POST /chat` contract, its error codes, the
-//! bearer token, the transcript endpoint, metrics, SQLite durability, a
-//! conversation resumed after SIGKILL, and graceful shutdown on SIGTERM.
-//!
-//! Build the example first (`cargo build --example support_server`; a plain
-//! `cargo test` builds it).
+//! bearer token, the transcript endpoint, metrics, SQLite and Postgres
+//! durability, a conversation resumed after SIGKILL, graceful shutdown on
+//! SIGTERM, and the arguments with their environment fallbacks. The routes
+//! without a process (`oneshot`) are in tests/server_routes.rs.
+#![cfg(feature = "cli")]
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -18,22 +18,8 @@ use serde_json::{Value, json};
 
 const SHIPPED_FLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/flows/openai_assistant.json");
 
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("support_server");
-    assert!(
-        path.exists(),
-        "build the example first (cargo build --example support_server): {}",
-        path.display()
-    );
-    path
-}
+/// The installed binary; the `support_server` example runs the same code.
+const SERVER: &str = env!("CARGO_BIN_EXE_chatflow-server");
 
 /// Answers every question, hands off when the user asks for a human.
 fn scripted(input: &ReplyInput) -> Reply {
@@ -113,7 +99,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A running `support_server`; killed on drop, its log printed when the test failed.
+/// A running `chatflow-server`; killed on drop, its log printed when the test failed.
 struct Server {
     child: Child,
     base: String,
@@ -169,7 +155,7 @@ impl<'a> Setup<'a> {
     fn start_with_key(&self, api_key: &str) -> Server {
         let starts = std::fs::read_dir(self.dir.path()).unwrap().count();
         let log = self.dir.path().join(format!("server-{starts}.log"));
-        let mut command = Command::new(example());
+        let mut command = Command::new(SERVER);
         command.args(["--listen", "127.0.0.1:0"]);
         if let Some(flow) = &self.flow {
             command.arg("--flow").arg(flow);
@@ -269,7 +255,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- support_server log ({}) ---\n{}", self.base, self.logs());
+            eprintln!("--- chatflow-server log ({}) ---\n{}", self.base, self.logs());
         }
     }
 }
