@@ -27,7 +27,13 @@ struct ErrorBody<'a> {
 
 /// An error answer with this status and reason.
 pub(crate) fn error(status: StatusCode, reason: impl AsRef<str>) -> Response {
-    (status, Json(ErrorBody { error: reason.as_ref() })).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: reason.as_ref(),
+        }),
+    )
+        .into_response()
 }
 
 /// 401, with the `WWW-Authenticate` header that names the scheme.

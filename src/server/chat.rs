@@ -15,7 +15,10 @@ use super::detach::{Detachable, Panicked};
 use super::metrics::state_name;
 use super::state::AppState;
 
-pub(crate) async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+pub(crate) async fn chat(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let response = answer(&state, body).await;
     state.metrics.record_chat_answer(response.status().as_u16());
     response
@@ -24,7 +27,7 @@ pub(crate) async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes,
 async fn answer(state: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
     let request = match parse(state, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err((status, reason)) => return error(status, reason),
     };
     let ChatRequest {
         conversation_id,
@@ -86,25 +89,25 @@ async fn answer(state: &AppState, body: Result<Bytes, BytesRejection>) -> Respon
     }
 }
 
-/// The request, or the 4xx answer that says what is wrong with it.
-fn parse(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<ChatRequest, Response> {
-    let body = body.map_err(|rejection| error(rejection.status(), rejection.body_text()))?;
+/// The request, or the 4xx status and the reason that say what is wrong with it.
+fn parse(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<ChatRequest, (StatusCode, String)> {
+    let body = body.map_err(|rejection| (rejection.status(), rejection.body_text()))?;
     let request: ChatRequest = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed body: {e}")))?;
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed body: {e}")))?;
     let settings = &state.settings;
     check_conversation_id(&request.conversation_id, settings.max_conversation_id_bytes)
-        .map_err(|reason| error(StatusCode::BAD_REQUEST, reason))?;
+        .map_err(|reason| (StatusCode::BAD_REQUEST, reason))?;
     if let Some(id) = &request.message_id
         && (id.is_empty() || id.len() > settings.max_message_id_bytes)
     {
-        return Err(error(
+        return Err((
             StatusCode::BAD_REQUEST,
             format!("message_id must be 1 to {} bytes", settings.max_message_id_bytes),
         ));
     }
     let limit = state.max_text_bytes;
     if request.text.len() > limit {
-        return Err(error(
+        return Err((
             StatusCode::BAD_REQUEST,
             format!(
                 "text of {} bytes is longer than the limit of {limit} bytes",

@@ -16,10 +16,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::Status;
 use crate::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use crate::runtime::{RuntimeError, Turn};
 use crate::store::{ConversationCounts, Direction};
-use crate::Status;
 
 /// Histogram buckets, in seconds, for turn and API call latencies.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -131,7 +131,9 @@ fn latency_histogram() -> Histogram {
 }
 
 fn status_label(status: impl Into<Cow<'static, str>>) -> StatusLabel {
-    StatusLabel { status: status.into() }
+    StatusLabel {
+        status: status.into(),
+    }
 }
 
 impl Default for Metrics {
@@ -191,7 +193,8 @@ impl Metrics {
             "Api step requests, by HTTP status or error kind",
             api_calls.clone(),
         );
-        let api_seconds = Family::<StatusLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let api_seconds =
+            Family::<StatusLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         registry.register_with_unit(
             "chatflow_api",
             "Api step request latency, by HTTP status or error kind",
@@ -215,7 +218,10 @@ impl Metrics {
             family.get_or_create_owned(&status_label(name))
         };
         let turn_handles = TurnHandles {
-            by_state: STATE_NAMES.iter().map(|&name| (name, counter(&turns, name))).collect(),
+            by_state: STATE_NAMES
+                .iter()
+                .map(|&name| (name, counter(&turns, name)))
+                .collect(),
             errors: counter(&turns, "error"),
             messages_in: messages.get_or_create_owned(&DirectionLabel { direction: "in" }),
             messages_out: messages.get_or_create_owned(&DirectionLabel { direction: "out" }),
@@ -296,7 +302,9 @@ impl Metrics {
     /// One `POST /chat` answer.
     pub(crate) fn record_chat_answer(&self, code: u16) {
         let counter = match self.inner.chat_by_code.get(usize::from(code)) {
-            Some(slot) => slot.get_or_init(|| self.inner.chat_requests.get_or_create_owned(&CodeLabel { code })),
+            Some(slot) => {
+                slot.get_or_init(|| self.inner.chat_requests.get_or_create_owned(&CodeLabel { code }))
+            }
             None => &self.inner.chat_requests.get_or_create_owned(&CodeLabel { code }),
         };
         counter.inc();

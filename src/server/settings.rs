@@ -130,7 +130,10 @@ impl ApiToken {
     /// its length leak.
     pub(crate) fn matches(&self, given: &str) -> bool {
         use sha2::{Digest, Sha256};
-        let (a, b) = (Sha256::digest(given.as_bytes()), Sha256::digest(self.0.as_bytes()));
+        let (a, b) = (
+            Sha256::digest(given.as_bytes()),
+            Sha256::digest(self.0.as_bytes()),
+        );
         let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
         std::hint::black_box(diff) == 0
     }

@@ -16,7 +16,10 @@ pub(crate) fn env(name: &str) -> Option<String> {
 /// Sets the OpenAI key and values. Without `OPENAI_API_KEY`, starts the
 /// built-in mock so the server runs offline, and returns it: keep it alive
 /// as long as the engine.
-pub(crate) async fn configure(mut builder: EngineBuilder, args: &Args) -> (EngineBuilder, Option<MockOpenAi>) {
+pub(crate) async fn configure(
+    mut builder: EngineBuilder,
+    args: &Args,
+) -> (EngineBuilder, Option<MockOpenAi>) {
     let mut mock = None;
     match env("OPENAI_API_KEY") {
         Some(key) => builder = builder.secret("OPENAI_API_KEY", key),
@@ -64,5 +67,9 @@ pub(crate) fn explain_missing(error: BuildError, flow: &Flow, args: &Args) -> St
     if missing.is_empty() {
         return error.to_string();
     }
-    format!("the flow \"{}\" needs {} to be set", flow.name(), missing.join(", "))
+    format!(
+        "the flow \"{}\" needs {} to be set",
+        flow.name(),
+        missing.join(", ")
+    )
 }
