@@ -1,6 +1,6 @@
 //! What the `chatflow-server` binary (and the `support_server` example)
 //! runs: arguments with environment fallbacks, the store a URL names, the
-//! OpenAI settings (or the built-in mock), and [`serve`](super::serve) until
+//! OpenAI settings (or the built-in mock), and [`serve`] until
 //! SIGTERM or Ctrl-C (feature `cli`).
 //!
 //! ```no_run
