@@ -301,38 +301,35 @@ impl Metrics {
 
     /// One `POST /chat` answer.
     pub(crate) fn record_chat_answer(&self, code: u16) {
-        let counter = match self.inner.chat_by_code.get(usize::from(code)) {
-            Some(slot) => {
-                slot.get_or_init(|| self.inner.chat_requests.get_or_create_owned(&CodeLabel { code }))
-            }
-            None => &self.inner.chat_requests.get_or_create_owned(&CodeLabel { code }),
+        let make = || self.inner.chat_requests.get_or_create_owned(&CodeLabel { code });
+        match self.inner.chat_by_code.get(usize::from(code)) {
+            Some(slot) => slot.get_or_init(make).inc(),
+            None => make().inc(),
         };
-        counter.inc();
     }
 
     fn record_api_call(&self, result: &Result<HttpResponse, HttpError>, elapsed: Duration) {
-        let make = |label: StatusLabel| {
+        let make = |status: Cow<'static, str>| {
+            let label = status_label(status);
             (
                 self.inner.api_seconds.get_or_create_owned(&label),
                 self.inner.api_calls.get_or_create_owned(&label),
             )
         };
-        let handles;
-        let (seconds, calls) = match result {
-            Ok(response) => match self.inner.api_by_code.get(usize::from(response.status)) {
-                Some(slot) => slot.get_or_init(|| make(status_label(response.status.to_string()))),
-                None => {
-                    handles = make(status_label(response.status.to_string()));
-                    &handles
-                }
-            },
-            Err(error) => {
-                handles = make(status_label(error.kind()));
-                &handles
-            }
+        let record = |(seconds, calls): &(Histogram, Counter)| {
+            seconds.observe(elapsed.as_secs_f64());
+            calls.inc();
         };
-        seconds.observe(elapsed.as_secs_f64());
-        calls.inc();
+        match result {
+            Ok(response) => {
+                let status = response.status;
+                match self.inner.api_by_code.get(usize::from(status)) {
+                    Some(slot) => record(slot.get_or_init(|| make(status.to_string().into()))),
+                    None => record(&make(status.to_string().into())),
+                }
+            }
+            Err(error) => record(&make(error.kind().into())),
+        }
     }
 
     /// A turn started (`+1`) or ended (`-1`).
