@@ -1,6 +1,7 @@
 //! `chatflow::server::router` without a socket: requests go through
 //! `tower::ServiceExt::oneshot`, the flow's Api step through a stub
-//! `HttpClient`.
+//! `HttpClient`. Then `chatflow::server::serve` on a loopback listener, for
+//! its shutdown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -550,4 +551,82 @@ fn the_token_never_prints() {
     let settings = ServerSettings::new().api_token("s3cret-token");
     assert!(!format!("{settings:?}").contains("s3cret-token"));
     assert!(!format!("{settings:#?}").contains("s3cret-token"));
+}
+
+/// `serve` on a real listener, stopped by its shutdown future.
+mod serving {
+    use super::*;
+    use chatflow::server::serve;
+    use tokio::net::TcpListener;
+    use tokio::sync::oneshot;
+
+    async fn post_chat(addr: std::net::SocketAddr, id: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/chat"))
+            .header("content-type", "application/json")
+            .body(json!({"conversation_id": id, "text": "Where is my order?"}).to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_answers_until_told_to_stop_then_waits_for_turns_still_running() {
+        let gate = Arc::new(Semaphore::new(0));
+        let bot = Bot::with_api(ServerSettings::new(), 200, Some(gate.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = ServerSettings::new()
+            .turn_timeout(Duration::from_millis(50))
+            .shutdown_grace(Duration::from_secs(10));
+        let served = tokio::spawn(serve(listener, bot.runtime.clone(), settings, async {
+            let _ = stopped.await;
+        }));
+
+        assert_eq!(post_chat(addr, "s1").await.status(), 504);
+        stop.send(()).unwrap();
+        // The turn whose request timed out holds the shutdown...
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!served.is_finished(), "serve returned with a turn still running");
+        // ...until it reaches its end.
+        gate.add_permits(1);
+        let result = tokio::time::timeout(Duration::from_secs(5), served).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+        let transcript = bot.runtime.store().transcript("s1", 0).await.unwrap();
+        assert!(
+            transcript
+                .iter()
+                .any(|e| e.text == "Answer to: Where is my order?"),
+            "{transcript:?}"
+        );
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still listening after the shutdown"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shutdown_grace_bounds_the_wait_for_a_stuck_turn() {
+        let gate = Arc::new(Semaphore::new(0));
+        let bot = Bot::with_api(ServerSettings::new(), 200, Some(gate));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = ServerSettings::new()
+            .turn_timeout(Duration::from_millis(50))
+            .shutdown_grace(Duration::from_millis(200));
+        let served = tokio::spawn(serve(listener, bot.runtime.clone(), settings, async {
+            let _ = stopped.await;
+        }));
+
+        assert_eq!(post_chat(addr, "stuck").await.status(), 504);
+        let started = Instant::now();
+        stop.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), served).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+    }
 }
