@@ -2,9 +2,9 @@
 //! crate's mock OpenAI: the `POST /chat` contract, its error codes, the
 //! bearer token, the transcript endpoint, metrics, SQLite and Postgres
 //! durability, a conversation resumed after SIGKILL, graceful shutdown on
-//! SIGTERM, and the arguments with their environment fallbacks. The routes
-//! without a process (`oneshot`) are in tests/server_routes.rs.
-#![cfg(feature = "cli")]
+//! SIGTERM, and the arguments with their environment fallbacks (the
+//! `support_server` example runs the same code). The routes without a
+//! process (`oneshot`) are in routes.rs beside this file.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
