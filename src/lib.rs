@@ -81,5 +81,7 @@ pub use time::{Clock, SystemClock, VirtualClock};
 
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,10 +1,10 @@
-//! The `support_server` example as a process, driven over HTTP against the
+//! The `chatflow-server` binary as a process, driven over HTTP against the
 //! crate's mock OpenAI: the `POST /chat` contract, its error codes, the
-//! bearer token, the transcript endpoint, metrics, SQLite durability, a
-//! conversation resumed after SIGKILL, and graceful shutdown on SIGTERM.
-//!
-//! Build the example first (`cargo build --example support_server`; a plain
-//! `cargo test` builds it).
+//! bearer token, the transcript endpoint, metrics, SQLite and Postgres
+//! durability, a conversation resumed after SIGKILL, graceful shutdown on
+//! SIGTERM, and the arguments with their environment fallbacks (the
+//! `support_server` example runs the same code). The routes without a
+//! process (`oneshot`) are in routes.rs beside this file.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -18,22 +18,8 @@ use serde_json::{Value, json};
 
 const SHIPPED_FLOW: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/flows/openai_assistant.json");
 
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("support_server");
-    assert!(
-        path.exists(),
-        "build the example first (cargo build --example support_server): {}",
-        path.display()
-    );
-    path
-}
+/// The installed binary; the `support_server` example runs the same code.
+const SERVER: &str = env!("CARGO_BIN_EXE_chatflow-server");
 
 /// Answers every question, hands off when the user asks for a human.
 fn scripted(input: &ReplyInput) -> Reply {
@@ -113,7 +99,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A running `support_server`; killed on drop, its log printed when the test failed.
+/// A running `chatflow-server`; killed on drop, its log printed when the test failed.
 struct Server {
     child: Child,
     base: String,
@@ -169,7 +155,7 @@ impl<'a> Setup<'a> {
     fn start_with_key(&self, api_key: &str) -> Server {
         let starts = std::fs::read_dir(self.dir.path()).unwrap().count();
         let log = self.dir.path().join(format!("server-{starts}.log"));
-        let mut command = Command::new(example());
+        let mut command = Command::new(SERVER);
         command.args(["--listen", "127.0.0.1:0"]);
         if let Some(flow) = &self.flow {
             command.arg("--flow").arg(flow);
@@ -190,34 +176,8 @@ impl<'a> Setup<'a> {
             .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).unwrap());
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Reads the listening line, then drains stdout so the server never blocks on it.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            for _ in lines {}
-        });
-        let mut server = Server {
-            child,
-            base: String::new(),
-            log,
-        };
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            // The guard prints the log.
-            other => panic!("no listening line: {other:?}"),
-        };
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        server.base = format!("http://{addr}");
-        server
+            .stdin(Stdio::null());
+        start_command(command, &log)
     }
 }
 
@@ -269,7 +229,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- support_server log ({}) ---\n{}", self.base, self.logs());
+            eprintln!("--- chatflow-server log ({}) ---\n{}", self.base, self.logs());
         }
     }
 }
@@ -890,4 +850,162 @@ async fn sigterm_lets_the_turn_in_flight_finish_then_exits_0() {
     );
     let status = server.exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
+}
+
+/// The binary with nothing of the environment that could configure it.
+fn bare_command(dir: &TempDir) -> Command {
+    let mut command = Command::new(SERVER);
+    for name in [
+        "DATABASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_ASSISTANT_ID",
+        "OPENAI_MODEL",
+        "OPENAI_INSTRUCTIONS",
+        "CHATFLOW_API_TOKEN",
+        "CHATFLOW_TURN_TIMEOUT_SECS",
+        "CHATFLOW_SHUTDOWN_GRACE_SECS",
+    ] {
+        command.env_remove(name);
+    }
+    // Not the source tree: an installed binary has none to read a flow from.
+    command.current_dir(dir.path()).stdin(Stdio::null());
+    command
+}
+
+#[test]
+fn help_lists_the_flags_and_the_variables() {
+    let dir = TempDir::new("help");
+    let output = bare_command(&dir).arg("--help").output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "--flow",
+        "--listen",
+        "--handoff-marker",
+        "DATABASE_URL",
+        "CHATFLOW_TURN_TIMEOUT_SECS",
+        "CHATFLOW_SHUTDOWN_GRACE_SECS",
+        "CHATFLOW_API_TOKEN",
+        "RUST_LOG",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_ASSISTANT_ID",
+        "OPENAI_MODEL",
+        "OPENAI_INSTRUCTIONS",
+    ] {
+        assert!(help.contains(expected), "no {expected} in\n{help}");
+    }
+
+    let output = bare_command(&dir).arg("--no-such-flag").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--no-such-flag"));
+}
+
+#[test]
+fn a_bad_store_url_exits_1_naming_it_without_its_password() {
+    let dir = TempDir::new("bad-store");
+    // (A store that fails to open is named by the same redaction, unit-tested
+    // in the crate: a Postgres that does not answer takes the pool's whole
+    // connect timeout.)
+    let url = "mysql://bot:hunter2@db.example/chat";
+    let output = bare_command(&dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{url}: {output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bot:***@"), "{url}: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "{url}: the password leaked: {stderr}"
+    );
+    assert!(output.stdout.is_empty(), "{url}: it never listened");
+}
+
+/// Starts `command`, returns it with the base URL it printed.
+fn start_command(mut command: Command, log: &Path) -> Server {
+    command.stdout(Stdio::piped()).stderr(File::create(log).unwrap());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        for _ in lines {}
+    });
+    let mut server = Server {
+        child,
+        base: String::new(),
+        log: log.to_path_buf(),
+    };
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(Ok(line))) => line,
+        other => panic!("no listening line: {other:?}"),
+    };
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    server.base = format!("http://{addr}");
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_the_built_in_flow_talks_to_the_built_in_mock() {
+    let dir = TempDir::new("defaults");
+    let mut command = bare_command(&dir);
+    // Flags beat variables; an empty variable counts as unset.
+    command
+        .args(["--listen", "127.0.0.1:0", "--database-url", "memory"])
+        .env("DATABASE_URL", "mysql://not-this-one")
+        .env("CHATFLOW_TURN_TIMEOUT_SECS", "")
+        .env("RUST_LOG", "info");
+    let mut server = start_command(command, &dir.path().join("server.log"));
+
+    let got = chat(
+        &server,
+        json!({"conversation_id": "d1", "text": "Where is my order?"}),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    let messages = texts(&got.body["messages"]);
+    assert_eq!(messages.first(), Some(&step_text("Welcome").as_str()));
+    assert_eq!(messages.len(), 2, "{}", got.body);
+    assert!(
+        server.logs().contains("OPENAI_API_KEY is not set"),
+        "{}",
+        server.logs()
+    );
+    assert!(
+        !dir.path().join("chatflow.db").exists(),
+        "--database-url memory was not used"
+    );
+
+    server.signal("INT");
+    assert!(server.exit_status(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handoff_marker_flag_sets_the_flows_marker() {
+    let mock = mock(1).await;
+    let dir = TempDir::new("marker");
+    for (marker, handed_off) in [("connecting", true), ("no-such-marker", false)] {
+        let mut command = bare_command(&dir);
+        command
+            .args(["--listen", "127.0.0.1:0", "--handoff-marker", marker])
+            .env("DATABASE_URL", "memory")
+            .env("OPENAI_API_KEY", mock.api_key())
+            .env("OPENAI_BASE_URL", mock.base_url())
+            .env("OPENAI_ASSISTANT_ID", mock.assistant_id());
+        let server = start_command(command, &dir.path().join(format!("{marker}.log")));
+        let got = chat(
+            &server,
+            json!({"conversation_id": "h1", "text": "I want a human"}),
+        )
+        .await;
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert_eq!(got.body["handoff"], json!(handed_off), "{marker}: {}", got.body);
+    }
 }

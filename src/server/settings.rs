@@ -1,0 +1,146 @@
+//! What a host chooses about the server: the bearer token, the turn
+//! timeout, request limits, the shutdown grace and the metrics registry.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::metrics::Metrics;
+
+/// How the server behaves. Start from [`ServerSettings::new`] (or
+/// `Default`) and change what you need with the setters; new settings will
+/// come with defaults that keep today's behaviour.
+///
+/// ```
+/// use std::time::Duration;
+/// use chatflow::server::ServerSettings;
+///
+/// let settings = ServerSettings::new()
+///     .api_token("s3cret")
+///     .turn_timeout(Duration::from_secs(20));
+/// // The token never prints.
+/// assert!(!format!("{settings:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    pub(crate) api_token: Option<ApiToken>,
+    pub(crate) turn_timeout: Duration,
+    pub(crate) body_limit: Option<usize>,
+    pub(crate) max_conversation_id_bytes: usize,
+    pub(crate) max_message_id_bytes: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) metrics: Option<Metrics>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            api_token: None,
+            turn_timeout: Duration::from_secs(60),
+            body_limit: None,
+            max_conversation_id_bytes: 128,
+            max_message_id_bytes: 256,
+            shutdown_grace: Duration::from_secs(30),
+            metrics: None,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The defaults: no token, a 60 s turn timeout, a body limit derived
+    /// from the engine's `max_reply_bytes`, conversation ids of at most 128
+    /// bytes and message ids of at most 256, a 30 s shutdown grace, and a
+    /// metrics registry of the router's own.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires `Authorization: Bearer <token>` on `POST /chat` and
+    /// `GET /conversations/{id}` (`/healthz` and `/metrics` stay open).
+    pub fn api_token(mut self, token: impl Into<String>) -> Self {
+        self.api_token = Some(ApiToken(token.into()));
+        self
+    }
+
+    /// How long `POST /chat` waits for the bot's answer before it answers
+    /// 504 (default 60 s). The turn itself goes on in the background and
+    /// its answer lands in the transcript.
+    pub fn turn_timeout(mut self, timeout: Duration) -> Self {
+        self.turn_timeout = timeout;
+        self
+    }
+
+    /// The largest `POST /chat` body, in bytes. By default, room for a text
+    /// of the engine's `max_reply_bytes` even if every byte is JSON-escaped.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = Some(bytes);
+        self
+    }
+
+    /// The longest `conversation_id`, in bytes (default 128).
+    pub fn max_conversation_id_bytes(mut self, bytes: usize) -> Self {
+        self.max_conversation_id_bytes = bytes;
+        self
+    }
+
+    /// The longest `message_id`, in bytes (default 256).
+    pub fn max_message_id_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_id_bytes = bytes;
+        self
+    }
+
+    /// How long [`serve`](super::serve) waits, once stopped, for turns still
+    /// running (those whose request timed out) to reach a save point
+    /// (default 30 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Records into `metrics` instead of a registry of the router's own: pass
+    /// the one whose [`Metrics::instrument`] wraps the engine's HTTP client,
+    /// so `GET /metrics` shows the Api calls too.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+impl fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("api_token", &self.api_token)
+            .field("turn_timeout", &self.turn_timeout)
+            .field("body_limit", &self.body_limit)
+            .field("max_conversation_id_bytes", &self.max_conversation_id_bytes)
+            .field("max_message_id_bytes", &self.max_message_id_bytes)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("metrics", &self.metrics.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+/// The bearer token: compared in constant time, never printed.
+#[derive(Clone)]
+pub(crate) struct ApiToken(String);
+
+impl ApiToken {
+    /// Whether `given` is the token, in time independent of where they
+    /// differ: both sides are hashed first, so neither the token's bytes nor
+    /// its length leak.
+    pub(crate) fn matches(&self, given: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let (a, b) = (
+            Sha256::digest(given.as_bytes()),
+            Sha256::digest(self.0.as_bytes()),
+        );
+        let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(***)")
+    }
+}
