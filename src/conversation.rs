@@ -235,28 +235,45 @@ impl Conversation {
 
     /// The text of the first message the conversation received
     /// (`<<conversation.start_text>>`), once one has arrived.
+    /// `None` when the flow reads no `<<conversation.start_text>>`: the
+    /// state then keeps no copy of it.
     pub fn start_text(&self) -> Option<&str> {
-        self.start_text.as_deref()
+        self.start_text.as_deref().filter(|text| !text.is_empty())
     }
 
     /// Takes a user message in. The first message a conversation receives
     /// is kept as its start text; under [`StartMode::StartFlow`], when it
     /// arrives before any step ran, it only starts the flow instead of
     /// answering the first Question.
-    pub(crate) fn accept_message(&mut self, text: String, mode: StartMode) {
+    ///
+    /// `keep_text` says whether the flow reads the start text: when it does
+    /// not, an empty text marks that the first message has come, and the
+    /// state does not grow by a copy of it.
+    pub(crate) fn accept_message(&mut self, text: String, mode: StartMode, keep_text: bool) {
         if self.start_text.is_none() {
-            let fresh = self.status == Status::Running
-                && self.steps_since_reply == 0
-                && self.steps.is_empty()
-                && self.inbox.is_empty()
-                && self.cursor.as_ref().is_some_and(|c| c.index == 0);
-            if mode == StartMode::StartFlow && fresh {
-                self.start_text = Some(text);
+            let starts_flow = mode == StartMode::StartFlow && self.is_fresh();
+            if starts_flow {
+                self.start_text = Some(if keep_text { text } else { String::new() });
                 return;
             }
-            self.start_text = Some(text.clone());
+            self.start_text = Some(if keep_text { text.clone() } else { String::new() });
         }
         self.inbox.push_back(text);
+    }
+
+    /// Whether a `start_flow` conversation still waits for the message that
+    /// starts it: no message came and no step ran.
+    pub(crate) fn waits_for_start(&self, mode: StartMode) -> bool {
+        mode == StartMode::StartFlow && self.start_text.is_none() && self.is_fresh()
+    }
+
+    /// No step has run and no message is queued.
+    fn is_fresh(&self) -> bool {
+        self.status == Status::Running
+            && self.steps_since_reply == 0
+            && self.steps.is_empty()
+            && self.inbox.is_empty()
+            && self.cursor.as_ref().is_some_and(|c| c.index == 0)
     }
 
     /// User messages waiting for a Question.

@@ -683,3 +683,53 @@ async fn a_start_flow_conversation_already_asking_takes_the_first_message_as_its
         Some("Order 42, first said 42.")
     );
 }
+
+#[tokio::test]
+async fn a_spawned_start_flow_conversation_waits_for_its_first_message() {
+    let engine = engine_with(
+        STARTS_FLOW,
+        FakeHttp::json(json!({})),
+        Arc::new(VirtualClock::new()),
+    );
+    let events = Arc::new(EventLog::new());
+    let sink = events.clone();
+    let handle = engine.spawn(engine.start("c1"), move |event| sink.emit(event));
+    // Let the task run first: it must not ask the Question before the start.
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+    assert!(events.texts().is_empty());
+    handle.send("where is my parcel").unwrap();
+    handle.send("42").unwrap();
+    let (conversation, status) = handle.finish().await.unwrap();
+    assert_eq!(status.unwrap(), Status::Finished);
+    assert_eq!(conversation.start_text(), Some("where is my parcel"));
+    assert_eq!(
+        events.texts(),
+        [
+            "You wrote: where is my parcel",
+            "Your order number?",
+            "Order 42, first said where is my parcel."
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_flow_that_never_reads_the_start_text_keeps_no_copy_of_it() {
+    let flow = r#"{"name": "plain", "steps": [
+      {"type": "question", "name": "Ask", "text": "Your order number?"},
+      {"type": "message", "name": "Got", "text": "Order <<step.Ask.response>>."}
+    ]}"#;
+    let engine = engine_with(flow, FakeHttp::json(json!({})), Arc::new(VirtualClock::new()));
+    let mut conversation = engine.start("c1");
+    engine
+        .receive(&mut conversation, "a long first message that nothing reads")
+        .unwrap();
+    assert_eq!(conversation.start_text(), None);
+    let state = serde_json::to_string(&conversation).unwrap();
+    assert_eq!(
+        state.matches("a long first message").count(),
+        1,
+        "only the queued reply: {state}"
+    );
+}

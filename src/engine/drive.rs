@@ -37,10 +37,24 @@ impl Engine {
         // Read again after every wait only: sending an event takes no time,
         // and a clock read per step would cost more than many steps.
         let mut now = inner.clock.now();
+        // A `start_flow` conversation on its own task starts with its first
+        // message, whenever that comes: running before it would ask the
+        // first Question and take the message as its answer.
+        if let Some(rx) = inbox.as_deref_mut()
+            && conversation.waits_for_start(inner.core.flow.start_mode())
+        {
+            match rx.recv().await {
+                Some(text) => {
+                    self.accept(conversation, text);
+                    now = inner.clock.now();
+                }
+                None => return Ok(conversation.status.clone()),
+            }
+        }
         loop {
             if let Some(rx) = inbox.as_deref_mut() {
                 while let Ok(text) = rx.try_recv() {
-                    conversation.accept_message(text, inner.core.flow.start_mode());
+                    self.accept(conversation, text);
                 }
             }
             match machine.poll(conversation, now) {
@@ -61,7 +75,7 @@ impl Engine {
                 Effect::AwaitReply => match inbox.as_deref_mut() {
                     Some(rx) => match rx.recv().await {
                         Some(text) => {
-                            conversation.accept_message(text, inner.core.flow.start_mode());
+                            self.accept(conversation, text);
                             now = inner.clock.now();
                         }
                         None => return Ok(Status::AwaitingReply),

@@ -291,8 +291,15 @@ impl Engine {
                 limit,
             });
         }
-        conversation.accept_message(text, self.inner.core.flow.start_mode());
+        self.accept(conversation, text);
         Ok(())
+    }
+
+    /// Takes a user message into the conversation as the flow's start mode
+    /// says (see [`Conversation::accept_message`]).
+    pub(crate) fn accept(&self, conversation: &mut Conversation, text: String) {
+        let flow = &self.inner.core.flow;
+        conversation.accept_message(text, flow.start_mode(), flow.program().reads_start_text);
     }
 
     /// Puts a failed conversation back at the step that failed, so the next

@@ -24,6 +24,9 @@ pub(crate) struct Program {
     /// `None` keeps the whole result (a template reads `step.X` or
     /// `step.X.response` whole).
     pub(crate) retained: Vec<Option<Vec<Vec<Segment>>>>,
+    /// Whether some template reads `conversation.start_text`: only then does
+    /// a conversation keep its first message's text.
+    pub(crate) reads_start_text: bool,
 }
 
 #[derive(Debug)]
@@ -285,6 +288,7 @@ impl Program {
             by_name: names,
             vars_used: BTreeSet::new(),
             secrets_used: BTreeSet::new(),
+            reads_start_text: false,
         };
         program.check_loops(&mut problems);
         if !problems.is_empty() {
@@ -326,7 +330,12 @@ impl Program {
                         self.secrets_used.insert(name.to_string());
                     }
                 }
-                Root::Contact | Root::Conversation => {}
+                Root::Conversation => {
+                    if path.first_key() == Some("start_text") {
+                        self.reads_start_text = true;
+                    }
+                }
+                Root::Contact => {}
             }
         }
         self

@@ -181,9 +181,8 @@ impl Runtime {
         // After a handoff (or a failure) messages are for people: they stay
         // in the transcript and do not pile up in the state.
         if !conversation.status().is_ended() {
-            let mode = engine.flow().start_mode();
             for entry in claim.inbox {
-                conversation.accept_message(entry.text, mode);
+                engine.accept(&mut conversation, entry.text);
             }
         }
         let turn = TurnWrite {
