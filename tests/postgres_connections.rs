@@ -147,7 +147,9 @@ async fn options_bound_the_connections() {
         .await
         .unwrap();
     let separator = if url.contains('?') { '&' } else { '?' };
-    let options = PostgresOptions::new().max_connections(1).relaxed_commits(false);
+    let options = PostgresOptions::new()
+        .with_max_connections(1)
+        .with_relaxed_commits(false);
     let store = std::sync::Arc::new(
         PostgresStore::connect_with(
             &format!("{url}{separator}options[search_path]={tag}&application_name={tag}"),

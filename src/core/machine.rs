@@ -177,7 +177,7 @@ impl<'e> Machine<'e> {
             let jitter = interpreter.jitter.fraction();
             let wait = policy.delay(call.attempt, outcome.as_ref().ok(), now, jitter);
             let elapsed = now.duration_since(call.started).unwrap_or_default();
-            if elapsed + wait <= policy.max_elapsed {
+            if elapsed.saturating_add(wait) <= policy.max_elapsed {
                 tracing::info!(step = %step.name, attempt = call.attempt, ?wait, "retrying api call");
                 call.attempt += 1;
                 call.retry_at = Some(now + wait);

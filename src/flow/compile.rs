@@ -208,12 +208,24 @@ impl StepCheck<'_> {
 
     fn seconds(&mut self, field: &str, seconds: f64) -> Option<Duration> {
         let duration = Duration::try_from_secs_f64(seconds).ok();
-        if duration.is_none() {
-            self.problem(field, format!("must be a number of seconds ≥ 0, found {seconds}"));
+        match duration {
+            None => self.problem(field, format!("must be a number of seconds ≥ 0, found {seconds}")),
+            // Longer would overflow a wake-up time; no support flow waits a decade.
+            Some(d) if d > MAX_SECONDS => self.problem(
+                field,
+                format!(
+                    "must be at most {} seconds (10 years), found {seconds}",
+                    MAX_SECONDS.as_secs()
+                ),
+            ),
+            Some(_) => return duration,
         }
-        duration
+        None
     }
 }
+
+/// The longest wait a flow may set (a Delay, a retry setting).
+const MAX_SECONDS: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 
 impl Program {
     /// Compiles `steps`, or returns every problem found.

@@ -134,6 +134,7 @@ impl Default for RuntimeOptions {
 /// What one user message led to. Serializes with serde (for a test's
 /// snapshot, or an HTTP answer).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Turn {
     /// The conversation.
     pub conversation_id: String,

@@ -3,15 +3,13 @@
 //!
 //! # What survives a crash
 //!
-//! These are the crash-safety rules of chatflow, written here once; the
-//! README, the store docs and the rest of the code link here.
+//! These are the crash-safety rules of chatflow, written here once;
+//! `docs/production.md`, the store docs and the rest of the code link here.
 //!
 //! A turn takes the conversation's lease, then saves the conversation (with
-//! the replies it produced, as transcript entries) before every Api call
-//! that follows an unsaved reply or an unsaved Api response, before a retry
-//! backoff when something is unsaved, and at its end, under the lease.
-//! After a crash, the lease expires and the next runner continues from the
-//! last save:
+//! the replies it produced, as transcript entries) under the lease at the
+//! points listed below, and at its end. After a crash, the lease expires and
+//! the next runner continues from the last save:
 //!
 //! - an Api call whose response was not yet saved (in flight, or answered
 //!   just before the crash) runs again: calls happen at least once;
@@ -27,7 +25,8 @@
 //! a reply or the response of a call that changed something (so neither is
 //! repeated after a crash), before a call that changes something and follows
 //! any unsaved response (so the call a crash repeats is the same call, built
-//! from the same data), and at the turn's end. Local steps between saves,
+//! from the same data), before a retry backoff when anything is unsaved
+//! (the wait may be long), and at the turn's end. Local steps between saves,
 //! and idempotent calls (GET, HEAD, PUT, DELETE: the ones the retry policy
 //! repeats anyway) followed by more of them, simply run again after a
 //! crash; so does taking the message, which stays in the inbox until a save

@@ -51,7 +51,7 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// let engine = Engine::builder(flow)
 ///     .http_client(metrics.instrument(ReqwestClient::new()?))
 ///     .build()?;
-/// let settings = ServerSettings::new().metrics(metrics);
+/// let settings = ServerSettings::new().with_metrics(metrics);
 /// # Ok(())
 /// # }
 /// ```

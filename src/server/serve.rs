@@ -50,7 +50,7 @@ pub async fn serve(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let scheduler = tokio::spawn({
+    let mut scheduler = tokio::spawn({
         let stopped = stopped();
         async move { runtime.run_scheduler(stopped).await }
     });
@@ -61,10 +61,19 @@ pub async fn serve(
     // Also when the listener failed: the scheduler stops with the server.
     stop_tx.send_replace(true);
     signal.abort();
-    if let Err(e) = scheduler.await {
-        tracing::warn!(error = %e, "the scheduler stopped abnormally");
+    // The scheduler waits for its own turns, which may sit in slow Api
+    // calls: it shares the one grace period with the requests' turns.
+    let deadline = tokio::time::Instant::now() + grace;
+    match tokio::time::timeout_at(deadline, &mut scheduler).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "the scheduler stopped abnormally"),
+        Err(_) => {
+            scheduler.abort();
+            tracing::warn!("the scheduler's turns outlived the shutdown grace; a durable store resumes them");
+        }
     }
-    let unfinished = in_flight.wait_idle(grace).await;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let unfinished = in_flight.wait_idle(left).await;
     if unfinished > 0 {
         tracing::warn!(
             unfinished,

@@ -15,8 +15,9 @@ use super::metrics::Metrics;
 /// use chatflow::server::ServerSettings;
 ///
 /// let settings = ServerSettings::new()
-///     .api_token("s3cret")
-///     .turn_timeout(Duration::from_secs(20));
+///     .with_api_token("s3cret")
+///     .with_turn_timeout(Duration::from_secs(20));
+/// assert_eq!(settings.turn_timeout(), Duration::from_secs(20));
 /// // The token never prints.
 /// assert!(!format!("{settings:?}").contains("s3cret"));
 /// ```
@@ -57,7 +58,7 @@ impl ServerSettings {
 
     /// Requires `Authorization: Bearer <token>` on `POST /chat` and
     /// `GET /conversations/{id}` (`/healthz` and `/metrics` stay open).
-    pub fn api_token(mut self, token: impl Into<String>) -> Self {
+    pub fn with_api_token(mut self, token: impl Into<String>) -> Self {
         self.api_token = Some(ApiToken(token.into()));
         self
     }
@@ -65,26 +66,26 @@ impl ServerSettings {
     /// How long `POST /chat` waits for the bot's answer before it answers
     /// 504 (default 60 s). The turn itself goes on in the background and
     /// its answer lands in the transcript.
-    pub fn turn_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_turn_timeout(mut self, timeout: Duration) -> Self {
         self.turn_timeout = timeout;
         self
     }
 
     /// The largest `POST /chat` body, in bytes. By default, room for a text
     /// of the engine's `max_reply_bytes` even if every byte is JSON-escaped.
-    pub fn body_limit(mut self, bytes: usize) -> Self {
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = Some(bytes);
         self
     }
 
     /// The longest `conversation_id`, in bytes (default 128).
-    pub fn max_conversation_id_bytes(mut self, bytes: usize) -> Self {
+    pub fn with_max_conversation_id_bytes(mut self, bytes: usize) -> Self {
         self.max_conversation_id_bytes = bytes;
         self
     }
 
     /// The longest `message_id`, in bytes (default 256).
-    pub fn max_message_id_bytes(mut self, bytes: usize) -> Self {
+    pub fn with_max_message_id_bytes(mut self, bytes: usize) -> Self {
         self.max_message_id_bytes = bytes;
         self
     }
@@ -92,7 +93,7 @@ impl ServerSettings {
     /// How long [`serve`](super::serve) waits, once stopped, for turns still
     /// running (those whose request timed out) to reach a save point
     /// (default 30 s).
-    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
     }
@@ -100,9 +101,40 @@ impl ServerSettings {
     /// Records into `metrics` instead of a registry of the router's own: pass
     /// the one whose [`Metrics::instrument`] wraps the engine's HTTP client,
     /// so `GET /metrics` shows the Api calls too.
-    pub fn metrics(mut self, metrics: Metrics) -> Self {
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Whether `POST /chat` and `GET /conversations/{id}` need a bearer token.
+    pub fn requires_token(&self) -> bool {
+        self.api_token.is_some()
+    }
+
+    /// How long `POST /chat` waits for the bot's answer before a 504.
+    pub fn turn_timeout(&self) -> Duration {
+        self.turn_timeout
+    }
+
+    /// The largest `POST /chat` body, when set (otherwise derived from the
+    /// engine's `max_reply_bytes`).
+    pub fn body_limit(&self) -> Option<usize> {
+        self.body_limit
+    }
+
+    /// The longest `conversation_id`, in bytes.
+    pub fn max_conversation_id_bytes(&self) -> usize {
+        self.max_conversation_id_bytes
+    }
+
+    /// The longest `message_id`, in bytes.
+    pub fn max_message_id_bytes(&self) -> usize {
+        self.max_message_id_bytes
+    }
+
+    /// How long [`serve`](super::serve) waits, once stopped, for turns still running.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
     }
 }
 

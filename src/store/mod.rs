@@ -64,6 +64,7 @@ use crate::conversation::Conversation;
 /// Who said a transcript entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Direction {
     /// The user.
     In,

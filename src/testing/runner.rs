@@ -337,11 +337,17 @@ fn holds(got: &Value, expected: &Value) -> bool {
 /// `text` with every secret as `***`, as it is and as JSON escapes it: a
 /// request body shown in a failure must not leak one.
 fn masked(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_string();
-    for secret in secrets {
+    let mut forms: Vec<String> = Vec::with_capacity(secrets.len() * 2);
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
         let quoted = Value::String(secret.clone()).to_string();
-        let escaped = quoted.get(1..quoted.len() - 1).unwrap_or(secret);
-        text = text.replace(secret.as_str(), "***").replace(escaped, "***");
+        forms.push(quoted.get(1..quoted.len() - 1).unwrap_or(secret).to_string());
+        forms.push(secret.clone());
+    }
+    // Longest first: a secret that holds another is masked whole.
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    let mut text = text.to_string();
+    for form in &forms {
+        text = text.replace(form.as_str(), "***");
     }
     text
 }
@@ -361,5 +367,19 @@ fn describe(status: &Status) -> String {
         (Status::Failed { error }, _) => format!("failed: {error}"),
         (_, Some(name)) => name.to_string(),
         (other, None) => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked;
+
+    #[test]
+    fn a_secret_holding_another_is_masked_whole() {
+        let secrets = ["sk-a".to_string(), "sk-a-longer-key".to_string()];
+        assert_eq!(
+            masked("key sk-a-longer-key and sk-a", &secrets),
+            "key *** and ***"
+        );
     }
 }

@@ -83,7 +83,7 @@ impl Bot {
             .unwrap();
         let runtime = Runtime::new(engine, Arc::new(MemoryStore::new()));
         Bot {
-            app: router(runtime.clone(), settings.metrics(metrics)),
+            app: router(runtime.clone(), settings.with_metrics(metrics)),
             api,
             runtime,
         }
@@ -235,7 +235,11 @@ async fn a_repeated_message_id_is_applied_once() {
 
 #[tokio::test]
 async fn malformed_requests_are_4xx_with_a_reason() {
-    let bot = Bot::new(ServerSettings::new().body_limit(4096).max_message_id_bytes(8));
+    let bot = Bot::new(
+        ServerSettings::new()
+            .with_body_limit(4096)
+            .with_max_message_id_bytes(8),
+    );
     let cases: Vec<(&str, String, StatusCode)> = vec![
         (
             "not JSON",
@@ -340,7 +344,7 @@ async fn a_text_over_the_engines_reply_limit_is_a_400() {
 #[tokio::test]
 async fn the_bearer_token_guards_chat_and_conversations_only() {
     let token = "s3cret-server-token";
-    let bot = Bot::new(ServerSettings::new().api_token(token));
+    let bot = Bot::new(ServerSettings::new().with_api_token(token));
     let body = json!({"conversation_id": "t1", "text": "Where is my order?"}).to_string();
 
     for wrong in [None, Some("wrong"), Some("s3cret-server-token-x"), Some("")] {
@@ -372,7 +376,7 @@ async fn the_bearer_token_guards_chat_and_conversations_only() {
 #[tokio::test]
 async fn mounted_under_a_prefix_the_routes_and_the_token_work_the_same() {
     let token = "nested-token";
-    let bot = Bot::new(ServerSettings::new().api_token(token));
+    let bot = Bot::new(ServerSettings::new().with_api_token(token));
     let app = Router::new()
         .route("/", axum::routing::get(|| async { "host" }))
         .nest("/bot", bot.app.clone());
@@ -440,7 +444,7 @@ fn metric_line(metrics: &str, prefix: &str) -> String {
 async fn a_turn_past_the_timeout_is_a_504_and_its_answer_lands_in_the_transcript() {
     let gate = Arc::new(Semaphore::new(0));
     let bot = Bot::with_api(
-        ServerSettings::new().turn_timeout(Duration::from_millis(50)),
+        ServerSettings::new().with_turn_timeout(Duration::from_millis(50)),
         200,
         Some(gate.clone()),
     );
@@ -548,7 +552,7 @@ async fn metrics_live_in_each_routers_state() {
 
 #[test]
 fn the_token_never_prints() {
-    let settings = ServerSettings::new().api_token("s3cret-token");
+    let settings = ServerSettings::new().with_api_token("s3cret-token");
     assert!(!format!("{settings:?}").contains("s3cret-token"));
     assert!(!format!("{settings:#?}").contains("s3cret-token"));
 }
@@ -578,8 +582,8 @@ mod serving {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = ServerSettings::new()
-            .turn_timeout(Duration::from_millis(50))
-            .shutdown_grace(Duration::from_secs(10));
+            .with_turn_timeout(Duration::from_millis(50))
+            .with_shutdown_grace(Duration::from_secs(10));
         let served = tokio::spawn(serve(listener, bot.runtime.clone(), settings, async {
             let _ = stopped.await;
         }));
@@ -614,8 +618,8 @@ mod serving {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = ServerSettings::new()
-            .turn_timeout(Duration::from_millis(50))
-            .shutdown_grace(Duration::from_millis(200));
+            .with_turn_timeout(Duration::from_millis(50))
+            .with_shutdown_grace(Duration::from_millis(200));
         let served = tokio::spawn(serve(listener, bot.runtime.clone(), settings, async {
             let _ = stopped.await;
         }));

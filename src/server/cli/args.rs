@@ -11,7 +11,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 /// other users of the machine can see): `OPENAI_API_KEY` (without it the
 /// built-in mock OpenAI answers) and `CHATFLOW_API_TOKEN` (when set, `/chat`
 /// and `/conversations` need `Authorization: Bearer <token>`).
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(
     name = "chatflow-server",
     version,
@@ -85,6 +85,24 @@ pub struct Args {
     pub openai_instructions: Option<String>,
 }
 
+// Written out so that `{:?}` never shows a database password.
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("flow", &self.flow)
+            .field("listen", &self.listen)
+            .field("handoff_marker", &self.handoff_marker)
+            .field("database_url", &super::store::redact_url(&self.database_url))
+            .field("turn_timeout_secs", &self.turn_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("openai_base_url", &self.openai_base_url)
+            .field("openai_assistant_id", &self.openai_assistant_id)
+            .field("openai_model", &self.openai_model)
+            .field("openai_instructions", &self.openai_instructions)
+            .finish()
+    }
+}
+
 /// A duration in (fractional) seconds.
 fn parse_seconds(raw: &str) -> Result<Duration, String> {
     raw.trim()
@@ -127,3 +145,23 @@ pub(crate) const ENV_OF_VAR: &[(&str, &str)] = &[
     ("model", "OPENAI_MODEL"),
     ("instructions", "OPENAI_INSTRUCTIONS"),
 ];
+
+#[cfg(test)]
+mod debug_tests {
+    use clap::Parser;
+
+    use super::Args;
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let args = Args::try_parse_from([
+            "chatflow-server",
+            "--database-url",
+            "postgres://bot:hunter2@db/chat",
+        ])
+        .expect("valid arguments");
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://bot:***@db/chat"), "{shown}");
+    }
+}

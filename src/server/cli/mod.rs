@@ -142,11 +142,11 @@ pub async fn run(args: Args, on_listening: impl FnOnce(SocketAddr)) -> Result<()
         source,
     })?;
     let mut settings = ServerSettings::new()
-        .turn_timeout(args.turn_timeout_secs)
-        .shutdown_grace(args.shutdown_grace_secs)
-        .metrics(metrics);
+        .with_turn_timeout(args.turn_timeout_secs)
+        .with_shutdown_grace(args.shutdown_grace_secs)
+        .with_metrics(metrics);
     if let Some(token) = openai::env("CHATFLOW_API_TOKEN") {
-        settings = settings.api_token(token);
+        settings = settings.with_api_token(token);
     }
     tracing::info!(
         flow = flow.name(),

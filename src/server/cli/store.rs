@@ -32,20 +32,42 @@ pub(crate) fn kind(url: &str) -> &'static str {
     }
 }
 
-/// The URL with any password replaced by `***`, for messages.
+/// The URL with any password replaced by `***`, for messages. Errs on the
+/// side of hiding: it is used on the URLs that failed to open, which are the
+/// malformed ones — a password holding an unencoded `/`, `?` or `@`, no
+/// scheme, or a `password=` query parameter, as libpq and sqlx accept.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+    let (prefix, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{tail}")
+    // The user information ends at the last `@`, whatever the password holds.
+    let (userinfo, rest) = match rest.rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            let user = if user.contains(['/', '?', '#']) {
+                "***"
+            } else {
+                user
+            };
+            (format!("{user}:***@"), &rest[at + 1..])
         }
-        None => url.to_string(),
-    }
+        None => (String::new(), rest),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.to_ascii_lowercase().contains("pass") => format!("{key}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => rest.to_string(),
+    };
+    format!("{prefix}{userinfo}{rest}")
 }
 
 #[cfg(test)]
@@ -61,6 +83,29 @@ mod tests {
         assert_eq!(redact_url("postgres://db/chat"), "postgres://db/chat");
         assert_eq!(redact_url("sqlite://chatflow.db"), "sqlite://chatflow.db");
         assert_eq!(redact_url("memory"), "memory");
+    }
+
+    #[test]
+    fn passwords_in_malformed_urls_are_redacted() {
+        for (url, shown) in [
+            (
+                "postgres://db/x?user=bot&password=hunter2",
+                "postgres://db/x?user=bot&password=***",
+            ),
+            ("postgres://bot:pa/ss@db/x", "postgres://bot:***@db/x"),
+            ("postgres://bot:p?a#s@s@db/x", "postgres://bot:***@db/x"),
+            ("bot:hunter2@db/x", "bot:***@db/x"),
+            (
+                "postgres://db/x?sslpassword=hunter2&sslmode=require",
+                "postgres://db/x?sslpassword=***&sslmode=require",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            assert!(
+                !redact_url(url).contains("hunter2") && !redact_url(url).contains("pa/ss"),
+                "{url}"
+            );
+        }
     }
 
     #[test]

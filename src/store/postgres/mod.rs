@@ -115,7 +115,7 @@ impl PostgresStore {
     /// # async fn f() -> Result<(), chatflow::store::StoreError> {
     /// use chatflow::store::{PostgresOptions, PostgresStore};
     ///
-    /// let options = PostgresOptions::new().max_connections(4).relaxed_commits(false);
+    /// let options = PostgresOptions::new().with_max_connections(4).with_relaxed_commits(false);
     /// let store = PostgresStore::connect_with("postgres://localhost/chatflow", options).await?;
     /// # Ok(())
     /// # }

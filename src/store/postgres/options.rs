@@ -7,7 +7,7 @@
 /// use chatflow::store::PostgresOptions;
 ///
 /// // At most 3 × 4 connections per process; every commit waits for its WAL flush.
-/// let options = PostgresOptions::new().max_connections(4).relaxed_commits(false);
+/// let options = PostgresOptions::new().with_max_connections(4).with_relaxed_commits(false);
 /// # let _ = options;
 /// ```
 #[derive(Debug, Clone)]
@@ -34,10 +34,10 @@ impl PostgresOptions {
 
     /// How many connections the store opens at most of each kind: its pool
     /// (the scheduler's queries, reads), a turn's durable statements, and
-    /// (with [`relaxed_commits`](Self::relaxed_commits)) its relaxed ones;
+    /// (with [`with_relaxed_commits`](Self::with_relaxed_commits)) its relaxed ones;
     /// at least 1. Default 10, so up to 30 per process, to count against
     /// the server's `max_connections`.
-    pub fn max_connections(mut self, max: usize) -> Self {
+    pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
         self
     }
@@ -47,8 +47,18 @@ impl PostgresOptions {
     /// (`synchronous_commit = off`): taking a lease alone, and a turn's
     /// silent saves before its last one. Default on; off, every commit is
     /// durable, at the cost of more WAL flushes per turn.
-    pub fn relaxed_commits(mut self, relaxed: bool) -> Self {
+    pub fn with_relaxed_commits(mut self, relaxed: bool) -> Self {
         self.relaxed_commits = relaxed;
         self
+    }
+
+    /// How many connections the store opens at most of each kind.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// Whether relaxed commits are on.
+    pub fn relaxed_commits(&self) -> bool {
+        self.relaxed_commits
     }
 }
