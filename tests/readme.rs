@@ -348,19 +348,26 @@ mod order_bot {
 /// README, "The server": the routes mounted in a host's app.
 mod server_mount {
     use std::sync::Arc;
+
     use axum::{Router, routing::get};
     use chatflow::server::{ServerSettings, router};
     use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
 
     fn app(flow: Flow) -> Result<(Router, Runtime), Box<dyn std::error::Error>> {
         let runtime = Runtime::new(Engine::builder(flow).build()?, Arc::new(MemoryStore::new()));
-        let bot = router(runtime.clone(), ServerSettings::new().api_token("token-from-your-vault"));
-        let app = Router::new().route("/", get(|| async { "the host's own page" })).nest("/bot", bot);
+        let bot = router(
+            runtime.clone(),
+            ServerSettings::new().api_token("token-from-your-vault"),
+        );
+        let app = Router::new()
+            .route("/", get(|| async { "the host's own page" }))
+            .nest("/bot", bot);
         Ok((app, runtime)) // serve `app`; run `runtime.run_scheduler(…)` beside it for Delays
     }
 
     #[tokio::test]
-    async fn the_host_keeps_its_routes_and_the_bot_answers_under_its_prefix() -> Result<(), Box<dyn std::error::Error>> {
+    async fn the_host_keeps_its_routes_and_the_bot_answers_under_its_prefix()
+    -> Result<(), Box<dyn std::error::Error>> {
         use axum::body::Body;
         use axum::http::Request;
         use tower::ServiceExt;
@@ -380,7 +387,10 @@ mod server_mount {
             request.body(Body::from(r#"{"conversation_id": "c1", "text": "hello"}"#))
         };
 
-        let home = app.clone().oneshot(Request::get("/").body(Body::empty())?).await?;
+        let home = app
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty())?)
+            .await?;
         assert_eq!(home.status(), 200);
         let refused = app.clone().oneshot(chat(None)?).await?;
         assert_eq!(refused.status(), 401, "the bearer token guards /chat");
@@ -388,7 +398,10 @@ mod server_mount {
         assert_eq!(answered.status(), 200);
         let body = axum::body::to_bytes(answered.into_body(), usize::MAX).await?;
         let body: serde_json::Value = serde_json::from_slice(&body)?;
-        assert_eq!(body["messages"], serde_json::json!(["Say something", "You said hello", "Say something"]));
+        assert_eq!(
+            body["messages"],
+            serde_json::json!(["Say something", "You said hello", "Say something"])
+        );
         Ok(())
     }
 }
