@@ -145,7 +145,7 @@ mod order_bot {
     use std::sync::Arc;
 
     use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-    use chatflow::store::{Direction, MemoryStore};
+    use chatflow::store::MemoryStore;
     use chatflow::{Engine, Flow, Runtime, RuntimeError};
     use serde::{Deserialize, Serialize};
     use tokio::net::TcpListener;
@@ -212,9 +212,8 @@ mod order_bot {
             RuntimeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()), // another runner has it
             _ => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),                   // the store failed
         })?;
-        let said = turn.replies.iter().filter(|r| r.direction == Direction::Out);
         Ok(Json(BotReplies {
-            replies: said.map(|r| r.text.clone()).collect(),
+            replies: turn.texts().into_iter().map(String::from).collect(),
             handed_off: turn.handed_off(),
             duplicate: turn.duplicate, // a message id seen before: nothing ran
         }))
