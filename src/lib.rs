@@ -45,6 +45,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Cargo features
+//!
+//! - `reqwest` (default): the HTTP transport, `http::ReqwestClient`. Without
+//!   it, give the engine your own [`http::HttpClient`].
+//! - `mock`: `chatflow::mock`, a stateful mock of the OpenAI endpoints the
+//!   shipped flows use, for your tests.
+//! - `sqlite`: `store::SqliteStore` (rusqlite, SQLite built in), for one host.
+//! - `postgres`: `store::PostgresStore` (sqlx), for several processes
+//!   sharing one database.
+//! - `testing`: `chatflow::testing`, conversation tests from YAML files, run
+//!   from your own `#[test]`s.
+//! - `server`: `chatflow::server`, the HTTP routes (`/chat`,
+//!   `/conversations/{id}`, `/healthz`, `/metrics`) as an axum `Router` to
+//!   serve or mount in your own app.
+//! - `cli`: the `chatflow-server` binary (`cargo install chatflow --features
+//!   cli`); it brings `server`, `reqwest`, `sqlite`, `postgres` and `mock`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -145,7 +145,7 @@ mod order_bot {
     use std::sync::Arc;
 
     use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-    use chatflow::store::{Direction, MemoryStore};
+    use chatflow::store::MemoryStore;
     use chatflow::{Engine, Flow, Runtime, RuntimeError};
     use serde::{Deserialize, Serialize};
     use tokio::net::TcpListener;
@@ -212,9 +212,8 @@ mod order_bot {
             RuntimeError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()), // another runner has it
             _ => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),                   // the store failed
         })?;
-        let said = turn.replies.iter().filter(|r| r.direction == Direction::Out);
         Ok(Json(BotReplies {
-            replies: said.map(|r| r.text.clone()).collect(),
+            replies: turn.texts().into_iter().map(String::from).collect(),
             handed_off: turn.handed_off(),
             duplicate: turn.duplicate, // a message id seen before: nothing ran
         }))
@@ -345,6 +344,67 @@ mod order_bot {
     }
 }
 
+/// README, "The server": the routes mounted in a host's app.
+mod server_mount {
+    use std::sync::Arc;
+
+    use axum::{Router, routing::get};
+    use chatflow::server::{ServerSettings, router};
+    use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
+
+    fn app(flow: Flow) -> Result<(Router, Runtime), Box<dyn std::error::Error>> {
+        let runtime = Runtime::new(Engine::builder(flow).build()?, Arc::new(MemoryStore::new()));
+        let bot = router(
+            runtime.clone(),
+            ServerSettings::new().api_token("token-from-your-vault"),
+        );
+        let app = Router::new()
+            .route("/", get(|| async { "the host's own page" }))
+            .nest("/bot", bot);
+        Ok((app, runtime)) // serve `app`; run `runtime.run_scheduler(…)` beside it for Delays
+    }
+
+    #[tokio::test]
+    async fn the_host_keeps_its_routes_and_the_bot_answers_under_its_prefix()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+
+        let flow = Flow::from_json(
+            r#"{"name": "echo", "steps": [
+              {"type": "question", "name": "Ask", "text": "Say something"},
+              {"type": "message", "name": "Echo", "text": "You said <<step.Ask.response>>", "next": "Ask"}
+            ]}"#,
+        )?;
+        let (app, _runtime) = app(flow)?;
+        let chat = |token: Option<&str>| {
+            let mut request = Request::post("/bot/chat").header("content-type", "application/json");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            request.body(Body::from(r#"{"conversation_id": "c1", "text": "hello"}"#))
+        };
+
+        let home = app
+            .clone()
+            .oneshot(Request::get("/").body(Body::empty())?)
+            .await?;
+        assert_eq!(home.status(), 200);
+        let refused = app.clone().oneshot(chat(None)?).await?;
+        assert_eq!(refused.status(), 401, "the bearer token guards /chat");
+        let answered = app.oneshot(chat(Some("token-from-your-vault"))?).await?;
+        assert_eq!(answered.status(), 200);
+        let body = axum::body::to_bytes(answered.into_body(), usize::MAX).await?;
+        let body: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(
+            body["messages"],
+            serde_json::json!(["Say something", "You said hello", "Say something"])
+        );
+        Ok(())
+    }
+}
+
 /// The ```rust blocks of README.md.
 fn readme_rust_blocks() -> Vec<String> {
     let readme = include_str!("../README.md");
@@ -398,7 +458,7 @@ fn normalize(code: &str) -> String {
 #[test]
 fn readme_blocks_are_mirrored_here() {
     let blocks = readme_rust_blocks();
-    assert_eq!(blocks.len(), 3, "one module above per README Rust block");
+    assert_eq!(blocks.len(), 4, "one module above per README Rust block");
     let here = normalize(include_str!("readme.rs"));
     for block in &blocks {
         assert!(
