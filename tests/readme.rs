@@ -356,7 +356,7 @@ mod server_mount {
         let runtime = Runtime::new(Engine::builder(flow).build()?, Arc::new(MemoryStore::new()));
         let bot = router(
             runtime.clone(),
-            ServerSettings::new().api_token("token-from-your-vault"),
+            ServerSettings::new().with_api_token("token-from-your-vault"),
         );
         let app = Router::new()
             .route("/", get(|| async { "the host's own page" }))
