@@ -175,7 +175,7 @@ mod order_bot {
             .secret("SHOP_TOKEN", shop_token)
             .build()?;
         // MemoryStore forgets everything on restart. To keep conversations, use
-        // `SqliteStore::connect("sqlite://orders.db").await?` (feature "sqlite", one process) or
+        // `SqliteStore::connect("sqlite://orders.db").await?` (feature "sqlite", one host) or
         // `PostgresStore::connect("postgres://…").await?` (feature "postgres", several processes).
         let store = Arc::new(MemoryStore::new());
         Ok(Runtime::new(engine, store))

@@ -36,7 +36,7 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// stored conversations. Cheap to clone (a handle to one registry).
 ///
 /// A router records into a registry of its own unless given one with
-/// [`ServerSettings::metrics`](super::ServerSettings::metrics); give it one to
+/// [`ServerSettings::with_metrics`](super::ServerSettings::with_metrics); give it one to
 /// count the engine's Api calls too, by wrapping the HTTP client in
 /// [`Metrics::instrument`]:
 ///

@@ -19,7 +19,7 @@
 //! - `GET /healthz`: `ok`. `GET /metrics`: the [`Metrics`] in the
 //!   OpenMetrics text format.
 //!
-//! With [`ServerSettings::api_token`], `/chat` and `/conversations` need
+//! With [`ServerSettings::with_api_token`], `/chat` and `/conversations` need
 //! `Authorization: Bearer <token>`; `/healthz` and `/metrics` stay open.
 //!
 //! Mounting the routes under a prefix of a host's app:
