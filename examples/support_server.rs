@@ -22,25 +22,12 @@
 //! built-in mock answers), `OPENAI_BASE_URL`, `OPENAI_ASSISTANT_ID`,
 //! `OPENAI_MODEL`, `OPENAI_INSTRUCTIONS`.
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use chatflow::server::cli::{self, Args};
+// The `chatflow-server` binary's own code, so the two cannot drift apart.
+#[path = "../src/bin/chatflow-server.rs"]
+mod chatflow_server;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    cli::init_tracing();
-    let args = Args::from_command_line();
-    let announce = |addr| {
-        // The address on stdout, flushed at once: scripts wait for this line.
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "listening on http://{addr}").and_then(|()| out.flush());
-    };
-    match cli::run(args, announce).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("support_server: {}", cli::report(&e));
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    chatflow_server::main()
 }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use chatflow::server::cli::{self, Args};
 
 #[tokio::main]
-async fn main() -> ExitCode {
+pub async fn main() -> ExitCode {
     cli::init_tracing();
     let args = Args::from_command_line();
     let announce = |addr| {
@@ -25,8 +25,22 @@ async fn main() -> ExitCode {
     match cli::run(args, announce).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("chatflow-server: {}", cli::report(&e));
+            eprintln!("{}: {}", program_name(), cli::report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The name this program was started by, for its messages (`chatflow-server`,
+/// or `support_server` when the example runs this code).
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .and_then(|arg| {
+            std::path::Path::new(arg)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "chatflow-server".to_string())
 }

@@ -230,10 +230,8 @@ impl Runtime {
                     clock.sleep_until(until).await;
                     now = clock.now();
                 }
-                Effect::Fail(error) => {
-                    tracing::warn!(error = %error, "turn failed");
-                    break conversation.status().clone();
-                }
+                // The core logged the failure, secrets masked.
+                Effect::Fail(_) => break conversation.status().clone(),
                 // Waiting for the user or for a Delay, handed off, finished, ended.
                 _ => break conversation.status().clone(),
             }
