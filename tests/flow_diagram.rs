@@ -130,7 +130,7 @@ mod random_flows {
     /// Step `i` of `n`, of kind `kind % 4`, going to targets picked by `a`
     /// and `b`. Only Questions (which wait) and bounded GoTos jump back, so
     /// the flow has no loop without a pause and always loads.
-    fn step(i: usize, kind: u8, a: usize, b: usize, n: usize) -> Value {
+    pub(super) fn step(i: usize, kind: u8, a: usize, b: usize, n: usize) -> Value {
         let name = |j: usize| Value::from(format!("S{j}"));
         // A later step, or null (the end of the flow) past the last one.
         let forward = |j: usize| {
@@ -177,5 +177,35 @@ mod random_flows {
             }
             prop_assert!(flow.to_mermaid().lines().count() > n);
         }
+    }
+}
+
+/// A flow whose layout tripped an assertion inside layout-rs (found by
+/// `random_flows`): drawing it must not panic.
+#[test]
+fn a_flow_that_tripped_the_layout_still_draws() {
+    use serde_json::{Value, json};
+    let shape: [(u8, usize, usize); 8] = [
+        (107, 5, 4),
+        (44, 6, 0),
+        (0, 0, 0),
+        (0, 0, 0),
+        (62, 5, 30),
+        (10, 1, 8),
+        (43, 6, 0),
+        (0, 2, 0),
+    ];
+    let n = shape.len();
+    let steps: Vec<Value> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &(kind, a, b))| random_flows::step(i, kind, a, b, n))
+        .collect();
+    let flow = Flow::from_json(&json!({"name": "random", "steps": steps}).to_string()).unwrap();
+    let svg = flow.to_svg();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let text: String = doc.descendants().filter_map(|n| n.text()).collect();
+    for step in flow.steps() {
+        assert!(text.contains(&step.name), "{} missing", step.name);
     }
 }

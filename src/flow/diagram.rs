@@ -133,7 +133,33 @@ fn mermaid_text(text: &str) -> String {
 /// The flow as an SVG image, laid out here (layout-rs, a Sugiyama layout in
 /// pure Rust): boxes for steps, labelled arrows for edges. Text is escaped,
 /// so a step name cannot inject markup.
+///
+/// layout-rs asserts on some graphs (found by the property test in
+/// `tests/flow_diagram.rs`): a flow is user input, so a failed layout is
+/// caught and tried again without its crossing optimisation, then without
+/// placement, and at worst drawn as a plain list of steps and edges.
 pub(crate) fn svg(program: &Program) -> String {
+    for (disable_opt, disable_layout) in [(false, false), (true, false), (true, true)] {
+        let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut graph = graph(program);
+            let mut writer = SVGWriter::new();
+            graph.do_it(false, disable_opt, disable_layout, &mut writer);
+            writer.finalize()
+        }));
+        match drawn {
+            Ok(svg) => return svg,
+            Err(_) => tracing::warn!(
+                disable_opt,
+                disable_layout,
+                "the flow's diagram layout failed; trying a simpler one"
+            ),
+        }
+    }
+    svg_list(program)
+}
+
+/// The steps and their edges as a layout-rs graph.
+fn graph(program: &Program) -> VisualGraph {
     let look = StyleAttr::simple();
     let mut graph = VisualGraph::new(Orientation::TopToBottom);
     let node = |shape: ShapeKind| {
@@ -162,9 +188,54 @@ pub(crate) fn svg(program: &Program) -> String {
             graph.add_edge(Arrow::simple(edge.kind.label()), from, to);
         }
     }
-    let mut writer = SVGWriter::new();
-    graph.do_it(false, false, false, &mut writer);
-    writer.finalize()
+    graph
+}
+
+/// The last resort: one line per step and per edge, as SVG text.
+fn svg_list(program: &Program) -> String {
+    let mut lines: Vec<String> = program
+        .steps
+        .iter()
+        .map(|step| format!("{} ({})", step.name, step.kind.type_name()))
+        .collect();
+    for edge in edges(program) {
+        let from = program.steps.get(edge.from).map_or("?", |s| &*s.name);
+        let to = edge
+            .to
+            .and_then(|to| program.steps.get(to))
+            .map_or("end", |s| &*s.name);
+        lines.push(format!("{from} → {to} ({})", edge.kind.label()));
+    }
+    let height = 20 * lines.len() + 20;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"14\">\n"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<text x=\"10\" y=\"{}\">{}</text>",
+            20 * (i + 1),
+            xml_escape(&svg_text(line))
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Text as XML character data.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A step name as SVG text: layout-rs escapes markup characters; control
@@ -173,4 +244,30 @@ fn svg_text(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Flow;
+
+    #[test]
+    fn the_plain_list_escapes_names_and_lists_every_step_and_edge() {
+        let flow = Flow::from_json(
+            r#"{"name": "f", "steps": [
+              {"type": "question", "name": "<script>alert('x')</script> & \"q\"", "text": "?"},
+              {"type": "message", "name": "Bye", "text": "!"}
+            ]}"#,
+        )
+        .expect("a valid flow");
+        let svg = super::svg_list(flow.program());
+        assert!(!svg.contains("<script>"), "{svg}");
+        assert!(
+            svg.contains("&lt;script&gt;alert(&apos;x&apos;)&lt;/script&gt; &amp; &quot;q&quot;"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("Bye (message)") && svg.contains("→ Bye (next)") && svg.contains("Bye → end"),
+            "{svg}"
+        );
+    }
 }
