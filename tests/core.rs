@@ -61,7 +61,7 @@ fn a_question_waits_for_the_reply_then_the_flow_finishes() {
     let mut c = engine.start("c1");
     let mut machine = engine.machine(&mut c);
     match machine.poll(&mut c, at(0.0)) {
-        Effect::Send(Outbound::Question { step, text }) => assert_eq!((&*step, &*text), ("Ask", "Name?")),
+        Effect::Send(Outbound::Question { step, text, .. }) => assert_eq!((&*step, &*text), ("Ask", "Name?")),
         other => panic!("{other:?}"),
     }
     // Waiting is stable: polling again asks for the reply again.
