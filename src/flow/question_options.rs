@@ -16,7 +16,7 @@ pub const MAX_OPTIONS: usize = 10;
 /// Titles and descriptions are plain text, not templates: they are fixed
 /// when the flow loads, so their limits are checked there and a channel
 /// can match a tapped id without rendering anything.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum OptionSpec {
     /// A text: both the option's id and its title.
@@ -56,6 +56,23 @@ impl QuestionOption {
     pub fn with_description(mut self, description: impl Into<String>) -> Self {
         self.description = Some(description.into());
         self
+    }
+}
+
+// By hand rather than `untagged`: a bad object then says which field is
+// wrong instead of "did not match any variant".
+impl<'de> Deserialize<'de> for OptionSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Ok(OptionSpec::Text(text)),
+            value @ serde_json::Value::Object(_) => QuestionOption::deserialize(value)
+                .map(OptionSpec::Full)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "an option is a text or an object with an `id`, a `title` and an optional `description`",
+            )),
+        }
     }
 }
 
