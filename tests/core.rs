@@ -348,7 +348,10 @@ fn a_question_sends_its_options_and_the_answer_names_the_option() {
         ("track", "track (you wrote track)"),
         ("  TRACK AN ORDER ", "track (you wrote   TRACK AN ORDER )"),
         ("2", "Talk to a person (you wrote 2)"),
-        ("talk to a person", "Talk to a person (you wrote talk to a person)"),
+        (
+            "talk to a person",
+            "Talk to a person (you wrote talk to a person)",
+        ),
     ] {
         let mut c = engine.start("c1");
         let mut machine = engine.machine(&mut c);
@@ -357,7 +360,11 @@ fn a_question_sends_its_options_and_the_answer_names_the_option() {
             other => panic!("{other:?}"),
         }
         engine.receive(&mut c, answer).unwrap();
-        assert_eq!(sent_text(machine.poll(&mut c, at(1.0))), said, "answer {answer:?}");
+        assert_eq!(
+            sent_text(machine.poll(&mut c, at(1.0))),
+            said,
+            "answer {answer:?}"
+        );
     }
 }
 
@@ -366,7 +373,10 @@ fn an_answer_that_matches_no_option_is_free_text_without_an_option() {
     let engine = engine(MENU, 0.0);
     let mut c = engine.start("c1");
     let mut machine = engine.machine(&mut c);
-    assert!(matches!(machine.poll(&mut c, at(0.0)), Effect::Send(Outbound::Question { .. })));
+    assert!(matches!(
+        machine.poll(&mut c, at(0.0)),
+        Effect::Send(Outbound::Question { .. })
+    ));
     engine.receive(&mut c, "3").unwrap();
     // No option: the flow's condition asks again, with the same options.
     match machine.poll(&mut c, at(1.0)) {
@@ -377,7 +387,10 @@ fn an_answer_that_matches_no_option_is_free_text_without_an_option() {
         other => panic!("{other:?}"),
     }
     engine.receive(&mut c, "where is my parcel").unwrap();
-    assert!(matches!(machine.poll(&mut c, at(2.0)), Effect::Send(Outbound::Question { .. })));
+    assert!(matches!(
+        machine.poll(&mut c, at(2.0)),
+        Effect::Send(Outbound::Question { .. })
+    ));
     engine.receive(&mut c, "1").unwrap();
     assert_eq!(sent_text(machine.poll(&mut c, at(3.0))), "track (you wrote 1)");
 }

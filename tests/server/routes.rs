@@ -657,7 +657,10 @@ async fn chat_answers_carry_the_options_of_the_question_asked() {
     // The start message answers the menu with no option: asked again, with its options.
     let got = chat(&app, json!({"conversation_id": "m1", "text": "hello"})).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.text);
-    assert_eq!(got.body["messages"], json!(["How can I help?", "How can I help?"]));
+    assert_eq!(
+        got.body["messages"],
+        json!(["How can I help?", "How can I help?"])
+    );
     assert_eq!(got.body["options"], options);
 
     // A tapped button's id picks the option; the flow ends, no options left.
