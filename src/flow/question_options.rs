@@ -201,6 +201,26 @@ mod tests {
         assert_eq!(chosen(&options, " "), None);
     }
 
+    proptest::proptest! {
+        /// Whatever the options, an option's id (in any case, with spaces
+        /// around) and its number pick it, and no answer panics.
+        #[test]
+        fn ids_and_numbers_pick_their_option(
+            ids in proptest::collection::btree_set("[a-z]{1,8}", 1..=MAX_OPTIONS),
+            pick in 0usize..MAX_OPTIONS,
+            noise in "\\PC{0,12}",
+        ) {
+            let options: Vec<QuestionOption> =
+                ids.iter().map(|id| QuestionOption::new(id.clone(), format!("{id} title"))).collect();
+            let i = pick % options.len();
+            let id = &options[i].id;
+            let shouted = format!("  {} ", id.to_uppercase());
+            proptest::prop_assert_eq!(chosen(&options, &shouted).map(|o| &o.id), Some(id));
+            proptest::prop_assert_eq!(chosen(&options, &(i + 1).to_string()).map(|o| &o.id), Some(id));
+            let _ = chosen(&options, &noise);
+        }
+    }
+
     #[test]
     fn an_id_wins_over_a_number() {
         let options = vec![
