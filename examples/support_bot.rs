@@ -72,7 +72,13 @@ async fn run() -> Result<(), String> {
     let print = |event: Event| {
         let mut out = std::io::stdout().lock();
         let _ = match &event {
-            Event::Message { text, .. } => writeln!(out, "bot: {text}"),
+            Event::Message { text, options, .. } => writeln!(out, "bot: {text}").and_then(|()| {
+                // Numbered, as the user may answer by number, title or id.
+                for (n, option) in options.iter().enumerate() {
+                    writeln!(out, "  {}. {}", n + 1, option.title)?;
+                }
+                Ok(())
+            }),
             Event::Handoff { assignment, .. } => writeln!(
                 out,
                 "handoff: conversation assigned to {}",

@@ -25,6 +25,10 @@ pub enum Event {
         text: String,
         /// Whether it is a Question, now waiting for the user's reply.
         question: bool,
+        /// The Question's options, to show as buttons or a list (left out
+        /// of the JSON when there are none).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        options: Vec<crate::flow::QuestionOption>,
     },
     /// An Assign step handed the conversation to a human.
     Handoff {

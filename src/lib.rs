@@ -89,8 +89,8 @@ pub use engine::{
 pub use error::{BuildError, RunError};
 pub use event::{Event, EventLog, EventSink};
 pub use flow::{
-    Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, Diagnostic, Flow, GoTo, LoadError, Message,
-    Question, RetrySettings, StartMode, Step, StepKind,
+    Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, Diagnostic, Flow, GoTo, LoadError,
+    MAX_OPTIONS, Message, OptionSpec, Question, QuestionOption, RetrySettings, StartMode, Step, StepKind,
 };
 pub use runtime::{Runtime, RuntimeError, RuntimeOptions, Turn};
 pub use template::{RenderError, TemplateError};

@@ -177,7 +177,7 @@ impl Path {
 }
 
 /// The fields of a step's result.
-const STEP_FIELDS: [&str; 4] = ["response", "status", "headers", "error"];
+const STEP_FIELDS: [&str; 5] = ["response", "option", "status", "headers", "error"];
 
 /// What `conversation.` may be followed by: the id, and the text of the
 /// message that started the conversation (see `StartMode`).

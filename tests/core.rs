@@ -61,7 +61,7 @@ fn a_question_waits_for_the_reply_then_the_flow_finishes() {
     let mut c = engine.start("c1");
     let mut machine = engine.machine(&mut c);
     match machine.poll(&mut c, at(0.0)) {
-        Effect::Send(Outbound::Question { step, text }) => assert_eq!((&*step, &*text), ("Ask", "Name?")),
+        Effect::Send(Outbound::Question { step, text, .. }) => assert_eq!((&*step, &*text), ("Ask", "Name?")),
         other => panic!("{other:?}"),
     }
     // Waiting is stable: polling again asks for the reply again.
@@ -325,4 +325,72 @@ fn replies_queued_during_a_call_join_into_the_next_answer() {
     machine.http_done(&mut c, Ok(HttpResponse::json(200, &json!({}))), at(0.1));
     assert_eq!(sent_text(machine.poll(&mut c, at(0.1))), "Yes?");
     assert_eq!(sent_text(machine.poll(&mut c, at(0.1))), "one\ntwo");
+}
+
+const MENU: &str = r#"{"name": "menu", "steps": [
+  {"type": "question", "name": "Ask", "text": "How can I help?", "options": [
+    {"id": "track", "title": "Track an order", "description": "Where is my parcel"},
+    "Talk to a person"
+  ]},
+  {"type": "condition", "name": "Picked?", "all": [{"left": "<<step.Ask.option>>", "op": "is_empty"}],
+   "then": "Ask"},
+  {"type": "message", "name": "Said", "text": "<<step.Ask.option>> (you wrote <<step.Ask.response>>)"}
+]}"#;
+
+#[test]
+fn a_question_sends_its_options_and_the_answer_names_the_option() {
+    let engine = engine(MENU, 0.0);
+    let expected = vec![
+        chatflow::QuestionOption::new("track", "Track an order").with_description("Where is my parcel"),
+        chatflow::QuestionOption::new("Talk to a person", "Talk to a person"),
+    ];
+    for (answer, said) in [
+        ("track", "track (you wrote track)"),
+        ("  TRACK AN ORDER ", "track (you wrote   TRACK AN ORDER )"),
+        ("2", "Talk to a person (you wrote 2)"),
+        (
+            "talk to a person",
+            "Talk to a person (you wrote talk to a person)",
+        ),
+    ] {
+        let mut c = engine.start("c1");
+        let mut machine = engine.machine(&mut c);
+        match machine.poll(&mut c, at(0.0)) {
+            Effect::Send(Outbound::Question { options, .. }) => assert_eq!(options, expected),
+            other => panic!("{other:?}"),
+        }
+        engine.receive(&mut c, answer).unwrap();
+        assert_eq!(
+            sent_text(machine.poll(&mut c, at(1.0))),
+            said,
+            "answer {answer:?}"
+        );
+    }
+}
+
+#[test]
+fn an_answer_that_matches_no_option_is_free_text_without_an_option() {
+    let engine = engine(MENU, 0.0);
+    let mut c = engine.start("c1");
+    let mut machine = engine.machine(&mut c);
+    assert!(matches!(
+        machine.poll(&mut c, at(0.0)),
+        Effect::Send(Outbound::Question { .. })
+    ));
+    engine.receive(&mut c, "3").unwrap();
+    // No option: the flow's condition asks again, with the same options.
+    match machine.poll(&mut c, at(1.0)) {
+        Effect::Send(Outbound::Question { step, options, .. }) => {
+            assert_eq!(&*step, "Ask");
+            assert_eq!(options.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    engine.receive(&mut c, "where is my parcel").unwrap();
+    assert!(matches!(
+        machine.poll(&mut c, at(2.0)),
+        Effect::Send(Outbound::Question { .. })
+    ));
+    engine.receive(&mut c, "1").unwrap();
+    assert_eq!(sent_text(machine.poll(&mut c, at(3.0))), "track (you wrote 1)");
 }

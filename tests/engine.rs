@@ -733,3 +733,30 @@ async fn a_flow_that_never_reads_the_start_text_keeps_no_copy_of_it() {
         "only the queued reply: {state}"
     );
 }
+
+#[tokio::test]
+async fn a_questions_event_carries_its_options_and_the_answer_names_the_option() {
+    let flow = r#"{"name": "menu", "steps": [
+      {"type": "question", "name": "Menu", "text": "Pick", "options": ["Yes", {"id": "no", "title": "No"}]},
+      {"type": "message", "name": "Tell", "text": "<<step.Menu.option>>/<<step.Menu.response>>"}
+    ]}"#;
+    let engine = engine_with(flow, FakeHttp::json(json!({})), Arc::new(VirtualClock::new()));
+    let events = EventLog::new();
+    let mut conversation = engine.start("c1");
+    engine.run(&mut conversation, &events).await.unwrap();
+    let asked = events.take();
+    assert_eq!(
+        serde_json::to_value(&asked).unwrap(),
+        json!([{"event": "message", "conversation_id": "c1", "step": "Menu", "text": "Pick", "question": true,
+                "options": [{"id": "Yes", "title": "Yes"}, {"id": "no", "title": "No"}]}])
+    );
+    engine.receive(&mut conversation, " NO ").unwrap();
+    engine.run(&mut conversation, &events).await.unwrap();
+    let said = events.take();
+    // A Message's event has no options field at all.
+    assert_eq!(
+        serde_json::to_value(&said[0]).unwrap(),
+        json!({"event": "message", "conversation_id": "c1", "step": "Tell", "text": "no/ NO ", "question": false})
+    );
+    assert_eq!(conversation.current_step(), None);
+}

@@ -209,3 +209,19 @@ fn a_flow_that_tripped_the_layout_still_draws() {
         assert!(text.contains(&step.name), "{} missing", step.name);
     }
 }
+
+#[test]
+fn a_questions_node_lists_its_options_numbered_and_escaped() {
+    let flow = load(
+        r#"{"name": "menu", "steps": [
+          {"type": "question", "name": "Menu", "text": "Pick", "options": [
+            {"id": "track", "title": "Track an order"}, "Talk to a <person>"]}
+        ]}"#,
+    );
+    let mermaid = flow.to_mermaid();
+    let node = mermaid.lines().nth(1).expect("the first node");
+    assert_eq!(
+        node,
+        r#"    s0(["Menu<br/><i>question</i><br/>1. Track an order<br/>2. Talk to a #60;person#62;"])"#
+    );
+}

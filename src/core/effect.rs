@@ -86,6 +86,8 @@ pub enum Outbound {
         step: Arc<str>,
         /// The rendered text.
         text: String,
+        /// The choices to show as buttons or a list (empty: a free answer).
+        options: Vec<crate::flow::QuestionOption>,
     },
     /// The notice that an Assign step handed the conversation to a human.
     Handoff(Assignment),

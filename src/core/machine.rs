@@ -312,9 +312,19 @@ impl<'e> Machine<'e> {
         let Some(step) = self.current(conversation) else {
             return;
         };
-        conversation
-            .steps
-            .insert(step.name.clone(), Arc::new(json!({ "response": reply })));
+        // An answer that matches no option is kept as free text, with no
+        // `option`: a flow re-asks by testing `step.<name>.option`.
+        let option = match &step.kind {
+            CompiledKind::Question { options, .. } => {
+                crate::flow::chosen(options, &reply).map(|o| o.id.clone())
+            }
+            _ => None,
+        };
+        let result = match option {
+            Some(option) => json!({ "response": reply, "option": option }),
+            None => json!({ "response": reply }),
+        };
+        conversation.steps.insert(step.name.clone(), Arc::new(result));
         conversation.steps_since_reply = 0;
         conversation.visits.clear();
         self.go_to(conversation, step.next);
@@ -391,12 +401,13 @@ impl<'e> Machine<'e> {
             conversation,
         };
         match &step.kind {
-            CompiledKind::Question { text } => {
+            CompiledKind::Question { text, options } => {
                 let text = text.render(&scope, Secrets::Reveal);
                 conversation.status = Status::AwaitingReply;
                 return Stepped::Effect(Effect::Send(Outbound::Question {
                     step: step.name.clone(),
                     text,
+                    options: options.clone(),
                 }));
             }
             CompiledKind::Message { text } => {

@@ -112,12 +112,14 @@ fn emit(events: &dyn EventSink, conversation: &Conversation, entry: Outbound) {
             step: step.to_string(),
             text,
             question: false,
+            options: Vec::new(),
         },
-        Outbound::Question { step, text } => Event::Message {
+        Outbound::Question { step, text, options } => Event::Message {
             conversation_id,
             step: step.to_string(),
             text,
             question: true,
+            options,
         },
         Outbound::Handoff(assignment) => Event::Handoff {
             conversation_id,

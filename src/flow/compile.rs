@@ -41,6 +41,8 @@ pub(crate) struct CompiledStep {
 pub(crate) enum CompiledKind {
     Question {
         text: Template,
+        /// Plain text, checked at load (see `question_options`).
+        options: Vec<super::QuestionOption>,
     },
     ContactUpdate {
         set: Vec<(String, JsonTemplate)>,
@@ -108,7 +110,7 @@ impl CompiledKind {
 
     fn templates(&self) -> Vec<&Template> {
         match self {
-            CompiledKind::Question { text } | CompiledKind::Message { text } => vec![text],
+            CompiledKind::Question { text, .. } | CompiledKind::Message { text } => vec![text],
             CompiledKind::ContactUpdate { set } => set.iter().flat_map(|(_, t)| t.templates()).collect(),
             CompiledKind::Api(api) => {
                 let mut out = vec![&api.url];
@@ -399,9 +401,25 @@ impl Program {
 
 fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKind> {
     Some(match kind {
-        StepKind::Question(q) => CompiledKind::Question {
-            text: check.template("text", &q.text)?,
-        },
+        StepKind::Question(q) => {
+            let options = match &q.options {
+                Some(specs) if specs.is_empty() => {
+                    check.problem(
+                        "options",
+                        "the list is empty: give at least one option, or leave `options` out".into(),
+                    );
+                    Vec::new()
+                }
+                Some(specs) => {
+                    super::question_options::check(specs, |field, message| check.problem(&field, message))
+                }
+                None => Vec::new(),
+            };
+            CompiledKind::Question {
+                text: check.template("text", &q.text)?,
+                options,
+            }
+        }
         StepKind::Message(m) => CompiledKind::Message {
             text: check.template("text", &m.text)?,
         },

@@ -84,17 +84,23 @@ pub(crate) fn edges(program: &Program) -> Vec<Edge> {
     out
 }
 
-/// The flow as a Mermaid `flowchart`: one node per step (its name and type),
-/// one labelled arrow per edge, and an `end` node when a path ends the
-/// conversation.
+/// The flow as a Mermaid `flowchart`: one node per step (its name and type,
+/// and a Question's numbered options), one labelled arrow per edge, and an
+/// `end` node when a path ends the conversation.
 pub(crate) fn mermaid(program: &Program) -> String {
     let mut out = String::from("flowchart TD\n");
     for (i, step) in program.steps.iter().enumerate() {
-        let label = format!(
+        let mut label = format!(
             "{}<br/><i>{}</i>",
             mermaid_text(&step.name),
             step.kind.type_name()
         );
+        // A Question's options, numbered as a user may answer them.
+        if let CompiledKind::Question { options, .. } = &step.kind {
+            for (n, option) in options.iter().enumerate() {
+                let _ = write!(label, "<br/>{}. {}", n + 1, mermaid_text(&option.title));
+            }
+        }
         let (open, close) = match step.kind {
             CompiledKind::Condition { .. } => ("{", "}"),
             CompiledKind::Question { .. } => ("([", "])"),

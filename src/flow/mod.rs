@@ -4,6 +4,7 @@
 
 mod compile;
 mod diagram;
+mod question_options;
 mod schema;
 mod start_mode;
 mod step;
@@ -13,6 +14,8 @@ pub use step::{
     StepKind,
 };
 
+pub use question_options::{MAX_OPTIONS, OptionSpec, QuestionOption};
+pub(crate) use question_options::{chosen, waiting as waiting_options};
 pub use start_mode::StartMode;
 
 pub(crate) use compile::{CompiledApi, CompiledKind, CompiledStep, Program};

@@ -96,6 +96,12 @@ impl StepKind {
 pub struct Question {
     /// The question (a template).
     pub text: String,
+    /// Choices a channel can show as buttons or a list, 1 to 10: texts, or
+    /// objects with an `id`, a `title` and a `description`. The chosen
+    /// option's id is `step.<name>.option`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10))]
+    pub options: Option<Vec<super::OptionSpec>>,
 }
 
 /// Sets contact attributes (`contact.<attribute>`) to templated values.

@@ -144,6 +144,11 @@ pub struct Turn {
     pub replies: Vec<TranscriptEntry>,
     /// Where the conversation stands now.
     pub status: Status,
+    /// The options of the Question the conversation now waits at, for a
+    /// client to show as buttons (empty when there are none, or when the
+    /// message was a duplicate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<crate::QuestionOption>,
 }
 
 impl Turn {
@@ -364,16 +369,17 @@ impl Runtime {
                 duplicate: true,
                 replies: Vec::new(),
                 status,
+                options: Vec::new(),
             });
         };
-        let (status, replies) = loop {
+        let (status, replies, options) = loop {
             local.lock().await;
             let busy_wait = inner.options.busy_timeout;
             match self
                 .run_turn_held(&mut local, busy_wait, claim.take(), Some(seq))
                 .await?
             {
-                (Status::Sleeping { until }, _) => {
+                (Status::Sleeping { until }, _, _) => {
                     // Other turns of the conversation may run meanwhile.
                     local.unlock();
                     inner.clock.sleep_until(until).await;
@@ -397,6 +403,7 @@ impl Runtime {
             duplicate: false,
             replies,
             status,
+            options,
         })
     }
 }

@@ -108,7 +108,7 @@ impl Runtime {
     ) -> Result<Status, RuntimeError> {
         let mut local = self.inner.running.turn(conversation_id);
         local.lock().await;
-        let (status, _) = self.run_turn_held(&mut local, busy_wait, None, None).await?;
+        let (status, _, _) = self.run_turn_held(&mut local, busy_wait, None, None).await?;
         Ok(status)
     }
 
@@ -123,7 +123,7 @@ impl Runtime {
         busy_wait: Duration,
         claim: Option<Claim>,
         replies_after: Option<u64>,
-    ) -> Result<(Status, Option<Vec<TranscriptEntry>>), RuntimeError> {
+    ) -> Result<TurnEnd, RuntimeError> {
         let conversation_id = local.conversation_id;
         let span = tracing::info_span!("turn", conversation = conversation_id);
         let result = self
@@ -131,7 +131,7 @@ impl Runtime {
             .instrument(span)
             .await;
         // Committed asleep: the scheduler must not sleep past its wake-up.
-        if let Ok((Status::Sleeping { until }, _)) = &result {
+        if let Ok((Status::Sleeping { until }, _, _)) = &result {
             self.inner.wakeups.note(*until);
         }
         result
@@ -143,7 +143,7 @@ impl Runtime {
         busy_wait: Duration,
         claim: Option<Claim>,
         replies_after: Option<u64>,
-    ) -> Result<(Status, Option<Vec<TranscriptEntry>>), RuntimeError> {
+    ) -> Result<TurnEnd, RuntimeError> {
         let inner = &*self.inner;
         let clock = &inner.clock;
         let claim = match claim {
@@ -248,7 +248,8 @@ impl Runtime {
                 SavePoint::Last { replies_after },
             )
             .await?;
-        Ok((status, replies))
+        let options = crate::flow::waiting_options(engine.flow(), &conversation);
+        Ok((status, replies, options))
     }
 
     /// Saves a turn's progress under the lease. The last save of a turn gives
@@ -292,6 +293,11 @@ impl Runtime {
         }
     }
 }
+
+/// How a turn left its conversation: the status, the replies read by its
+/// last save (see `run_turn_held`), and the options of the Question it now
+/// waits at.
+pub(super) type TurnEnd = (Status, Option<Vec<TranscriptEntry>>, Vec<crate::QuestionOption>);
 
 /// How an entry the bot sent is written in the transcript.
 fn transcript_entry(entry: Outbound) -> (Direction, String) {

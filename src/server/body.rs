@@ -75,6 +75,9 @@ struct TurnBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     handoff: Option<bool>,
     messages: Vec<&'a str>,
+    /// The waiting Question's options, for buttons (left out when none).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    options: &'a [crate::QuestionOption],
     #[serde(skip_serializing_if = "Option::is_none")]
     reply: Option<String>,
     status: &'a Status,
@@ -90,6 +93,7 @@ pub(crate) fn turn_response(turn: &Turn) -> Response {
         error: None,
         handoff: Some(turn.handed_off()),
         messages: Vec::new(),
+        options: &turn.options,
         reply: Some(String::new()),
         status: &turn.status,
     };

@@ -634,3 +634,44 @@ mod serving {
         assert!(waited < Duration::from_secs(2), "{waited:?}");
     }
 }
+
+/// A menu: the answer names an option, or the Question is asked again.
+const MENU: &str = r#"{"name": "menu", "steps": [
+  {"type": "question", "name": "Menu", "text": "How can I help?", "options": [
+    {"id": "track", "title": "Track an order", "description": "Where is my parcel?"}, "Talk to a person"]},
+  {"type": "condition", "name": "Picked?", "all": [{"left": "<<step.Menu.option>>", "op": "is_empty"}],
+   "then": "Menu", "else": "Tell"},
+  {"type": "message", "name": "Tell", "text": "You picked <<step.Menu.option>>"}
+]}"#;
+
+#[tokio::test]
+async fn chat_answers_carry_the_options_of_the_question_asked() {
+    let engine = Engine::builder(Flow::from_json(MENU).unwrap()).build().unwrap();
+    let runtime = Runtime::new(engine, Arc::new(MemoryStore::new()));
+    let app = router(runtime.clone(), ServerSettings::new());
+    let options = json!([
+        {"id": "track", "title": "Track an order", "description": "Where is my parcel?"},
+        {"id": "Talk to a person", "title": "Talk to a person"}
+    ]);
+
+    // The start message answers the menu with no option: asked again, with its options.
+    let got = chat(&app, json!({"conversation_id": "m1", "text": "hello"})).await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.text);
+    assert_eq!(
+        got.body["messages"],
+        json!(["How can I help?", "How can I help?"])
+    );
+    assert_eq!(got.body["options"], options);
+
+    // A tapped button's id picks the option; the flow ends, no options left.
+    let got = chat(&app, json!({"conversation_id": "m1", "text": "track"})).await;
+    assert_eq!(got.body["messages"], json!(["You picked track"]), "{}", got.text);
+    assert!(got.body.get("options").is_none(), "{}", got.text);
+
+    // The runtime's Turn carries them too.
+    let turn = runtime.handle_message("m2", None, "2").await.unwrap();
+    assert_eq!(turn.texts(), ["How can I help?", "You picked Talk to a person"]);
+    assert!(turn.options.is_empty());
+    let turn = runtime.handle_message("m3", None, "?").await.unwrap();
+    assert_eq!(serde_json::to_value(&turn.options).unwrap(), options);
+}
