@@ -15,15 +15,23 @@ pub(super) const ACQUIRE: &str = include_str!("queries/acquire.sql");
 /// `$1` conversation, `$2` message id, `$3` text, `$4` now, `$5` owner,
 /// `$6` lease end: [`ENQUEUE`] and [`ACQUIRE`] in one statement.
 pub(super) const ENQUEUE_AND_ACQUIRE: &str = include_str!("queries/enqueue_and_acquire.sql");
+// The two saves share their writes (`save_writes.sql`); each adds its own SELECT.
+
 /// `$1` conversation, `$2` owner, `$3` state, `$4` wake-up, `$5` lease end,
 /// `$6` consumed up to, `$7` and `$8` the outgoing directions and texts,
 /// `$9` their time: the save's writes when `$2` holds the lease; returns
 /// whether it did.
-pub(super) const SAVE: &str = include_str!("queries/save.sql");
+pub(super) const SAVE: &str = concat!(
+    include_str!("queries/save_writes.sql"),
+    include_str!("queries/save.sql")
+);
 /// [`SAVE`]'s parameters and writes, then with `$10` the seq after which
 /// to list replies: returns whether the save was made and the replies
 /// (parallel arrays).
-pub(super) const SAVE_AND_READ_REPLIES: &str = include_str!("queries/save_and_read_replies.sql");
+pub(super) const SAVE_AND_READ_REPLIES: &str = concat!(
+    include_str!("queries/save_writes.sql"),
+    include_str!("queries/save_and_read_replies.sql")
+);
 /// `$1` conversation, `$2` owner: frees the lease when `$2` holds it.
 pub(super) const RELEASE: &str = include_str!("queries/release.sql");
 /// `$1` now, `$2` limit: the conversations due, the most overdue first,
