@@ -174,14 +174,13 @@ async fn counted<T>(call: impl std::future::Future<Output = T>) -> T {
 
 #[async_trait]
 impl Store for CountedStore {
-    async fn enqueue(
+    async fn enqueue_message(
         &self,
         conversation_id: &str,
-        message_id: &str,
-        text: &str,
+        message: chatflow::store::InboundMessage<'_>,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        counted(self.0.enqueue(conversation_id, message_id, text, now)).await
+        counted(self.0.enqueue_message(conversation_id, message, now)).await
     }
 
     async fn acquire(
@@ -224,6 +223,47 @@ impl Store for CountedStore {
         after_seq: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         counted(self.0.transcript(conversation_id, after_seq)).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<chatflow::store::PendingDeliveries>, StoreError> {
+        counted(self.0.claim_deliveries(owner, lease_until, now, limit)).await
+    }
+
+    async fn record_delivery(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        seq: u64,
+        record: chatflow::store::DeliveryRecord<'_>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        counted(self.0.record_delivery(conversation_id, owner, seq, record, now)).await
+    }
+
+    async fn release_deliveries(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        counted(self.0.release_deliveries(conversation_id, owner)).await
+    }
+
+    async fn next_delivery_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        counted(self.0.next_delivery_after(after)).await
+    }
+
+    async fn record_receipt(
+        &self,
+        channel_message_id: &str,
+        receipt: &chatflow::channel::Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        counted(self.0.record_receipt(channel_message_id, receipt)).await
+    }
+
+    async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        counted(self.0.prune_seen(before, limit)).await
     }
 }
 

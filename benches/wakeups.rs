@@ -185,14 +185,13 @@ struct Timed {
 
 #[async_trait]
 impl Store for Timed {
-    async fn enqueue(
+    async fn enqueue_message(
         &self,
         conversation_id: &str,
-        message_id: &str,
-        text: &str,
+        message: chatflow::store::InboundMessage<'_>,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        self.inner.enqueue(conversation_id, message_id, text, now).await
+        self.inner.enqueue_message(conversation_id, message, now).await
     }
 
     async fn acquire(
@@ -252,6 +251,49 @@ impl Store for Timed {
         after_seq: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         self.inner.transcript(conversation_id, after_seq).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<chatflow::store::PendingDeliveries>, StoreError> {
+        self.inner.claim_deliveries(owner, lease_until, now, limit).await
+    }
+
+    async fn record_delivery(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        seq: u64,
+        record: chatflow::store::DeliveryRecord<'_>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .record_delivery(conversation_id, owner, seq, record, now)
+            .await
+    }
+
+    async fn release_deliveries(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_deliveries(conversation_id, owner).await
+    }
+
+    async fn next_delivery_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.next_delivery_after(after).await
+    }
+
+    async fn record_receipt(
+        &self,
+        channel_message_id: &str,
+        receipt: &chatflow::channel::Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        self.inner.record_receipt(channel_message_id, receipt).await
+    }
+
+    async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune_seen(before, limit).await
     }
 }
 

@@ -123,6 +123,14 @@ pub struct Conversation {
     /// `<<conversation.start_text>>` in templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) start_text: Option<String>,
+    /// What the channel said about the latest user message (type, media
+    /// id, caption, …): `<<conversation.message.…>>` in templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) message: Option<Value>,
+    /// The transcript seq of the latest user message taken (the runtime's):
+    /// the message the bot's next replies answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replying_to: Option<u64>,
 }
 
 // Written out for `clone_from`: a store that keeps the conversation it
@@ -142,6 +150,8 @@ impl Clone for Conversation {
             steps_since_reply: self.steps_since_reply,
             visits: self.visits.clone(),
             start_text: self.start_text.clone(),
+            message: self.message.clone(),
+            replying_to: self.replying_to,
         }
     }
 
@@ -158,6 +168,8 @@ impl Clone for Conversation {
             steps_since_reply,
             visits,
             start_text,
+            message,
+            replying_to,
         } = source;
         self.id.clone_from(id);
         self.flow.name.clone_from(&flow.name);
@@ -173,6 +185,8 @@ impl Clone for Conversation {
         self.steps_since_reply = *steps_since_reply;
         clone_map_from(&mut self.visits, visits, Clone::clone_from);
         self.start_text.clone_from(start_text);
+        self.message.clone_from(message);
+        self.replying_to = *replying_to;
     }
 }
 
@@ -249,7 +263,18 @@ impl Conversation {
     /// `keep_text` says whether the flow reads the start text: when it does
     /// not, an empty text marks that the first message has come, and the
     /// state does not grow by a copy of it.
-    pub(crate) fn accept_message(&mut self, text: String, mode: StartMode, keep_text: bool) {
+    pub(crate) fn accept_message(
+        &mut self,
+        text: String,
+        details: Option<Value>,
+        mode: StartMode,
+        keep_text: bool,
+    ) {
+        // Only a channel's messages carry details; a plain one leaves none
+        // from an earlier message behind.
+        if details.is_some() || self.message.is_some() {
+            self.message = details;
+        }
         if self.start_text.is_none() {
             let starts_flow = mode == StartMode::StartFlow && self.is_fresh();
             if starts_flow {
@@ -310,6 +335,8 @@ mod tests {
             steps_since_reply: steps.len() as u32,
             visits: steps.iter().map(|s| (Arc::from(*s), 1)).collect(),
             start_text: Some(answer.to_string()),
+            message: None,
+            replying_to: None,
         }
     }
 

@@ -51,6 +51,18 @@ pub enum Event {
         /// What went wrong and where.
         error: String,
     },
+    /// A bot entry did not reach the customer: its channel refused it for
+    /// good, it ran out of attempts, or the channel reported it failed
+    /// after accepting it (a runtime's event sink receives it, see
+    /// [`crate::RuntimeBuilder::events`]).
+    Undelivered {
+        /// The conversation.
+        conversation_id: String,
+        /// The entry's transcript seq.
+        seq: u64,
+        /// Why (the channel's reason, or its error code and title).
+        reason: String,
+    },
 }
 
 impl Event {
@@ -60,7 +72,8 @@ impl Event {
             Event::Message { conversation_id, .. }
             | Event::Handoff { conversation_id, .. }
             | Event::Finished { conversation_id }
-            | Event::Failed { conversation_id, .. } => conversation_id,
+            | Event::Failed { conversation_id, .. }
+            | Event::Undelivered { conversation_id, .. } => conversation_id,
         }
     }
 

@@ -65,6 +65,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod channel;
 mod condition;
 mod conversation;
 pub mod core;
@@ -92,7 +93,9 @@ pub use flow::{
     Api, Assign, Condition, ContactUpdate, Delay, DelaySeconds, Diagnostic, Flow, GoTo, LoadError,
     MAX_OPTIONS, Message, OptionSpec, Question, QuestionOption, RetrySettings, StartMode, Step, StepKind,
 };
-pub use runtime::{Runtime, RuntimeError, RuntimeOptions, Turn};
+pub use runtime::{
+    DeliveryReport, Runtime, RuntimeBuilder, RuntimeError, RuntimeOptions, Subscription, Turn,
+};
 pub use template::{RenderError, TemplateError};
 pub use time::{Clock, SystemClock, VirtualClock};
 

@@ -737,15 +737,14 @@ impl Recording {
 
 #[async_trait]
 impl Store for Recording {
-    async fn enqueue(
+    async fn enqueue_message(
         &self,
         id: &str,
-        message_id: &str,
-        text: &str,
+        message: chatflow::store::InboundMessage<'_>,
         now: std::time::SystemTime,
     ) -> Result<Option<u64>, StoreError> {
         self.note("enqueue");
-        self.inner.enqueue(id, message_id, text, now).await
+        self.inner.enqueue_message(id, message, now).await
     }
 
     async fn acquire(
@@ -820,6 +819,50 @@ impl Store for Recording {
     async fn transcript(&self, id: &str, after_seq: u64) -> Result<Vec<TranscriptEntry>, StoreError> {
         self.note("transcript");
         self.inner.transcript(id, after_seq).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        lease_until: std::time::SystemTime,
+        now: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<chatflow::store::PendingDeliveries>, StoreError> {
+        self.inner.claim_deliveries(owner, lease_until, now, limit).await
+    }
+
+    async fn record_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        seq: u64,
+        record: chatflow::store::DeliveryRecord<'_>,
+        now: std::time::SystemTime,
+    ) -> Result<(), StoreError> {
+        self.inner.record_delivery(id, owner, seq, record, now).await
+    }
+
+    async fn release_deliveries(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_deliveries(id, owner).await
+    }
+
+    async fn next_delivery_after(
+        &self,
+        after: std::time::SystemTime,
+    ) -> Result<Option<std::time::SystemTime>, StoreError> {
+        self.inner.next_delivery_after(after).await
+    }
+
+    async fn record_receipt(
+        &self,
+        channel_message_id: &str,
+        receipt: &chatflow::channel::Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        self.inner.record_receipt(channel_message_id, receipt).await
+    }
+
+    async fn prune_seen(&self, before: std::time::SystemTime, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune_seen(before, limit).await
     }
 }
 

@@ -171,7 +171,7 @@ mod suite {
     use std::collections::BTreeSet;
     use std::task::Poll;
 
-    use chatflow::store::{Claim, Direction, Enqueued, Save, StoreError, TranscriptEntry};
+    use chatflow::store::{Claim, Direction, Enqueued, OutgoingEntry, Save, StoreError, TranscriptEntry};
     use chatflow::{
         Clock, Conversation, Engine, EngineOptions, Flow, ReplyMode, Runtime, RuntimeOptions, Status,
         VirtualClock,
@@ -210,10 +210,19 @@ mod suite {
         wake_at: Option<SystemTime>,
         lease_until: SystemTime,
     ) -> Save<'a> {
+        // Tests keep their entries as pairs; a test process may leak them.
+        let outgoing: &'a [OutgoingEntry] = Box::leak(
+            outgoing
+                .iter()
+                .map(|(direction, text)| OutgoingEntry::new(*direction, text.clone()))
+                .collect(),
+        );
         Save {
             conversation,
             consumed_up_to,
             outgoing,
+            reply_to: None,
+            deliver: false,
             wake_at,
             lease_until,
             now: lease_until,
@@ -223,10 +232,7 @@ mod suite {
     fn inbox(entries: &[(u64, &str)]) -> Vec<InboxEntry> {
         entries
             .iter()
-            .map(|(seq, text)| InboxEntry {
-                seq: *seq,
-                text: text.to_string(),
-            })
+            .map(|(seq, text)| InboxEntry::new(*seq, *text, 0))
             .collect()
     }
 
@@ -267,18 +273,8 @@ mod suite {
         assert_eq!(
             store.transcript("c1", 0).await.unwrap(),
             [
-                TranscriptEntry {
-                    seq: 1,
-                    direction: Direction::In,
-                    text: "hello".into(),
-                    at_ms: t_ms(10),
-                },
-                TranscriptEntry {
-                    seq: 2,
-                    direction: Direction::In,
-                    text: "second".into(),
-                    at_ms: t_ms(12),
-                },
+                TranscriptEntry::new(1, Direction::In, "hello", t_ms(10)),
+                TranscriptEntry::new(2, Direction::In, "second", t_ms(12)),
             ]
         );
         let claim = store.acquire("c1", "r", t(1000), t(20)).await.unwrap().unwrap();
@@ -745,10 +741,7 @@ mod suite {
         let expected: Vec<InboxEntry> = transcript
             .iter()
             .zip(1..)
-            .map(|(e, seq)| InboxEntry {
-                seq,
-                text: e.text.clone(),
-            })
+            .map(|(e, seq)| InboxEntry::new(seq, e.text.clone(), 0))
             .collect();
         assert_eq!(claim.inbox, expected);
     }
@@ -1348,24 +1341,9 @@ mod suite {
         assert_eq!(
             replies,
             [
-                TranscriptEntry {
-                    seq: 2,
-                    direction: Direction::Out,
-                    text: "one".into(),
-                    at_ms: t_ms(1000),
-                },
-                TranscriptEntry {
-                    seq: 4,
-                    direction: Direction::Out,
-                    text: "two".into(),
-                    at_ms: t_ms(10),
-                },
-                TranscriptEntry {
-                    seq: 5,
-                    direction: Direction::Handoff,
-                    text: "support".into(),
-                    at_ms: t_ms(10),
-                },
+                TranscriptEntry::new(2, Direction::Out, "one", t_ms(1000)),
+                TranscriptEntry::new(4, Direction::Out, "two", t_ms(10)),
+                TranscriptEntry::new(5, Direction::Handoff, "support", t_ms(10)),
             ]
         );
         // What the transcript lists, less the user's messages.

@@ -45,7 +45,7 @@ impl Engine {
         {
             match rx.recv().await {
                 Some(text) => {
-                    self.accept(conversation, text);
+                    self.accept(conversation, text, None);
                     now = inner.clock.now();
                 }
                 None => return Ok(conversation.status.clone()),
@@ -54,7 +54,7 @@ impl Engine {
         loop {
             if let Some(rx) = inbox.as_deref_mut() {
                 while let Ok(text) = rx.try_recv() {
-                    self.accept(conversation, text);
+                    self.accept(conversation, text, None);
                 }
             }
             match machine.poll(conversation, now) {
@@ -75,7 +75,7 @@ impl Engine {
                 Effect::AwaitReply => match inbox.as_deref_mut() {
                     Some(rx) => match rx.recv().await {
                         Some(text) => {
-                            self.accept(conversation, text);
+                            self.accept(conversation, text, None);
                             now = inner.clock.now();
                         }
                         None => return Ok(Status::AwaitingReply),

@@ -272,6 +272,8 @@ impl Engine {
             steps_since_reply: 0,
             visits: BTreeMap::new(),
             start_text: None,
+            message: None,
+            replying_to: None,
         }
     }
 
@@ -291,15 +293,15 @@ impl Engine {
                 limit,
             });
         }
-        self.accept(conversation, text);
+        self.accept(conversation, text, None);
         Ok(())
     }
 
     /// Takes a user message into the conversation as the flow's start mode
     /// says (see [`Conversation::accept_message`]).
-    pub(crate) fn accept(&self, conversation: &mut Conversation, text: String) {
+    pub(crate) fn accept(&self, conversation: &mut Conversation, text: String, details: Option<Value>) {
         let flow = &self.inner.core.flow;
-        conversation.accept_message(text, flow.start_mode(), flow.program().reads_start_text);
+        conversation.accept_message(text, details, flow.start_mode(), flow.program().reads_start_text);
     }
 
     /// Puts a failed conversation back at the step that failed, so the next

@@ -9,8 +9,11 @@
 //! - [`scheduler`]: resuming conversations that are due;
 //! - [`local_lock`]: one turn at a time per conversation within a process.
 
+mod builder;
+mod delivery;
 mod local_lock;
 mod scheduler;
+mod subscription;
 mod turn;
 
 use std::sync::Arc;
@@ -20,6 +23,13 @@ use crate::conversation::Status;
 use crate::engine::Engine;
 use crate::store::{Direction, Store, StoreError, TranscriptEntry};
 use crate::time::Clock;
+
+use crate::channel::Channel;
+use crate::event::EventSink;
+
+pub use builder::RuntimeBuilder;
+pub use delivery::DeliveryReport;
+pub use subscription::Subscription;
 
 use local_lock::LocalLocks;
 use scheduler::LocalWakeups;
@@ -44,6 +54,10 @@ pub struct RuntimeOptions {
     pub(crate) busy_timeout: Duration,
     pub(crate) scheduler_batch: usize,
     pub(crate) scheduler_poll: Duration,
+    pub(crate) delivery_lease: Duration,
+    pub(crate) delivery_max_attempts: u32,
+    pub(crate) delivery_backoff: Duration,
+    pub(crate) seen_retention: Duration,
 }
 
 impl RuntimeOptions {
@@ -119,6 +133,59 @@ impl RuntimeOptions {
     }
 }
 
+impl RuntimeOptions {
+    /// How long a delivery worker may hold a conversation's outbox before
+    /// another process may take it over (default 60 s: longer than any
+    /// channel call).
+    pub fn delivery_lease(&self) -> Duration {
+        self.delivery_lease
+    }
+
+    /// Sets [`RuntimeOptions::delivery_lease`].
+    pub fn with_delivery_lease(mut self, delivery_lease: Duration) -> Self {
+        self.delivery_lease = delivery_lease;
+        self
+    }
+
+    /// How many times one entry is tried before it is refused for good
+    /// (default 10).
+    pub fn delivery_max_attempts(&self) -> u32 {
+        self.delivery_max_attempts
+    }
+
+    /// Sets [`RuntimeOptions::delivery_max_attempts`].
+    pub fn with_delivery_max_attempts(mut self, delivery_max_attempts: u32) -> Self {
+        self.delivery_max_attempts = delivery_max_attempts.max(1);
+        self
+    }
+
+    /// The wait before an entry's first retry (default 1 s), doubled at each
+    /// retry up to 5 minutes; a channel that asks for longer gets longer.
+    pub fn delivery_backoff(&self) -> Duration {
+        self.delivery_backoff
+    }
+
+    /// Sets [`RuntimeOptions::delivery_backoff`].
+    pub fn with_delivery_backoff(mut self, delivery_backoff: Duration) -> Self {
+        self.delivery_backoff = delivery_backoff;
+        self
+    }
+
+    /// How long a message id is remembered, so that a redelivered message
+    /// changes nothing (default 7 days: Meta redelivers webhooks for up to
+    /// 7). The scheduler forgets older ids in batches; a message redelivered
+    /// later than this would be taken as new.
+    pub fn seen_retention(&self) -> Duration {
+        self.seen_retention
+    }
+
+    /// Sets [`RuntimeOptions::seen_retention`].
+    pub fn with_seen_retention(mut self, seen_retention: Duration) -> Self {
+        self.seen_retention = seen_retention;
+        self
+    }
+}
+
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
@@ -127,6 +194,10 @@ impl Default for RuntimeOptions {
             busy_timeout: Duration::from_secs(30),
             scheduler_batch: 64,
             scheduler_poll: Duration::from_secs(1),
+            delivery_lease: Duration::from_secs(60),
+            delivery_max_attempts: 10,
+            delivery_backoff: Duration::from_secs(1),
+            seen_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -246,6 +317,15 @@ struct RuntimeInner {
     /// Wake-ups of turns of this process that ended in a Delay, for the
     /// scheduler.
     wakeups: LocalWakeups,
+    /// Channels by conversation id prefix.
+    channels: Vec<(String, Arc<dyn Channel>)>,
+    /// Where delivery refusals and failed receipts are reported.
+    events: Option<Arc<dyn EventSink>>,
+    /// Signalled when a turn of this process left entries in the outbox.
+    outbox: tokio::sync::Notify,
+    /// The id of every conversation whose transcript a commit of this
+    /// process extended with bot entries, for subscriptions.
+    committed: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -281,18 +361,60 @@ impl Runtime {
 
     /// A runtime with these options.
     pub fn with_options(engine: Engine, store: Arc<dyn Store>, options: RuntimeOptions) -> Runtime {
-        let clock = engine.clock();
-        Runtime {
-            inner: Arc::new(RuntimeInner {
-                engine,
-                store,
-                clock,
-                owner: format!("runner-{:016x}", fastrand::u64(..)),
-                options,
-                running: LocalLocks::default(),
-                wakeups: LocalWakeups::default(),
-            }),
+        Runtime::builder(engine, store).options(options).build()
+    }
+
+    /// A builder, for a runtime with channels or an event sink.
+    pub fn builder(engine: Engine, store: Arc<dyn Store>) -> RuntimeBuilder {
+        RuntimeBuilder::new(engine, store)
+    }
+
+    /// The options.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.inner.options
+    }
+
+    /// The channel a conversation's replies are delivered through: the one
+    /// registered for its id's prefix (before the first `:`).
+    pub fn channel_of(&self, conversation_id: &str) -> Option<&Arc<dyn Channel>> {
+        let (prefix, _) = conversation_id.split_once(':')?;
+        self.inner
+            .channels
+            .iter()
+            .find(|(name, _)| name == prefix)
+            .map(|(_, channel)| channel)
+    }
+
+    /// Records a user message that came through a channel (durable before
+    /// this returns; `None`, changing nothing, for a message id seen
+    /// before), then runs the conversation's turn on a task of its own: a
+    /// webhook answers at once, and the replies go out through the
+    /// conversation's channel. Should this process die first, the scheduler
+    /// of any process sharing the store runs the turn.
+    pub async fn accept(
+        &self,
+        conversation_id: &str,
+        message: crate::store::InboundMessage<'_>,
+    ) -> Result<Option<u64>, RuntimeError> {
+        let inner = &*self.inner;
+        let seq = inner
+            .store
+            .enqueue_message(conversation_id, message, inner.clock.now())
+            .await?;
+        if seq.is_some() {
+            let runtime = self.clone();
+            let id = conversation_id.to_string();
+            tokio::spawn(async move {
+                let busy_wait = runtime.inner.options.busy_timeout;
+                match runtime.run_turn(&id, busy_wait).await {
+                    Ok(_) => {}
+                    // Its holder, or the scheduler, takes the message.
+                    Err(RuntimeError::Busy(_)) => {}
+                    Err(e) => tracing::warn!(conversation = %id, error = %e, "turn failed"),
+                }
+            });
         }
+        Ok(seq)
     }
 
     /// The engine.
@@ -394,7 +516,7 @@ impl Runtime {
             // reads the replies); kept so that the answer never depends on it.
             None => {
                 let mut entries = inner.store.transcript(conversation_id, seq).await?;
-                entries.retain(|e| e.direction != Direction::In);
+                entries.retain(|e| e.reply_to == Some(seq));
                 entries
             }
         };

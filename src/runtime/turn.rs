@@ -41,16 +41,20 @@ use super::{Runtime, RuntimeError};
 use crate::conversation::{Conversation, Status};
 use crate::core::{Effect, Outbound, Wake};
 use crate::http::Method;
-use crate::store::{Claim, Direction, Save, StoreError, TranscriptEntry};
+use crate::store::{Claim, Direction, OutgoingEntry, Save, StoreError, TranscriptEntry};
 
 /// Entries the bot sent since the last save.
-type Outgoing = Vec<(Direction, String)>;
+type Outgoing = Vec<OutgoingEntry>;
 
 /// What every save of one turn shares.
 struct TurnWrite<'a> {
     conversation_id: &'a str,
     /// Inbox entries taken into the state by this turn.
     consumed_up_to: u64,
+    /// The transcript seq of the user message the turn's replies answer.
+    reply_to: Option<u64>,
+    /// Whether the conversation has a channel: its replies go to the outbox.
+    deliver: bool,
     /// When the turn took the conversation: the wake-up of its mid-turn
     /// saves. The same instant at every one of them leaves the stores'
     /// wake-up index as it is after the first.
@@ -171,6 +175,7 @@ impl Runtime {
         };
         let engine = &inner.engine;
         let consumed_up_to = claim.inbox.last().map_or(0, |e| e.seq);
+        let newest_message = claim.inbox.last().map(|e| e.transcript_seq);
         let mut conversation = match claim.conversation {
             // A message after the flow's end starts it again.
             Some(c) if *c.status() == Status::Finished && consumed_up_to > 0 => engine.start(conversation_id),
@@ -181,12 +186,20 @@ impl Runtime {
         // in the transcript and do not pile up in the state.
         if !conversation.status().is_ended() {
             for entry in claim.inbox {
-                engine.accept(&mut conversation, entry.text);
+                engine.accept(&mut conversation, entry.text, entry.details);
             }
+        }
+        // The replies answer the newest message the conversation has taken,
+        // by this turn or an earlier one (a Delay's follow-up answers the
+        // message before the Delay).
+        if let Some(seq) = newest_message {
+            conversation.replying_to = Some(seq);
         }
         let turn = TurnWrite {
             conversation_id,
             consumed_up_to,
+            reply_to: conversation.replying_to,
+            deliver: self.channel_of(conversation_id).is_some(),
             started: clock.now(),
         };
         let mut outgoing = Outgoing::new();
@@ -282,15 +295,24 @@ impl Runtime {
             conversation,
             consumed_up_to: turn.consumed_up_to,
             outgoing: &outgoing,
+            reply_to: turn.reply_to,
+            deliver: turn.deliver,
             wake_at,
             lease_until,
             now,
         };
         let (store, id, owner) = (&inner.store, turn.conversation_id, inner.owner.as_str());
-        match replies_after {
+        let result = match replies_after {
             Some(seq) => store.save_and_read_replies(id, owner, save, seq).await.map(Some),
             None => store.save(id, owner, save).await.map(|()| None),
+        };
+        if result.is_ok() && !outgoing.is_empty() {
+            if turn.deliver {
+                inner.outbox.notify_one();
+            }
+            self.note_committed(id);
         }
+        result
     }
 }
 
@@ -300,15 +322,20 @@ impl Runtime {
 pub(super) type TurnEnd = (Status, Option<Vec<TranscriptEntry>>, Vec<crate::QuestionOption>);
 
 /// How an entry the bot sent is written in the transcript.
-fn transcript_entry(entry: Outbound) -> (Direction, String) {
+fn transcript_entry(entry: Outbound) -> OutgoingEntry {
     match entry {
-        Outbound::Message { text, .. } | Outbound::Question { text, .. } => (Direction::Out, text),
+        Outbound::Message { text, .. } => OutgoingEntry::new(Direction::Out, text),
+        Outbound::Question { text, options, .. } => {
+            let mut entry = OutgoingEntry::new(Direction::Out, text);
+            entry.options = options;
+            entry
+        }
         Outbound::Handoff(assignment) => {
             let to = assignment
                 .team
                 .or(assignment.agent)
                 .unwrap_or_else(|| "a human agent".into());
-            (Direction::Handoff, to)
+            OutgoingEntry::new(Direction::Handoff, to)
         }
     }
 }

@@ -1,16 +1,18 @@
 //! A store in process memory: for tests, demos, and one-process hosts that
 //! can lose conversations on restart.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use super::{
-    Claim, ConversationCounts, Direction, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry,
-    rows::{decode_state, unix_ms},
+    Claim, ConversationCounts, DeliveryRecord, Direction, Enqueued, InboundMessage, InboxEntry,
+    PendingDeliveries, Save, Store, StoreError, TranscriptEntry,
+    rows::{decode_state, from_unix_ms, unix_ms},
 };
+use crate::channel::{DeliveryState, DeliveryStatus, Receipt};
 use crate::conversation::{Conversation, Status};
 
 /// A [`Store`] in memory.
@@ -29,7 +31,14 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     conversations: HashMap<String, Record>,
-    seen: HashSet<(String, String)>,
+    /// Message ids recorded, with the time they were.
+    seen: HashMap<(String, String), u64>,
+    /// (due ms, id) of every conversation with pending deliveries.
+    deliveries_due: BTreeSet<(u64, String)>,
+    /// Receipts by channel message id, with their time of arrival.
+    receipts: HashMap<String, Receipt>,
+    /// The entry each accepted channel message id belongs to.
+    sent: HashMap<String, (String, u64)>,
     /// (wake_at ms, id) for every conversation with a wake-up time.
     wakes: BTreeSet<(u64, String)>,
     /// (id, save number) of the conversations that parked as values, oldest
@@ -51,6 +60,12 @@ struct Record {
     lease: Option<(String, SystemTime)>,
     /// How many times the conversation was saved.
     saves: u64,
+    /// When its pending deliveries are due; `None` when none are pending.
+    deliveries_due: Option<u64>,
+    /// The delivery lease.
+    delivery_lease: Option<(String, SystemTime)>,
+    /// Transcript positions (0-based) of the pending entries, in order.
+    pending: VecDeque<usize>,
 }
 
 /// A conversation as the store holds it.
@@ -78,14 +93,9 @@ impl Record {
             .is_some_and(|(o, until)| o != owner && *until > now)
     }
 
-    fn append(&mut self, direction: Direction, text: &str, at_ms: u64) {
-        let seq = self.transcript.len() as u64 + 1;
-        self.transcript.push(TranscriptEntry {
-            seq,
-            direction,
-            text: text.to_string(),
-            at_ms,
-        });
+    fn append(&mut self, mut entry: TranscriptEntry) {
+        entry.seq = self.transcript.len() as u64 + 1;
+        self.transcript.push(entry);
     }
 }
 
@@ -93,25 +103,25 @@ impl Inner {
     fn enqueue(
         &mut self,
         conversation_id: &str,
-        message_id: &str,
-        text: &str,
+        message: InboundMessage<'_>,
         now: SystemTime,
     ) -> Option<u64> {
-        if !self
-            .seen
-            .insert((conversation_id.to_string(), message_id.to_string()))
-        {
+        let key = (conversation_id.to_string(), message.message_id.to_string());
+        if self.seen.contains_key(&key) {
             return None;
         }
+        self.seen.insert(key, unix_ms(now));
         let record = self.conversations.entry(conversation_id.to_string()).or_default();
         record.next_inbox_seq += 1;
-        let seq = record.next_inbox_seq;
-        record.inbox.push(InboxEntry {
-            seq,
-            text: text.to_string(),
-        });
-        record.append(Direction::In, text, unix_ms(now));
-        Some(record.transcript.len() as u64)
+        let transcript_seq = record.transcript.len() as u64 + 1;
+        let mut inbox = InboxEntry::new(record.next_inbox_seq, message.text, transcript_seq);
+        inbox.details = message.details.cloned();
+        record.inbox.push(inbox);
+        let mut entry = TranscriptEntry::new(0, Direction::In, message.text, unix_ms(now));
+        entry.message_id = Some(message.message_id.to_string());
+        entry.details = message.details.cloned();
+        record.append(entry);
+        Some(transcript_seq)
     }
 
     fn acquire(
@@ -153,8 +163,20 @@ impl Inner {
         let parked = (*save.conversation.status() != Status::Running).then_some(record.saves);
         record.inbox.retain(|e| e.seq > save.consumed_up_to);
         let at_ms = unix_ms(save.now);
-        for (direction, text) in save.outgoing {
-            record.append(*direction, text, at_ms);
+        for outgoing in save.outgoing {
+            let mut entry = TranscriptEntry::new(0, outgoing.direction, outgoing.text.clone(), at_ms);
+            entry.options.clone_from(&outgoing.options);
+            entry.details.clone_from(&outgoing.details);
+            entry.reply_to = save.reply_to;
+            if save.deliver {
+                entry.delivery = Some(DeliveryState::pending());
+                record.pending.push_back(record.transcript.len());
+            }
+            record.append(entry);
+        }
+        if save.deliver && !save.outgoing.is_empty() && record.deliveries_due.is_none() {
+            record.deliveries_due = Some(at_ms);
+            inner.deliveries_due.insert((at_ms, conversation_id.to_string()));
         }
         let wake_at = save.wake_at.map(unix_ms);
         if record.wake_at != wake_at {
@@ -216,14 +238,13 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn enqueue(
+    async fn enqueue_message(
         &self,
         conversation_id: &str,
-        message_id: &str,
-        text: &str,
+        message: InboundMessage<'_>,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        Ok(self.lock().enqueue(conversation_id, message_id, text, now))
+        Ok(self.lock().enqueue(conversation_id, message, now))
     }
 
     async fn enqueue_and_acquire(
@@ -236,7 +257,8 @@ impl Store for MemoryStore {
         now: SystemTime,
     ) -> Result<Option<Enqueued>, StoreError> {
         let mut inner = self.lock();
-        let Some(seq) = inner.enqueue(conversation_id, message_id, text, now) else {
+        let message = InboundMessage::new(message_id, text);
+        let Some(seq) = inner.enqueue(conversation_id, message, now) else {
             return Ok(None);
         };
         let claim = inner.acquire(conversation_id, owner, lease_until, now)?;
@@ -262,21 +284,22 @@ impl Store for MemoryStore {
         conversation_id: &str,
         owner: &str,
         save: Save<'_>,
-        after_seq: u64,
+        reply_to: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         let mut inner = self.lock();
         inner.save(conversation_id, owner, save)?;
-        Ok(inner
-            .conversations
-            .get(conversation_id)
-            .map_or_else(Vec::new, |record| {
-                record
-                    .transcript
-                    .iter()
-                    .filter(|t| t.seq > after_seq && t.direction != Direction::In)
-                    .cloned()
-                    .collect()
-            }))
+        let Some(record) = inner.conversations.get(conversation_id) else {
+            return Ok(Vec::new());
+        };
+        let after = usize::try_from(reply_to).unwrap_or(usize::MAX);
+        Ok(record
+            .transcript
+            .get(after.min(record.transcript.len())..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t.reply_to == Some(reply_to))
+            .map(|t| inner.with_receipt(t))
+            .collect())
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
@@ -379,10 +402,207 @@ impl Store for MemoryStore {
                 r.transcript
                     .iter()
                     .filter(|t| t.seq > after_seq)
-                    .cloned()
+                    .map(|t| inner.with_receipt(t))
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingDeliveries>, StoreError> {
+        let mut inner = self.lock();
+        let now_ms = unix_ms(now);
+        let due: Vec<String> = inner
+            .deliveries_due
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .filter(|(_, id)| {
+                inner.conversations.get(id).is_some_and(|r| {
+                    r.delivery_lease
+                        .as_ref()
+                        .is_none_or(|(o, until)| o == owner || *until <= now)
+                })
+            })
+            .map(|(_, id)| id.clone())
+            .take(limit)
+            .collect();
+        let mut claimed = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(record) = inner.conversations.get_mut(&id) else {
+                continue;
+            };
+            record.delivery_lease = Some((owner.to_string(), lease_until));
+            let entries = record
+                .pending
+                .iter()
+                .filter_map(|&i| record.transcript.get(i).cloned())
+                .collect();
+            let last_inbound = record
+                .transcript
+                .iter()
+                .rev()
+                .find(|t| t.direction == Direction::In)
+                .cloned();
+            claimed.push(PendingDeliveries::new(id, entries, last_inbound));
+        }
+        Ok(claimed)
+    }
+
+    async fn record_delivery(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        seq: u64,
+        record: DeliveryRecord<'_>,
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let lost = || StoreError::LeaseLost(conversation_id.to_string());
+        let conversation = inner.conversations.get_mut(conversation_id).ok_or_else(lost)?;
+        if conversation
+            .delivery_lease
+            .as_ref()
+            .is_none_or(|(o, _)| o != owner)
+        {
+            return Err(lost());
+        }
+        let index = usize::try_from(seq.saturating_sub(1)).unwrap_or(usize::MAX);
+        if !conversation.pending.contains(&index) {
+            return Ok(());
+        }
+        let Some(state) = conversation
+            .transcript
+            .get_mut(index)
+            .and_then(|t| t.delivery.as_mut())
+        else {
+            return Ok(());
+        };
+        state.attempts += 1;
+        let due = match record {
+            DeliveryRecord::Accepted { channel_message_id } => {
+                state.status = DeliveryStatus::Accepted;
+                state.detail = None;
+                state.channel_message_id = channel_message_id.map(str::to_string);
+                if let Some(id) = channel_message_id {
+                    inner
+                        .sent
+                        .insert(id.to_string(), (conversation_id.to_string(), seq));
+                }
+                conversation.pending.retain(|&i| i != index);
+                None
+            }
+            DeliveryRecord::Refused { reason } => {
+                state.status = DeliveryStatus::Refused;
+                state.detail = Some(reason.to_string());
+                conversation.pending.retain(|&i| i != index);
+                None
+            }
+            DeliveryRecord::Retry { at, reason } => {
+                state.detail = Some(reason.to_string());
+                Some(unix_ms(at))
+            }
+        };
+        let due = match due {
+            Some(at) => Some(at),
+            // The next pending entry may go at once.
+            None if !conversation.pending.is_empty() => conversation.deliveries_due,
+            None => None,
+        };
+        if conversation.deliveries_due != due {
+            if let Some(old) = conversation.deliveries_due {
+                inner.deliveries_due.remove(&(old, conversation_id.to_string()));
+            }
+            if let Some(new) = due {
+                inner.deliveries_due.insert((new, conversation_id.to_string()));
+            }
+            conversation.deliveries_due = due;
+        }
+        Ok(())
+    }
+
+    async fn release_deliveries(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(record) = inner.conversations.get_mut(conversation_id)
+            && record.delivery_lease.as_ref().is_some_and(|(o, _)| o == owner)
+        {
+            record.delivery_lease = None;
+        }
+        Ok(())
+    }
+
+    async fn next_delivery_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let inner = self.lock();
+        let after_ms = unix_ms(after);
+        Ok(inner
+            .deliveries_due
+            .range((after_ms.saturating_add(1), String::new())..)
+            .next()
+            .map(|(ms, _)| from_unix_ms(*ms)))
+    }
+
+    async fn record_receipt(
+        &self,
+        channel_message_id: &str,
+        receipt: &Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let mut inner = self.lock();
+        let keep = inner
+            .receipts
+            .get(channel_message_id)
+            .is_none_or(|kept| kept.status < receipt.status);
+        if keep {
+            inner
+                .receipts
+                .insert(channel_message_id.to_string(), receipt.clone());
+        }
+        Ok(inner.sent.get(channel_message_id).cloned())
+    }
+
+    async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before_ms = unix_ms(before);
+        let old: Vec<(String, String)> = inner
+            .seen
+            .iter()
+            .filter(|(_, at)| **at < before_ms)
+            .map(|(key, _)| key.clone())
+            .take(limit)
+            .collect();
+        for key in &old {
+            inner.seen.remove(key);
+        }
+        let receipts: Vec<String> = inner
+            .receipts
+            .iter()
+            .filter(|(_, r)| r.at_ms < before_ms)
+            .map(|(id, _)| id.clone())
+            .take(limit)
+            .collect();
+        for id in &receipts {
+            inner.receipts.remove(id);
+            inner.sent.remove(id);
+        }
+        Ok(old.len() as u64)
+    }
+}
+
+impl Inner {
+    /// An entry as handed out: with the receipt recorded for its channel
+    /// message id.
+    fn with_receipt(&self, entry: &TranscriptEntry) -> TranscriptEntry {
+        let mut entry = entry.clone();
+        if let Some(state) = &mut entry.delivery
+            && let Some(id) = &state.channel_message_id
+        {
+            state.receipt = self.receipts.get(id).cloned();
+        }
+        entry
     }
 }
 
@@ -404,6 +624,8 @@ mod tests {
             conversation: &conversation,
             consumed_up_to: 0,
             outgoing: &[],
+            reply_to: None,
+            deliver: false,
             wake_at: None,
             lease_until: now,
             now,

@@ -59,6 +59,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::channel::Receipt;
 use crate::conversation::Conversation;
 
 /// Who said a transcript entry.
@@ -75,7 +76,11 @@ pub enum Direction {
 }
 
 /// One line of a conversation's transcript.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized, the fields that are empty or absent are left out, so an
+/// entry of a conversation without a channel reads as before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TranscriptEntry {
     /// Position in the transcript, from 1.
     pub seq: u64,
@@ -85,15 +90,102 @@ pub struct TranscriptEntry {
     pub text: String,
     /// When, as milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// For a user message, the id it came with (a channel's message id,
+    /// such as WhatsApp's `wamid…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// For a question, the options it offered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<crate::flow::QuestionOption>,
+    /// Structured details: for a user message, what its channel said about
+    /// it (type, media id, caption, coordinates); for a bot message, what a
+    /// channel needs besides the text (a Message's `whatsapp_template`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// For a bot entry, the transcript `seq` of the user message it answers
+    /// (the latest one the conversation had taken when the entry was
+    /// produced): the reply belongs to the response to that message, and to
+    /// no other. `None` for entries produced before any user message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// For a bot entry of a conversation with a channel, where its
+    /// delivery stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::channel::DeliveryState>,
+}
+
+impl TranscriptEntry {
+    /// An entry with these fields and no others.
+    pub fn new(seq: u64, direction: Direction, text: impl Into<String>, at_ms: u64) -> TranscriptEntry {
+        TranscriptEntry {
+            seq,
+            direction,
+            text: text.into(),
+            at_ms,
+            message_id: None,
+            options: Vec::new(),
+            details: None,
+            reply_to: None,
+            delivery: None,
+        }
+    }
+}
+
+/// A user message as its channel received it, for [`Store::enqueue_message`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct InboundMessage<'a> {
+    /// The message's id: a message id recorded before changes nothing.
+    pub message_id: &'a str,
+    /// The text the flow reads as the answer (for media, a text form).
+    pub text: &'a str,
+    /// What the channel said about it (type, media id, caption,
+    /// coordinates, the sender's profile), readable by the flow as
+    /// `<<conversation.message.…>>`.
+    pub details: Option<&'a serde_json::Value>,
+}
+
+impl<'a> InboundMessage<'a> {
+    /// A text message.
+    pub fn new(message_id: &'a str, text: &'a str) -> InboundMessage<'a> {
+        InboundMessage {
+            message_id,
+            text,
+            details: None,
+        }
+    }
+
+    /// Sets [`InboundMessage::details`].
+    pub fn with_details(mut self, details: &'a serde_json::Value) -> InboundMessage<'a> {
+        self.details = Some(details);
+        self
+    }
 }
 
 /// A user message waiting to be applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct InboxEntry {
     /// Arrival order within the conversation, from 1.
     pub seq: u64,
     /// The text.
     pub text: String,
+    /// The message's `seq` in the transcript.
+    pub transcript_seq: u64,
+    /// Its details ([`InboundMessage::details`]).
+    pub details: Option<serde_json::Value>,
+}
+
+impl InboxEntry {
+    /// An inbox entry.
+    pub fn new(seq: u64, text: impl Into<String>, transcript_seq: u64) -> InboxEntry {
+        InboxEntry {
+            seq,
+            text: text.into(),
+            transcript_seq,
+            details: None,
+        }
+    }
 }
 
 /// A conversation taken for one turn.
@@ -115,6 +207,32 @@ pub struct Enqueued {
     pub claim: Option<Claim>,
 }
 
+/// A bot entry a turn appends to the transcript.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OutgoingEntry {
+    /// [`Direction::Out`] or [`Direction::Handoff`].
+    pub direction: Direction,
+    /// The text.
+    pub text: String,
+    /// A question's options ([`TranscriptEntry::options`]).
+    pub options: Vec<crate::flow::QuestionOption>,
+    /// Details for the channel ([`TranscriptEntry::details`]).
+    pub details: Option<serde_json::Value>,
+}
+
+impl OutgoingEntry {
+    /// An entry with a text only.
+    pub fn new(direction: Direction, text: impl Into<String>) -> OutgoingEntry {
+        OutgoingEntry {
+            direction,
+            text: text.into(),
+            options: Vec::new(),
+            details: None,
+        }
+    }
+}
+
 /// What a turn commits in one atomic write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Save<'a> {
@@ -123,7 +241,14 @@ pub struct Save<'a> {
     /// Inbox entries up to this `seq` are applied and removed.
     pub consumed_up_to: u64,
     /// Bot messages (and handoffs) to append to the transcript.
-    pub outgoing: &'a [(Direction, String)],
+    pub outgoing: &'a [OutgoingEntry],
+    /// The [`TranscriptEntry::reply_to`] of every entry in `outgoing`.
+    pub reply_to: Option<u64>,
+    /// Whether `outgoing` goes to the outbox: each entry is recorded
+    /// [`crate::channel::DeliveryStatus::Pending`] (in the same write), and
+    /// the conversation's deliveries are due at `now` unless some already
+    /// wait.
+    pub deliver: bool,
     /// When the conversation needs a runner even if no message comes: a
     /// Delay's end, or at once for one saved mid-turn (so a crashed turn is
     /// picked up when its lease expires); `None` when it waits for the user
@@ -134,6 +259,58 @@ pub struct Save<'a> {
     pub lease_until: SystemTime,
     /// The caller's clock, for the transcript entries' times.
     pub now: SystemTime,
+}
+
+/// A conversation's pending deliveries, taken by
+/// [`Store::claim_deliveries`] under its delivery lease.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PendingDeliveries {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its pending entries in transcript order (each with its
+    /// [`TranscriptEntry::delivery`], attempts included).
+    pub entries: Vec<TranscriptEntry>,
+    /// The user's latest message in the transcript, if any.
+    pub last_inbound: Option<TranscriptEntry>,
+}
+
+impl PendingDeliveries {
+    /// Pending deliveries of one conversation.
+    pub fn new(
+        conversation_id: impl Into<String>,
+        entries: Vec<TranscriptEntry>,
+        last_inbound: Option<TranscriptEntry>,
+    ) -> PendingDeliveries {
+        PendingDeliveries {
+            conversation_id: conversation_id.into(),
+            entries,
+            last_inbound,
+        }
+    }
+}
+
+/// The outcome of one delivery attempt, for [`Store::record_delivery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryRecord<'a> {
+    /// The channel accepted the entry.
+    Accepted {
+        /// The channel's message id.
+        channel_message_id: Option<&'a str>,
+    },
+    /// Try the entry again at `at` (the conversation's later entries wait).
+    Retry {
+        /// When the conversation's deliveries are due again.
+        at: SystemTime,
+        /// Why (kept on the entry).
+        reason: &'a str,
+    },
+    /// Refused for good (kept on the entry); the next entry may go.
+    Refused {
+        /// Why.
+        reason: &'a str,
+    },
 }
 
 /// Conversations by what they wait for (see [`Store::counts`]).
@@ -160,16 +337,28 @@ pub struct ConversationCounts {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Records an inbound message and appends it to the inbox and the
-    /// transcript, atomically; returns its transcript `seq`. Returns `None`,
-    /// changing nothing, when this `message_id` was recorded for this
-    /// conversation before.
+    /// transcript (with its id and details), atomically; returns its
+    /// transcript `seq`. Returns `None`, changing nothing, when this
+    /// `message_id` was recorded for this conversation before (and not
+    /// forgotten since: [`Store::prune_seen`]).
+    async fn enqueue_message(
+        &self,
+        conversation_id: &str,
+        message: InboundMessage<'_>,
+        now: SystemTime,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// [`Store::enqueue_message`] for a text message without details.
     async fn enqueue(
         &self,
         conversation_id: &str,
         message_id: &str,
         text: &str,
         now: SystemTime,
-    ) -> Result<Option<u64>, StoreError>;
+    ) -> Result<Option<u64>, StoreError> {
+        self.enqueue_message(conversation_id, InboundMessage::new(message_id, text), now)
+            .await
+    }
 
     /// Takes the conversation's lease for `owner` until `lease_until`, when no
     /// other owner holds an unexpired one; returns `None` when it is held.
@@ -212,12 +401,13 @@ pub trait Store: Send + Sync {
     /// runner took it over after it expired).
     async fn save(&self, conversation_id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError>;
 
-    /// [`Store::save`], then the transcript entries after `after_seq` that
-    /// are not [`Direction::In`], in order, as they stand once the save has
-    /// committed (the save's own entries included): the replies a turn
-    /// returns for the message at `after_seq`.
+    /// [`Store::save`], then the transcript entries whose
+    /// [`TranscriptEntry::reply_to`] is `reply_to`, in order, as they stand
+    /// once the save has committed (the save's own entries included): the
+    /// replies a turn returns for the message at that transcript seq. Every
+    /// such entry comes after that message in the transcript.
     ///
-    /// Only a lease holder writes such entries, so what a store reads with
+    /// Only a lease holder writes bot entries, so what a store reads with
     /// the save's own write is what [`Store::transcript`] would list right
     /// after it. The default calls the two in turn; the Postgres store
     /// answers from the save's statement, saving a round trip per turn.
@@ -226,11 +416,11 @@ pub trait Store: Send + Sync {
         conversation_id: &str,
         owner: &str,
         save: Save<'_>,
-        after_seq: u64,
+        reply_to: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         self.save(conversation_id, owner, save).await?;
-        let mut entries = self.transcript(conversation_id, after_seq).await?;
-        entries.retain(|e| e.direction != Direction::In);
+        let mut entries = self.transcript(conversation_id, reply_to).await?;
+        entries.retain(|e| e.reply_to == Some(reply_to));
         Ok(entries)
     }
 
@@ -264,12 +454,67 @@ pub trait Store: Send + Sync {
     /// The stored state, without taking the lease.
     async fn load(&self, conversation_id: &str) -> Result<Option<Conversation>, StoreError>;
 
-    /// Transcript entries after `after_seq` (0 for all), in order.
+    /// Transcript entries after `after_seq` (0 for all), in order, each
+    /// with its delivery state and the furthest receipt recorded for its
+    /// channel message id.
     async fn transcript(
         &self,
         conversation_id: &str,
         after_seq: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError>;
+
+    /// Takes up to `limit` conversations whose pending deliveries are due
+    /// (their next attempt's time has come) and whose delivery lease is
+    /// free or expired, the most overdue first; their delivery lease is
+    /// `owner`'s until `lease_until` (a lease apart from the turn's: a turn
+    /// and a delivery of the same conversation may run at once). Returns,
+    /// for each, its pending entries in order and the user's latest message.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingDeliveries>, StoreError>;
+
+    /// Records one delivery attempt of the entry at `seq`, under `owner`'s
+    /// delivery lease ([`StoreError::LeaseLost`] when it is not `owner`'s;
+    /// an entry that is no longer pending is left as it is). An accepted
+    /// or refused entry leaves the pending ones; after a retry the
+    /// conversation's deliveries are due at its `at`, and its attempts
+    /// grow by one.
+    async fn record_delivery(
+        &self,
+        conversation_id: &str,
+        owner: &str,
+        seq: u64,
+        record: DeliveryRecord<'_>,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// Gives the delivery lease up.
+    async fn release_deliveries(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// When the next pending delivery after `after` falls due (the delivery
+    /// worker sleeps until then).
+    async fn next_delivery_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError>;
+
+    /// Records a channel's receipt for the message it knows as
+    /// `channel_message_id`, keeping the furthest one
+    /// ([`crate::channel::ReceiptStatus`] order). A receipt may come before
+    /// the acceptance that names the id is recorded: it is kept and shown
+    /// once it is. Returns the conversation and `seq` of the entry it
+    /// belongs to, when that is known already.
+    async fn record_receipt(
+        &self,
+        channel_message_id: &str,
+        receipt: &Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError>;
+
+    /// Forgets up to `limit` message ids recorded before `before` (they
+    /// would then be taken again as new), and receipts as old; returns how
+    /// many were forgotten. The scheduler calls it in batches.
+    async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError>;
 }
 
 // Runtimes hold stores as trait objects.

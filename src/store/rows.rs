@@ -19,6 +19,11 @@ pub(super) fn unix_ms(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A time stored as Unix milliseconds, read back.
+pub(super) fn from_unix_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(super) use self::sql::*;
 
@@ -98,12 +103,12 @@ mod sql {
 
     impl TranscriptRow {
         pub(in crate::store) fn into_entry(self, id: &str) -> Result<TranscriptEntry, StoreError> {
-            Ok(TranscriptEntry {
-                seq: to_u64(self.seq),
-                direction: parse_direction(id, &self.direction)?,
-                text: self.text,
-                at_ms: to_u64(self.at_ms),
-            })
+            Ok(TranscriptEntry::new(
+                to_u64(self.seq),
+                parse_direction(id, &self.direction)?,
+                self.text,
+                to_u64(self.at_ms),
+            ))
         }
     }
 
@@ -117,10 +122,8 @@ mod sql {
 
     /// An inbox row as read: `seq, text`.
     pub(in crate::store) fn inbox_entry(seq: i64, text: String) -> InboxEntry {
-        InboxEntry {
-            seq: to_u64(seq),
-            text,
-        }
+        // TODO(outbox): the SQL stores keep the message's transcript seq.
+        InboxEntry::new(to_u64(seq), text, 0)
     }
 
     /// What taking a lease read: the state (`None` before the first save)

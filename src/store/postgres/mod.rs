@@ -188,8 +188,12 @@ impl<'a> SaveParams<'a> {
     fn new(save: &Save<'a>) -> Result<SaveParams<'a>, StoreError> {
         Ok(SaveParams {
             state: encode_state(save.conversation)?,
-            directions: save.outgoing.iter().map(|(d, _)| direction_name(*d)).collect(),
-            texts: save.outgoing.iter().map(|(_, t)| t.as_bytes()).collect(),
+            directions: save
+                .outgoing
+                .iter()
+                .map(|e| direction_name(e.direction))
+                .collect(),
+            texts: save.outgoing.iter().map(|e| e.text.as_bytes()).collect(),
         })
     }
 
@@ -225,13 +229,13 @@ fn relaxed(save: &Save<'_>) -> bool {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn enqueue(
+    async fn enqueue_message(
         &self,
         conversation_id: &str,
-        message_id: &str,
-        text: &str,
+        message: crate::store::InboundMessage<'_>,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
+        let (message_id, text) = (message.message_id, message.text);
         // One statement. The id is recorded first: a duplicate (or a
         // concurrent delivery of the same id, which waits for the first to
         // commit) inserts nothing, and then nothing else happens. Then the
@@ -536,5 +540,46 @@ impl Store for PostgresStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         transcript_entries(conversation_id, rows)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        _owner: &str,
+        _lease_until: SystemTime,
+        _now: SystemTime,
+        _limit: usize,
+    ) -> Result<Vec<crate::store::PendingDeliveries>, StoreError> {
+        Err(StoreError::backend("claim_deliveries", "not implemented yet"))
+    }
+
+    async fn record_delivery(
+        &self,
+        _conversation_id: &str,
+        _owner: &str,
+        _seq: u64,
+        _record: crate::store::DeliveryRecord<'_>,
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::backend("record_delivery", "not implemented yet"))
+    }
+
+    async fn release_deliveries(&self, _conversation_id: &str, _owner: &str) -> Result<(), StoreError> {
+        Err(StoreError::backend("release_deliveries", "not implemented yet"))
+    }
+
+    async fn next_delivery_after(&self, _after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        Err(StoreError::backend("next_delivery_after", "not implemented yet"))
+    }
+
+    async fn record_receipt(
+        &self,
+        _channel_message_id: &str,
+        _receipt: &crate::channel::Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        Err(StoreError::backend("record_receipt", "not implemented yet"))
+    }
+
+    async fn prune_seen(&self, _before: SystemTime, _limit: usize) -> Result<u64, StoreError> {
+        Err(StoreError::backend("prune_seen", "not implemented yet"))
     }
 }

@@ -145,13 +145,13 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn enqueue(
+    async fn enqueue_message(
         &self,
         conversation_id: &str,
-        message_id: &str,
-        text: &str,
+        message: crate::store::InboundMessage<'_>,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
+        let (message_id, text) = (message.message_id, message.text);
         let (id, message_id, text) = (
             conversation_id.to_string(),
             message_id.to_string(),
@@ -339,6 +339,47 @@ impl Store for SqliteStore {
             .await?
             .map_err(backend("SQLite transcript"))?;
         transcript_entries(conversation_id, rows)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        _owner: &str,
+        _lease_until: SystemTime,
+        _now: SystemTime,
+        _limit: usize,
+    ) -> Result<Vec<crate::store::PendingDeliveries>, StoreError> {
+        Err(StoreError::backend("claim_deliveries", "not implemented yet"))
+    }
+
+    async fn record_delivery(
+        &self,
+        _conversation_id: &str,
+        _owner: &str,
+        _seq: u64,
+        _record: crate::store::DeliveryRecord<'_>,
+        _now: SystemTime,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::backend("record_delivery", "not implemented yet"))
+    }
+
+    async fn release_deliveries(&self, _conversation_id: &str, _owner: &str) -> Result<(), StoreError> {
+        Err(StoreError::backend("release_deliveries", "not implemented yet"))
+    }
+
+    async fn next_delivery_after(&self, _after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        Err(StoreError::backend("next_delivery_after", "not implemented yet"))
+    }
+
+    async fn record_receipt(
+        &self,
+        _channel_message_id: &str,
+        _receipt: &crate::channel::Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        Err(StoreError::backend("record_receipt", "not implemented yet"))
+    }
+
+    async fn prune_seen(&self, _before: SystemTime, _limit: usize) -> Result<u64, StoreError> {
+        Err(StoreError::backend("prune_seen", "not implemented yet"))
     }
 }
 

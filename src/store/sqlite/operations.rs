@@ -182,7 +182,11 @@ impl SaveRow {
             wake_at: save.wake_at.map(ms),
             lease_until: ms(save.lease_until),
             consumed_up_to: to_i64(save.consumed_up_to),
-            outgoing: save.outgoing.to_vec(),
+            outgoing: save
+                .outgoing
+                .iter()
+                .map(|e| (e.direction, e.text.clone()))
+                .collect(),
             // The turn's own time is not in `Save`: like the memory store,
             // stamp outgoing entries with the caller's clock.
             now: ms(save.now),

@@ -322,6 +322,8 @@ async fn operations_queued_together_commit_together_and_fail_alone() {
                 conversation: &conversation,
                 consumed_up_to: 0,
                 outgoing: &[],
+                reply_to: None,
+                deliver: false,
                 wake_at: None,
                 lease_until: now,
                 now,

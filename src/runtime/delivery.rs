@@ -1,0 +1,282 @@
+//! The delivery worker: hands the outbox's entries to their channels, in
+//! order per conversation, recording each outcome (see [`crate::channel`]
+//! for the guarantees).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Runtime, RuntimeError};
+use crate::channel::{Channel, Delivery, DeliveryOutcome, Receipt, ReceiptStatus};
+use crate::event::Event;
+use crate::store::{DeliveryRecord, PendingDeliveries, StoreError};
+
+/// The longest wait between two attempts of one entry.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What one pass of the delivery worker did, summed over its conversations.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryReport {
+    /// Entries the channels accepted.
+    pub accepted: u64,
+    /// Attempts to be retried later.
+    pub retried: u64,
+    /// Entries refused for good (or out of attempts).
+    pub refused: u64,
+}
+
+impl DeliveryReport {
+    fn add(&mut self, other: DeliveryReport) {
+        self.accepted += other.accepted;
+        self.retried += other.retried;
+        self.refused += other.refused;
+    }
+}
+
+impl Runtime {
+    /// Delivers every pending outbox entry that is due now, up to
+    /// [`crate::RuntimeOptions::scheduler_batch`] conversations, each on its
+    /// own task; returns what it did once they are done. For tests, and for
+    /// hosts that drive deliveries themselves; [`Runtime::run_deliveries`]
+    /// is the worker that runs beside the scheduler.
+    pub async fn deliver_due(&self) -> Result<DeliveryReport, RuntimeError> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let claimed = inner
+            .store
+            .claim_deliveries(
+                &inner.owner,
+                now + inner.options.delivery_lease,
+                now,
+                inner.options.scheduler_batch.max(1),
+            )
+            .await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for pending in claimed {
+            tasks.spawn(self.clone().deliver_conversation(pending));
+        }
+        let mut report = DeliveryReport::default();
+        let mut failed = None;
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(done)) => report.add(done),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {}
+            }
+        }
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(report),
+        }
+    }
+
+    /// Delivers outbox entries until `shutdown` completes: the worker a host
+    /// runs beside [`Runtime::run_scheduler`], with the same shutdown
+    /// contract (no new delivery starts; the ones in flight end first).
+    ///
+    /// It wakes when a turn of this process leaves replies in the outbox,
+    /// when a retry falls due, and at least every
+    /// [`crate::RuntimeOptions::scheduler_poll`] (for other processes'
+    /// replies, and conversations whose deliverer died).
+    pub async fn run_deliveries(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let inner = &*self.inner;
+        tokio::pin!(shutdown);
+        loop {
+            // Replies committed from here on signal again.
+            let notified = inner.outbox.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let pass = self.deliver_due();
+            let report = tokio::select! {
+                biased;
+                report = pass => report,
+                // A pass in flight is awaited to its end.
+                _ = &mut shutdown => return,
+            };
+            let now = inner.clock.now();
+            let mut until = now + inner.options.scheduler_poll;
+            match report {
+                // A full batch: more may be due at once.
+                Ok(report) if report != DeliveryReport::default() => until = now,
+                Ok(_) => match inner.store.next_delivery_after(now).await {
+                    Ok(Some(at)) => until = until.min(at),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "delivery worker cannot read the next retry"),
+                },
+                Err(e) => tracing::warn!(error = %e, "delivery pass failed"),
+            }
+            if until <= now {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                _ = notified => {}
+                _ = inner.clock.sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// Delivers one conversation's pending entries in order, under its
+    /// delivery lease; stops at the first entry to retry.
+    async fn deliver_conversation(self, pending: PendingDeliveries) -> Result<DeliveryReport, StoreError> {
+        let inner = &*self.inner;
+        let id = pending.conversation_id.as_str();
+        let mut report = DeliveryReport::default();
+        let result = match self.channel_of(id).cloned() {
+            Some(channel) => self.deliver_entries(&channel, &pending, &mut report).await,
+            None => {
+                // No channel for it in this process (another process may
+                // have one): its entries wait, not refused.
+                tracing::warn!(
+                    conversation = id,
+                    "no channel registered for this conversation's replies"
+                );
+                Ok(())
+            }
+        };
+        let released = inner.store.release_deliveries(id, &inner.owner).await;
+        result.and(released).map(|()| report)
+    }
+
+    async fn deliver_entries(
+        &self,
+        channel: &Arc<dyn Channel>,
+        pending: &PendingDeliveries,
+        report: &mut DeliveryReport,
+    ) -> Result<(), StoreError> {
+        let inner = &*self.inner;
+        let id = pending.conversation_id.as_str();
+        for entry in &pending.entries {
+            let attempts = entry.delivery.as_ref().map_or(0, |d| d.attempts);
+            let delivery = Delivery {
+                conversation_id: pending.conversation_id.clone(),
+                entry: entry.clone(),
+                attempt: attempts + 1,
+                last_inbound: pending.last_inbound.clone(),
+            };
+            let outcome = channel.deliver(&delivery).await;
+            let now = inner.clock.now();
+            let record = match &outcome {
+                DeliveryOutcome::Accepted { channel_message_id } => {
+                    report.accepted += 1;
+                    DeliveryRecord::Accepted {
+                        channel_message_id: channel_message_id.as_deref(),
+                    }
+                }
+                DeliveryOutcome::RetryAfter { reason, .. }
+                    if delivery.attempt >= inner.options.delivery_max_attempts =>
+                {
+                    report.refused += 1;
+                    DeliveryRecord::Refused { reason }
+                }
+                DeliveryOutcome::RetryAfter { delay, reason } => {
+                    report.retried += 1;
+                    let at = now + self.backoff(delivery.attempt).max(*delay);
+                    DeliveryRecord::Retry { at, reason }
+                }
+                DeliveryOutcome::Refused { reason } => {
+                    report.refused += 1;
+                    DeliveryRecord::Refused { reason }
+                }
+            };
+            inner
+                .store
+                .record_delivery(id, &inner.owner, entry.seq, record, now)
+                .await?;
+            match record {
+                DeliveryRecord::Retry { reason, .. } => {
+                    tracing::info!(
+                        conversation = id,
+                        seq = entry.seq,
+                        attempt = delivery.attempt,
+                        reason,
+                        "delivery to retry"
+                    );
+                    return Ok(());
+                }
+                DeliveryRecord::Refused { reason } => {
+                    let reason = if matches!(outcome, DeliveryOutcome::RetryAfter { .. }) {
+                        format!("gave up after {} attempts: {reason}", delivery.attempt)
+                    } else {
+                        reason.to_string()
+                    };
+                    tracing::warn!(conversation = id, seq = entry.seq, reason = %reason, "delivery refused");
+                    self.emit(Event::Undelivered {
+                        conversation_id: id.to_string(),
+                        seq: entry.seq,
+                        reason,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The wait before the attempt after `attempt`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.inner.options.delivery_backoff;
+        base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(MAX_BACKOFF)
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(events) = &self.inner.events {
+            events.emit(event);
+        }
+    }
+
+    /// Records a channel's receipt for one of its sent messages (WhatsApp's
+    /// statuses), whichever comes first, the receipt or the record of the
+    /// send; a `failed` one is reported as [`Event::Undelivered`] once its
+    /// entry is known. Returns the conversation and seq of the entry.
+    pub async fn record_receipt(
+        &self,
+        channel_message_id: &str,
+        receipt: &Receipt,
+    ) -> Result<Option<(String, u64)>, RuntimeError> {
+        let found = self
+            .inner
+            .store
+            .record_receipt(channel_message_id, receipt)
+            .await?;
+        if receipt.status == ReceiptStatus::Failed {
+            tracing::warn!(channel_message_id, detail = ?receipt.detail, "channel reports a message failed");
+            if let Some((conversation_id, seq)) = &found {
+                self.emit(Event::Undelivered {
+                    conversation_id: conversation_id.clone(),
+                    seq: *seq,
+                    reason: receipt.detail.clone().unwrap_or_else(|| "failed".into()),
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forgets message ids (and receipts) older than
+    /// [`crate::RuntimeOptions::seen_retention`], in batches of `batch`;
+    /// returns how many. The scheduler calls it about once a minute.
+    pub async fn prune_seen(&self, batch: usize) -> Result<u64, RuntimeError> {
+        let inner = &*self.inner;
+        let before = inner
+            .clock
+            .now()
+            .checked_sub(inner.options.seen_retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let batch = batch.max(1);
+        let mut pruned = 0;
+        loop {
+            let n = inner.store.prune_seen(before, batch).await?;
+            pruned += n;
+            if n < batch as u64 {
+                return Ok(pruned);
+            }
+            // Turns go first between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+}
