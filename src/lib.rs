@@ -105,3 +105,5 @@ pub mod mock;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "whatsapp")]
+pub mod whatsapp;
