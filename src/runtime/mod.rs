@@ -401,7 +401,8 @@ impl Runtime {
             .store
             .enqueue_message(conversation_id, message, inner.clock.now())
             .await?;
-        if seq.is_some() {
+        // A message the flow does not take (a reaction) only joins the transcript.
+        if seq.is_some() && message.answers {
             let runtime = self.clone();
             let id = conversation_id.to_string();
             tokio::spawn(async move {

@@ -112,11 +112,13 @@ impl Inner {
         }
         self.seen.insert(key, unix_ms(now));
         let record = self.conversations.entry(conversation_id.to_string()).or_default();
-        record.next_inbox_seq += 1;
         let transcript_seq = record.transcript.len() as u64 + 1;
-        let mut inbox = InboxEntry::new(record.next_inbox_seq, message.text, transcript_seq);
-        inbox.details = message.details.cloned();
-        record.inbox.push(inbox);
+        if message.answers {
+            record.next_inbox_seq += 1;
+            let mut inbox = InboxEntry::new(record.next_inbox_seq, message.text, transcript_seq);
+            inbox.details = message.details.cloned();
+            record.inbox.push(inbox);
+        }
         let mut entry = TranscriptEntry::new(0, Direction::In, message.text, unix_ms(now));
         entry.message_id = Some(message.message_id.to_string());
         entry.details = message.details.cloned();

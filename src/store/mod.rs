@@ -143,6 +143,12 @@ pub struct InboundMessage<'a> {
     /// coordinates, the sender's profile), readable by the flow as
     /// `<<conversation.message.…>>`.
     pub details: Option<&'a serde_json::Value>,
+    /// Whether the flow takes it as the user's message (the default). A
+    /// message that is not one (a reaction, a system notice, a type the
+    /// channel does not support) is only recorded: its id is seen and it
+    /// is kept in the transcript, but it joins no inbox and answers no
+    /// Question.
+    pub answers: bool,
 }
 
 impl<'a> InboundMessage<'a> {
@@ -152,7 +158,14 @@ impl<'a> InboundMessage<'a> {
             message_id,
             text,
             details: None,
+            answers: true,
         }
+    }
+
+    /// Sets [`InboundMessage::answers`].
+    pub fn with_answers(mut self, answers: bool) -> InboundMessage<'a> {
+        self.answers = answers;
+        self
     }
 
     /// Sets [`InboundMessage::details`].
