@@ -9,6 +9,7 @@
 //! | `contact.<attribute>...` | a contact attribute set by a ContactUpdate step |
 //! | `conversation.id` | the conversation's id |
 //! | `conversation.start_text` | the text of the message that started the conversation |
+//! | `conversation.message.<field>...` | what the channel said about the latest user message: `type`, `wa_id`, `profile_name`, `media_id`, `caption`, `latitude`, … (WhatsApp: see `docs/whatsapp.md`); empty for a plain text message |
 //! | `var.<name>...` | a value the host passes to the engine |
 //! | `secret.<name>` | a secret the host passes in; never shown in logs or errors |
 //!
@@ -155,10 +156,11 @@ impl Path {
                 ));
             }
             Root::Conversation
-                if !(segments.len() == 1 && CONVERSATION_FIELDS.contains(&segments[0].key.as_str())) =>
+                if !(segments.len() == 1 && CONVERSATION_FIELDS.contains(&segments[0].key.as_str()))
+                    && !(segments.len() > 1 && segments[0].key == "message") =>
             {
                 return Err(format!(
-                    "`{source}`: the conversation fields are `conversation.id` and `conversation.start_text`"
+                    "`{source}`: the conversation fields are `conversation.id`, `conversation.start_text` and `conversation.message.<field>`"
                 ));
             }
             Root::Secret if segments.len() != 1 => {
@@ -179,8 +181,9 @@ impl Path {
 /// The fields of a step's result.
 const STEP_FIELDS: [&str; 5] = ["response", "option", "status", "headers", "error"];
 
-/// What `conversation.` may be followed by: the id, and the text of the
-/// message that started the conversation (see `StartMode`).
+/// What `conversation.` may be followed by alone: the id, and the text of
+/// the message that started the conversation (see `StartMode`). A path
+/// into `conversation.message.` reads the latest message's details.
 const CONVERSATION_FIELDS: [&str; 2] = ["id", "start_text"];
 
 /// For an unknown step path, the part that was probably meant as the name.

@@ -79,6 +79,9 @@ pub enum Outbound {
         step: Arc<str>,
         /// The rendered text.
         text: String,
+        /// The Message's `whatsapp_template`, rendered: what a WhatsApp
+        /// conversation gets instead outside its 24-hour window.
+        whatsapp_template: Option<serde_json::Value>,
     },
     /// A Question step's text; the conversation now waits for the reply.
     Question {

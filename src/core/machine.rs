@@ -410,12 +410,17 @@ impl<'e> Machine<'e> {
                     options: options.clone(),
                 }));
             }
-            CompiledKind::Message { text } => {
+            CompiledKind::Message {
+                text,
+                whatsapp_template,
+            } => {
                 let text = text.render(&scope, Secrets::Reveal);
+                let whatsapp_template = whatsapp_template.as_ref().map(|t| t.render(&scope));
                 self.go_to(conversation, step.next);
                 return Stepped::Effect(Effect::Send(Outbound::Message {
                     step: step.name.clone(),
                     text,
+                    whatsapp_template,
                 }));
             }
             CompiledKind::ContactUpdate { set } => {

@@ -29,6 +29,9 @@ impl Scope for ConversationScope<'_> {
             Root::Contact => keyed(&self.conversation.contact, path),
             Root::Conversation => match path.segments.first().map(|s| s.key.as_str()) {
                 Some("start_text") => Some(Cow::Owned(Value::String(self.conversation.start_text.clone()?))),
+                Some("message") => {
+                    lookup(self.conversation.message.as_ref()?, &path.segments[1..]).map(Cow::Borrowed)
+                }
                 _ => Some(Cow::Owned(Value::String(self.conversation.id.clone()))),
             },
             Root::Var | Root::Secret => resolve_host(&self.interpreter.vars, &self.interpreter.secrets, path),

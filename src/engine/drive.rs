@@ -107,7 +107,7 @@ impl Engine {
 fn emit(events: &dyn EventSink, conversation: &Conversation, entry: Outbound) {
     let conversation_id = conversation.id.clone();
     events.emit(match entry {
-        Outbound::Message { step, text } => Event::Message {
+        Outbound::Message { step, text, .. } => Event::Message {
             conversation_id,
             step: step.to_string(),
             text,

@@ -65,6 +65,8 @@ pub(crate) enum CompiledKind {
     },
     Message {
         text: Template,
+        /// The template a WhatsApp conversation gets outside its window.
+        whatsapp_template: Option<JsonTemplate>,
     },
     Assign {
         team: Option<Template>,
@@ -110,7 +112,17 @@ impl CompiledKind {
 
     fn templates(&self) -> Vec<&Template> {
         match self {
-            CompiledKind::Question { text, .. } | CompiledKind::Message { text } => vec![text],
+            CompiledKind::Question { text, .. } => vec![text],
+            CompiledKind::Message {
+                text,
+                whatsapp_template,
+            } => {
+                let mut out = vec![text];
+                if let Some(template) = whatsapp_template {
+                    out.extend(template.templates());
+                }
+                out
+            }
             CompiledKind::ContactUpdate { set } => set.iter().flat_map(|(_, t)| t.templates()).collect(),
             CompiledKind::Api(api) => {
                 let mut out = vec![&api.url];
@@ -420,9 +432,19 @@ fn compile_kind(kind: &StepKind, check: &mut StepCheck<'_>) -> Option<CompiledKi
                 options,
             }
         }
-        StepKind::Message(m) => CompiledKind::Message {
-            text: check.template("text", &m.text)?,
-        },
+        StepKind::Message(m) => {
+            let whatsapp_template = match &m.whatsapp_template {
+                Some(value) => {
+                    check_whatsapp_template(check, value);
+                    Some(check.json("whatsapp_template", value)?)
+                }
+                None => None,
+            };
+            CompiledKind::Message {
+                text: check.template("text", &m.text)?,
+                whatsapp_template,
+            }
+        }
         StepKind::ContactUpdate(c) => {
             if c.set.is_empty() {
                 check.problem("set", "sets no attribute".into());
@@ -762,4 +784,35 @@ fn strongly_connected(n: usize, edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
         }
     }
     components
+}
+
+/// A Message's `whatsapp_template` must name a template and its language,
+/// as the Cloud API requires.
+fn check_whatsapp_template(check: &mut StepCheck<'_>, value: &Value) {
+    let name_ok = value
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.trim().is_empty());
+    let code_ok = value
+        .pointer("/language/code")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.trim().is_empty());
+    if !value.is_object() {
+        check.problem(
+            "whatsapp_template",
+            "must be an object: {\"name\", \"language\": {\"code\"}}".into(),
+        );
+    } else if !name_ok {
+        check.problem("whatsapp_template.name", "must name the approved template".into());
+    } else if !code_ok {
+        check.problem(
+            "whatsapp_template.language.code",
+            "must give the template's language code, e.g. \"en_US\"".into(),
+        );
+    }
+    if let Some(components) = value.get("components")
+        && !components.is_array()
+    {
+        check.problem("whatsapp_template.components", "must be a list".into());
+    }
 }

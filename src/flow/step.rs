@@ -288,6 +288,36 @@ pub struct GoTo {
 pub struct Message {
     /// The text (a template).
     pub text: String,
+    /// What a WhatsApp conversation gets instead when its 24-hour window
+    /// has closed (the user last wrote more than 24 hours ago, so only an
+    /// approved template may be sent): the Cloud API's `template` object,
+    /// `{"name", "language": {"code"}, "components"?}`, whose strings may
+    /// hold placeholders. Without it such a message is refused, with that
+    /// reason, and the flow goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<WhatsAppTemplateSchema>")]
+    pub whatsapp_template: Option<Value>,
+}
+
+/// The shape of [`Message::whatsapp_template`] in `flow.schema.json`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct WhatsAppTemplateSchema {
+    /// The approved template's name.
+    name: String,
+    /// Its language.
+    language: WhatsAppTemplateLanguage,
+    /// Parameters for its header, body and buttons, as the Cloud API takes them.
+    #[serde(default)]
+    components: Option<Vec<Value>>,
+}
+
+/// A template's language.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct WhatsAppTemplateLanguage {
+    /// The language code, e.g. `en_US`.
+    code: String,
 }
 
 /// Hands the conversation to a human agent or team and ends the bot's part.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::conversation::Status;
 use crate::engine::Engine;
-use crate::store::{Direction, Store, StoreError, TranscriptEntry};
+use crate::store::{Direction, InboundMessage, Store, StoreError, TranscriptEntry};
 use crate::time::Clock;
 
 use crate::channel::Channel;
@@ -439,7 +439,6 @@ impl Runtime {
         message_id: Option<&str>,
         text: &str,
     ) -> Result<Turn, RuntimeError> {
-        let inner = &*self.inner;
         let generated;
         let message_id = match message_id {
             Some(id) => id,
@@ -448,14 +447,31 @@ impl Runtime {
                 &generated
             }
         };
+        self.handle_inbound(conversation_id, InboundMessage::new(message_id, text))
+            .await
+    }
+
+    /// [`Runtime::handle_message`] for a message with details (what its
+    /// channel said about it: `<<conversation.message.…>>` in templates),
+    /// or one that answers nothing ([`InboundMessage::answers`]: it is
+    /// recorded and no turn runs).
+    pub async fn handle_inbound(
+        &self,
+        conversation_id: &str,
+        message: InboundMessage<'_>,
+    ) -> Result<Turn, RuntimeError> {
+        let inner = &*self.inner;
+        let (message_id, text) = (message.message_id, message.text);
         let now = inner.clock.now();
         let mut local = self.inner.running.turn(conversation_id);
+        // A plain text message takes the fast path.
+        let plain = message.details.is_none() && message.answers;
         // Usually no other turn of this conversation runs in this process:
         // then one store write records the message and takes the lease. The
         // claim is read under the in-process lock, so it cannot list
         // messages that a turn running here is about to apply. Otherwise the
         // message is recorded at once and the lease taken after that turn.
-        let recorded = if local.try_lock() {
+        let recorded = if plain && local.try_lock() {
             inner
                 .store
                 .enqueue_and_acquire(
@@ -471,7 +487,7 @@ impl Runtime {
         } else {
             inner
                 .store
-                .enqueue(conversation_id, message_id, text, now)
+                .enqueue_message(conversation_id, message, now)
                 .await?
                 .map(|seq| (seq, None))
         };
@@ -495,6 +511,21 @@ impl Runtime {
                 options: Vec::new(),
             });
         };
+        if !message.answers {
+            drop(local);
+            let status = inner
+                .store
+                .load(conversation_id)
+                .await?
+                .map_or(Status::Running, |c| c.status().clone());
+            return Ok(Turn {
+                conversation_id: conversation_id.to_string(),
+                duplicate: false,
+                replies: Vec::new(),
+                status,
+                options: Vec::new(),
+            });
+        }
         let (status, replies, options) = loop {
             local.lock().await;
             let busy_wait = inner.options.busy_timeout;

@@ -35,6 +35,12 @@ impl LocalWakeups {
     }
 }
 
+/// How often the scheduler forgets message ids past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// How many message ids one prune statement forgets.
+const PRUNE_BATCH: usize = 1000;
+
 /// A scheduler turn's conversation and result.
 type Resumed = (String, Result<Status, RuntimeError>);
 
@@ -86,6 +92,9 @@ impl Runtime {
     /// until a turn of this process ends in a Delay that wakes earlier, or
     /// at most [`crate::RuntimeOptions::scheduler_poll`]. On shutdown it starts no
     /// new turn and returns once the turns in flight have ended.
+    ///
+    /// About once a minute it also forgets message ids older than
+    /// [`crate::RuntimeOptions::seen_retention`] ([`Runtime::prune_seen`]).
     pub async fn run_scheduler(&self, shutdown: impl std::future::Future<Output = ()>) {
         let inner = &*self.inner;
         let limit = inner.options.scheduler_batch.max(1);
@@ -93,10 +102,20 @@ impl Runtime {
         // Conversations whose turn this scheduler started, by task.
         let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
         tokio::pin!(shutdown);
+        // Forgetting old message ids is housekeeping: about once a minute.
+        let mut next_prune = inner.clock.now();
         'passes: loop {
             // Wake-ups noted so far are committed: this pass's queries see them.
             inner.wakeups.take();
             let now = inner.clock.now();
+            if now >= next_prune {
+                next_prune = now + PRUNE_EVERY;
+                match self.prune_seen(PRUNE_BATCH).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(forgotten = n, "old message ids forgotten"),
+                    Err(e) => tracing::warn!(error = %e, "cannot forget old message ids"),
+                }
+            }
             let room = limit.saturating_sub(in_flight.len());
             let mut saturated = room == 0;
             if room > 0 {

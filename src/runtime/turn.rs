@@ -324,7 +324,15 @@ pub(super) type TurnEnd = (Status, Option<Vec<TranscriptEntry>>, Vec<crate::Ques
 /// How an entry the bot sent is written in the transcript.
 fn transcript_entry(entry: Outbound) -> OutgoingEntry {
     match entry {
-        Outbound::Message { text, .. } => OutgoingEntry::new(Direction::Out, text),
+        Outbound::Message {
+            text,
+            whatsapp_template,
+            ..
+        } => {
+            let mut entry = OutgoingEntry::new(Direction::Out, text);
+            entry.details = whatsapp_template.map(|t| serde_json::json!({ "whatsapp_template": t }));
+            entry
+        }
         Outbound::Question { text, options, .. } => {
             let mut entry = OutgoingEntry::new(Direction::Out, text);
             entry.options = options;
