@@ -275,7 +275,8 @@ pub enum RuntimeError {
 /// An engine and a store: the object a host keeps for the life of its process.
 ///
 /// After a crash, an Api call whose answer was not saved may run again; a
-/// reply is never sent twice and a user message is applied exactly once.
+/// reply is produced once (and delivered through a channel at least once)
+/// and a user message is applied exactly once.
 /// The full rules, and where a turn saves, are written once, in the turn
 /// protocol's module docs (`src/runtime/turn.rs`).
 ///

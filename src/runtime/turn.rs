@@ -13,8 +13,13 @@
 //!
 //! - an Api call whose response was not yet saved (in flight, or answered
 //!   just before the crash) runs again: calls happen at least once;
-//! - a reply is never sent twice: it counts as sent when its transcript
-//!   entry is committed, together with the state that moved past it;
+//! - a reply is produced once: it is committed as a transcript entry
+//!   together with the state that moved past it, so no turn produces it
+//!   again. A caller of `handle_message` receives it once, in the answer to
+//!   the message it answers (its `reply_to`); a conversation with a channel
+//!   has it delivered from the outbox at least once — twice only when a
+//!   process dies between the channel's acceptance and the record of it
+//!   (see [`crate::channel`]);
 //! - a user message is applied exactly once: it is stored before any step
 //!   runs, and moves into the conversation's state in the same write that
 //!   records it as applied (a turn that crashes before that write applies
