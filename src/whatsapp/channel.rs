@@ -184,7 +184,8 @@ impl Channel for WhatsAppChannel {
         }
         let now = self.clock.now();
         let entry = &delivery.entry;
-        let messages: Vec<OutgoingMessage<'_>> = if window_open(delivery.last_inbound.as_ref(), now) {
+        let open = window_open(delivery.last_inbound.as_ref(), now);
+        let messages: Vec<OutgoingMessage<'_>> = if open {
             send::messages_for(entry, to, &self.wording)
         } else {
             let template = entry
@@ -209,7 +210,8 @@ impl Channel for WhatsAppChannel {
         if messages.is_empty() {
             return DeliveryOutcome::refused("the entry has no text to send");
         }
-        if let Some(message_id) = to_mark_read(delivery)
+        // A template re-engages a user who went quiet: it answers nothing.
+        if let Some(message_id) = to_mark_read(delivery).filter(|_| open)
             && let Err(error) = self.graph.post(&MarkRead::new(message_id), now).await
         {
             tracing::warn!(
