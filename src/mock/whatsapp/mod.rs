@@ -50,13 +50,17 @@
 //!     reqwest::Client::new()
 //!         .post(mock.messages_url())
 //!         .bearer_auth(mock.access_token())
-//!         .json(&json!({
-//!             "messaging_product": "whatsapp",
-//!             "recipient_type": "individual",
-//!             "to": "15551234567",
-//!             "type": "text",
-//!             "text": {"body": text},
-//!         }))
+//!         .header("content-type", "application/json")
+//!         .body(
+//!             json!({
+//!                 "messaging_product": "whatsapp",
+//!                 "recipient_type": "individual",
+//!                 "to": "15551234567",
+//!                 "type": "text",
+//!                 "text": {"body": text},
+//!             })
+//!             .to_string(),
+//!         )
 //!         .send()
 //! };
 //! assert_eq!(send("Your order left today.").await?.status(), 200);
@@ -66,7 +70,7 @@
 //! clock.advance(Duration::from_secs(25 * 3600));
 //! let refused = send("Still there?").await?;
 //! assert_eq!(refused.status(), 400);
-//! let body: serde_json::Value = refused.json().await?;
+//! let body: serde_json::Value = serde_json::from_str(&refused.text().await?)?;
 //! assert_eq!(body["error"]["code"], 131047);
 //! # Ok(())
 //! # }
