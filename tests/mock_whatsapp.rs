@@ -1373,3 +1373,37 @@ fn requests_and_sent_messages_are_plain_data() {
     assert_traits::<chatflow::mock::whatsapp::ReadReceipt>();
     assert_traits::<chatflow::mock::whatsapp::Notification>();
 }
+
+#[tokio::test]
+async fn the_verification_handshake_sends_meta_s_query_and_checks_the_echo() {
+    use axum::extract::Query;
+    use axum::routing::get;
+    use std::collections::HashMap;
+
+    let app = Router::new().route(
+        "/hook",
+        get(|Query(query): Query<HashMap<String, String>>| async move {
+            let right = query.get("hub.mode").map(String::as_str) == Some("subscribe")
+                && query.get("hub.verify_token").map(String::as_str) == Some("let me in");
+            match query.get("hub.challenge") {
+                Some(challenge) if right => (StatusCode::OK, challenge.clone()),
+                _ => (StatusCode::FORBIDDEN, String::new()),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+    let accepted = mock.verify_webhook(&url, "let me in").await.expect("answered");
+    assert!(accepted.accepted(), "{accepted:?}");
+    assert!(accepted.challenge.parse::<u32>().is_ok());
+    let refused = mock.verify_webhook(&url, "wrong").await.expect("answered");
+    assert_eq!(refused.status, 403);
+    assert!(!refused.accepted());
+    assert!(matches!(
+        mock.verify_webhook("not a url", "x").await,
+        Err(WebhookError::Http { .. })
+    ));
+}

@@ -96,7 +96,9 @@ use crate::{Clock, SystemClock};
 pub use error::WebhookError;
 pub use fault::SendFault;
 pub use record::{GraphRequest, ReadReceipt, SentKind, SentMessage, SentOption, SentTemplate};
-pub use webhook::{DEFAULT_PROFILE_NAME, Notification, NotificationBuilder, StatusKind, WebhookPost};
+pub use webhook::{
+    DEFAULT_PROFILE_NAME, Notification, NotificationBuilder, StatusKind, Verification, WebhookPost,
+};
 
 use state::State;
 

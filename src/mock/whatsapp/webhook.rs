@@ -93,6 +93,33 @@ pub struct WebhookPost {
     pub body: String,
 }
 
+/// What a server answered to the verification handshake
+/// ([`MockWhatsApp::verify_webhook`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verification {
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The body answered.
+    pub body: String,
+    /// The `hub.challenge` sent.
+    pub challenge: String,
+}
+
+impl Verification {
+    /// 200 with the challenge, exactly, as the body: what Meta requires.
+    ///
+    /// ```
+    /// # use chatflow::mock::whatsapp::Verification;
+    /// fn subscribed(answer: &Verification) -> bool {
+    ///     answer.accepted()
+    /// }
+    /// ```
+    pub fn accepted(&self) -> bool {
+        self.status == 200 && self.body == self.challenge
+    }
+}
+
 /// Builds one notification; see [`MockWhatsApp::notification`]. Every
 /// message and status goes into one entry: messages (with their contacts) in
 /// one change, statuses in another, as Meta sends them.
@@ -607,6 +634,61 @@ impl MockWhatsApp {
                 id: notification_id.to_owned(),
             })?;
         self.post(url, &notification).await
+    }
+
+    /// Performs Meta's verification handshake against `url`: `GET
+    /// url?hub.mode=subscribe&hub.verify_token=<verify_token>&hub.challenge=<n>`.
+    /// A server should answer 200 with the challenge as its body for the right
+    /// token ([`Verification::accepted`]), 403 otherwise.
+    ///
+    /// ```no_run
+    /// # use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+    /// let url = "http://127.0.0.1:8080/webhooks/whatsapp";
+    /// assert!(mock.verify_webhook(url, "my-verify-token").await?.accepted());
+    /// assert_eq!(mock.verify_webhook(url, "wrong").await?.status, 403);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn verify_webhook(&self, url: &str, verify_token: &str) -> Result<Verification, WebhookError> {
+        let client = match &self.client {
+            Some(client) => client.clone(),
+            None => super::http_client().map_err(WebhookError::Client)?,
+        };
+        let challenge = fastrand::u32(1_000_000..u32::MAX).to_string();
+        // A URL reqwest cannot parse fails like an unreachable one, in send().
+        let target = match reqwest::Url::parse(url) {
+            Ok(mut target) => {
+                target
+                    .query_pairs_mut()
+                    .append_pair("hub.mode", "subscribe")
+                    .append_pair("hub.verify_token", verify_token)
+                    .append_pair("hub.challenge", &challenge);
+                target.to_string()
+            }
+            Err(_) => url.to_owned(),
+        };
+        let response = client
+            .get(target)
+            .header(
+                "user-agent",
+                "facebookplatform/1.0 (+http://developers.facebook.com)",
+            )
+            .send()
+            .await
+            .map_err(|source| WebhookError::Http {
+                url: url.to_owned(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        Ok(Verification {
+            status,
+            body,
+            challenge,
+        })
     }
 
     /// A notification built earlier, by id (the same bytes).
