@@ -217,7 +217,54 @@ impl fmt::Debug for MockWhatsAppConfig {
 }
 
 /// A running WhatsApp Cloud API stand-in. Dropping it stops the server.
-/// See the [module documentation](self) for what it checks and an example.
+/// See the [module documentation](self) for what it checks.
+///
+/// ```
+/// use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig, SentKind};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+/// // What the code under test is given:
+/// let graph_url = mock.uri(); // WHATSAPP_GRAPH_URL
+/// let (token, number) = (mock.access_token(), mock.phone_number_id());
+///
+/// mock.note_inbound("15551234567", std::time::SystemTime::now());
+/// let body = json!({
+///     "messaging_product": "whatsapp",
+///     "recipient_type": "individual",
+///     "to": "15551234567",
+///     "type": "interactive",
+///     "interactive": {
+///         "type": "button",
+///         "body": {"text": "How can I help?"},
+///         "action": {"buttons": [
+///             {"type": "reply", "reply": {"id": "track", "title": "Track an order"}},
+///             {"type": "reply", "reply": {"id": "agent", "title": "Talk to a person"}},
+///         ]},
+///     },
+/// });
+/// let answer = reqwest::Client::new()
+///     .post(format!("{graph_url}/{number}/messages"))
+///     .bearer_auth(token)
+///     .header("content-type", "application/json")
+///     .body(body.to_string())
+///     .send()
+///     .await?;
+/// assert_eq!(answer.status(), 200);
+///
+/// let sent = &mock.sent()[0];
+/// assert_eq!(sent.kind, SentKind::ReplyButtons);
+/// assert_eq!(sent.text.as_deref(), Some("How can I help?"));
+/// assert_eq!(sent.options[1].id, "agent");
+/// assert_eq!(sent.body, body);
+/// assert_eq!(mock.sent_to("15551234567").len(), 1);
+/// assert_eq!(mock.requests()[0].status, 200);
+/// assert!(mock.reads().is_empty());
+/// # Ok(())
+/// # }
+/// ```
 pub struct MockWhatsApp {
     server: MockServer,
     state: Arc<Mutex<State>>,

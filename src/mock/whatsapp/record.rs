@@ -50,6 +50,16 @@ pub struct SentMessage {
 }
 
 /// The kinds of message the mock accepts.
+///
+/// ```
+/// use chatflow::mock::whatsapp::{SentKind, SentMessage};
+///
+/// fn questions(sent: &[SentMessage]) -> usize {
+///     sent.iter()
+///         .filter(|s| matches!(s.kind, SentKind::ReplyButtons | SentKind::List))
+///         .count()
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SentKind {
@@ -76,6 +86,14 @@ pub enum SentKind {
 }
 
 /// A reply button or a list row of a sent message.
+///
+/// ```
+/// use chatflow::mock::whatsapp::SentMessage;
+///
+/// fn option_ids(sent: &SentMessage) -> Vec<&str> {
+///     sent.options.iter().map(|o| o.id.as_str()).collect()
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SentOption {
@@ -88,6 +106,14 @@ pub struct SentOption {
 }
 
 /// The template a message named.
+///
+/// ```
+/// use chatflow::mock::whatsapp::SentMessage;
+///
+/// fn template_name(sent: &SentMessage) -> Option<&str> {
+///     sent.template.as_ref().map(|t| t.name.as_str())
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SentTemplate {
@@ -99,6 +125,31 @@ pub struct SentTemplate {
 
 /// A mark-as-read request the mock accepted
 /// (`{"messaging_product": "whatsapp", "status": "read", "message_id"}`).
+///
+/// ```
+/// use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+/// let inbound = mock.notification().text("15551234567", "Hi").build();
+/// let read = serde_json::json!({
+///     "messaging_product": "whatsapp",
+///     "status": "read",
+///     "message_id": inbound.message_ids()[0],
+/// });
+/// reqwest::Client::new()
+///     .post(mock.messages_url())
+///     .bearer_auth(mock.access_token())
+///     .header("content-type", "application/json")
+///     .body(read.to_string())
+///     .send()
+///     .await?;
+/// let receipt = &mock.reads()[0];
+/// assert!(receipt.known && !receipt.typing_indicator);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReadReceipt {
@@ -113,6 +164,18 @@ pub struct ReadReceipt {
 }
 
 /// One request the Graph side received, refused or not.
+///
+/// ```
+/// use chatflow::mock::whatsapp::MockWhatsApp;
+///
+/// fn refusals(mock: &MockWhatsApp) -> Vec<(u16, Option<i64>)> {
+///     mock.requests()
+///         .iter()
+///         .filter(|r| r.status != 200)
+///         .map(|r| (r.status, r.error_code))
+///         .collect()
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct GraphRequest {

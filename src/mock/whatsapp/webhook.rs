@@ -19,6 +19,16 @@ use super::{MockWhatsApp, lock};
 pub const DEFAULT_PROFILE_NAME: &str = "Mock User";
 
 /// One status of a sent message, for [`NotificationBuilder::status`].
+///
+/// ```
+/// # use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig, StatusKind};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+/// let read = mock.notification().status("wamid.x", StatusKind::Read).build();
+/// assert_eq!(read.json()["entry"][0]["changes"][0]["value"]["statuses"][0]["status"], "read");
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StatusKind {
@@ -44,6 +54,20 @@ impl StatusKind {
 /// their signature, and the ids of the messages it carries. Post it with
 /// [`MockWhatsApp::post`], or post [`Notification::body`] yourself (with a bad
 /// signature, twice, out of order, …).
+///
+/// ```
+/// use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+/// let notification = mock.notification().text("15551234567", "Hi").build();
+/// assert_eq!(notification.json()["object"], "whatsapp_business_account");
+/// assert_eq!(notification.signature(), mock.sign(notification.body()));
+/// assert_eq!(notification.message_ids().len(), 1);
+/// assert_eq!(mock.built(notification.id()), Some(notification));
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     id: String,
@@ -80,6 +104,20 @@ impl Notification {
 }
 
 /// What the server under test answered to a posted notification.
+///
+/// ```no_run
+/// # use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+/// let posted = mock
+///     .post_text("http://127.0.0.1:8080/webhooks/whatsapp", "15551234567", "Ana", "Hi")
+///     .await?;
+/// assert_eq!(posted.status, 200, "answered: {}", posted.body);
+/// println!("message {} in notification {}", posted.message_ids[0], posted.notification_id);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WebhookPost {
@@ -123,6 +161,31 @@ impl Verification {
 /// Builds one notification; see [`MockWhatsApp::notification`]. Every
 /// message and status goes into one entry: messages (with their contacts) in
 /// one change, statuses in another, as Meta sends them.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig, StatusKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = MockWhatsApp::start(MockWhatsAppConfig::new()).await;
+/// let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+/// let notification = mock
+///     .notification()
+///     .at(an_hour_ago)
+///     .contact("15551234567", "Ana")
+///     .text("15551234567", "Hi")
+///     .button_reply("15551234567", "track", "Track an order")
+///     .list_reply("15551234567", "agent", "Talk to a person", Some("Mon-Fri"))
+///     .status("wamid.sent-earlier", StatusKind::Delivered)
+///     .failed("wamid.sent-earlier", 131026)
+///     .build();
+/// let value = &notification.json()["entry"][0]["changes"][0]["value"];
+/// assert_eq!(value["contacts"][0]["profile"]["name"], "Ana");
+/// assert_eq!(value["messages"].as_array().map(Vec::len), Some(3));
+/// assert_eq!(mock.last_inbound("15551234567"), Some(an_hour_ago));
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "a notification is only built by build()"]
 pub struct NotificationBuilder<'m> {
