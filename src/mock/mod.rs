@@ -62,6 +62,7 @@ mod json;
 mod reply;
 mod responses;
 mod state;
+pub mod whatsapp;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
