@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::Status;
+use crate::event::{Event, EventSink};
 use crate::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use crate::runtime::{RuntimeError, Turn};
 use crate::store::{ConversationCounts, Direction};
@@ -33,7 +34,8 @@ const STATUS_CODES: usize = 600;
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The server's metrics: turns, messages, `POST /chat` answers, Api calls,
-/// stored conversations. Cheap to clone (a handle to one registry).
+/// stored conversations, open event streams, undelivered replies. Cheap to
+/// clone (a handle to one registry).
 ///
 /// A router records into a registry of its own unless given one with
 /// [`ServerSettings::with_metrics`](super::ServerSettings::with_metrics); give it one to
@@ -55,6 +57,30 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Replies a channel refused for good, or reported failed, are counted in
+/// `chatflow_undelivered_total` once the runtime reports them here: the
+/// host builds the runtime before the router, so it passes
+/// [`Metrics::event_sink`] to [`RuntimeBuilder::events`](crate::RuntimeBuilder::events):
+///
+/// ```
+/// use chatflow::server::{Metrics, ServerSettings, router};
+/// # use std::sync::Arc;
+/// # use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let flow = Flow::from_json(r#"{"name": "hi", "steps": [{"type": "message", "name": "Hi", "text": "hi"}]}"#)?;
+/// # let engine = Engine::builder(flow).build()?;
+/// let metrics = Metrics::new();
+/// let runtime = Runtime::builder(engine, Arc::new(MemoryStore::new()))
+///     .events(metrics.event_sink())
+///     .build();
+/// let app = router(runtime, ServerSettings::new().with_metrics(metrics));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A host with an [`EventSink`] of its own calls [`Metrics::record_event`]
+/// from it instead.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -70,6 +96,8 @@ struct Inner {
     conversations: Family<StateLabel, Gauge>,
     api_calls: Family<StatusLabel, Counter>,
     api_seconds: Family<StatusLabel, Histogram, fn() -> Histogram>,
+    event_streams: Gauge,
+    undelivered: Family<ChannelLabel, Counter>,
     // Handles registered once: looking a labelled metric up costs more than
     // recording into it, and these are recorded several times per turn.
     chat_by_code: Box<[OnceLock<Counter>]>,
@@ -98,6 +126,13 @@ struct DirectionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: u16,
+}
+
+/// A channel's name: the conversation id's prefix, which only registered
+/// channels deliver (so the label's values are few).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -201,6 +236,18 @@ impl Metrics {
             Unit::Seconds,
             api_seconds.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "chatflow_event_streams",
+            "Open GET /conversations/{id}/events streams",
+            event_streams.clone(),
+        );
+        let undelivered = Family::<ChannelLabel, Counter>::default();
+        registry.register(
+            "chatflow_undelivered",
+            "Bot entries that did not reach the customer (refused for good, out of attempts, or reported failed), by channel",
+            undelivered.clone(),
+        );
         let start_time = Gauge::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "chatflow_start_time",
@@ -242,6 +289,8 @@ impl Metrics {
                 conversations,
                 api_calls,
                 api_seconds,
+                event_streams,
+                undelivered,
                 chat_by_code: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
                 api_by_code: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
                 turn_handles,
@@ -256,6 +305,31 @@ impl Metrics {
         InstrumentedClient {
             inner: client,
             metrics: self.clone(),
+        }
+    }
+
+    /// An [`EventSink`] that records the runtime's events here (see
+    /// [`Metrics::record_event`]), for
+    /// [`RuntimeBuilder::events`](crate::RuntimeBuilder::events).
+    pub fn event_sink(&self) -> Arc<dyn EventSink> {
+        let metrics = self.clone();
+        Arc::new(move |event: Event| metrics.record_event(&event))
+    }
+
+    /// Records what the metrics count of a runtime event: an
+    /// [`Event::Undelivered`] in `chatflow_undelivered_total`, labelled
+    /// with the conversation's channel. Other events are left to the
+    /// turn's own counters.
+    pub fn record_event(&self, event: &Event) {
+        if let Event::Undelivered { conversation_id, .. } = event {
+            let channel = conversation_id
+                .split_once(':')
+                .map_or("", |(prefix, _)| prefix)
+                .to_string();
+            self.inner
+                .undelivered
+                .get_or_create(&ChannelLabel { channel })
+                .inc();
         }
     }
 
@@ -335,6 +409,11 @@ impl Metrics {
     /// A turn started (`+1`) or ended (`-1`).
     pub(crate) fn add_in_flight(&self, delta: i64) {
         self.inner.in_flight.inc_by(delta);
+    }
+
+    /// An event stream opened (`+1`) or closed (`-1`).
+    pub(crate) fn add_event_streams(&self, delta: i64) {
+        self.inner.event_streams.inc_by(delta);
     }
 
     /// The values read at scrape time: the engine's step count and the
