@@ -623,6 +623,72 @@ async fn undelivered_replies_are_counted_by_channel_through_the_event_sink() {
     );
 }
 
+/// A channel that keeps every reply it is given.
+#[derive(Default)]
+struct Keeping {
+    sent: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Channel for Keeping {
+    async fn deliver(&self, delivery: &Delivery) -> DeliveryOutcome {
+        let mut sent = self.sent.lock().unwrap();
+        sent.push(delivery.entry.text.clone());
+        DeliveryOutcome::accepted(format!("kept-{}", sent.len()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_the_delivery_worker_until_it_stops() {
+    let channel = Arc::new(Keeping::default());
+    let engine = Engine::builder(Flow::from_json(MENU).unwrap()).build().unwrap();
+    let runtime = Runtime::builder(engine, Arc::new(MemoryStore::new()))
+        .channel("push", channel.clone())
+        .build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(serve(listener, runtime.clone(), ServerSettings::new(), async {
+        let _ = stopped.await;
+    }));
+
+    // No one calls deliver_due: the worker serve runs delivers the replies.
+    runtime
+        .handle_message("push:ada", Some("m1"), "hello")
+        .await
+        .unwrap();
+    wait_until(|| channel.sent.lock().unwrap().len() == 3).await;
+    assert_eq!(
+        *channel.sent.lock().unwrap(),
+        ["How can I help?", "Your order is on its way", "How can I help?"]
+    );
+    // Each recorded as accepted, with the channel's id.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let transcript = runtime.store().transcript("push:ada", 0).await.unwrap();
+        let ids: Vec<Option<&str>> = transcript[1..]
+            .iter()
+            .map(|e| e.delivery.as_ref().and_then(|d| d.channel_message_id.as_deref()))
+            .collect();
+        if ids == [Some("kept-1"), Some("kept-2"), Some("kept-3")] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{transcript:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), served).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+    // Stopped: a later reply waits in the outbox for the next start.
+    runtime
+        .handle_message("push:ada", Some("m2"), "human")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(channel.sent.lock().unwrap().len(), 3);
+}
+
 /// Polls `done` every millisecond, at most 5 s.
 async fn wait_until(done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
