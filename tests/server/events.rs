@@ -119,17 +119,17 @@ async fn transcript(app: &Router, id: &str) -> Vec<Value> {
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq)]
-struct SseEvent {
-    id: String,
-    name: String,
-    data: Value,
+pub(crate) struct SseEvent {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) data: Value,
 }
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
 /// Reads a `text/event-stream` body event by event, counting keep-alive
 /// comments.
-struct EventReader {
+pub(crate) struct EventReader {
     chunks: Chunks,
     buffer: String,
     comments: usize,
@@ -148,7 +148,7 @@ impl EventReader {
     }
 
     /// A stream over HTTP.
-    async fn connect(url: &str) -> EventReader {
+    pub(crate) async fn connect(url: &str) -> EventReader {
         let response = reqwest::Client::new().get(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let chunks = futures_util::stream::unfold(response, |mut response| async move {
@@ -167,7 +167,7 @@ impl EventReader {
     }
 
     /// The next event, or `None` once the stream ended; fails after 5 s.
-    async fn next(&mut self) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self) -> Option<SseEvent> {
         tokio::time::timeout(Duration::from_secs(5), self.next_event())
             .await
             .expect("no event and no end within 5 s")
