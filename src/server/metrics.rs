@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::Status;
+use crate::channel::{Channel, Delivery, DeliveryOutcome};
 use crate::event::{Event, EventSink};
 use crate::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use crate::runtime::{RuntimeError, Turn};
@@ -98,6 +99,8 @@ struct Inner {
     api_seconds: Family<StatusLabel, Histogram, fn() -> Histogram>,
     event_streams: Gauge,
     undelivered: Family<ChannelLabel, Counter>,
+    delivery_attempts: Family<DeliveryLabel, Counter>,
+    delivery_seconds: Family<ChannelLabel, Histogram, fn() -> Histogram>,
     // Handles registered once: looking a labelled metric up costs more than
     // recording into it, and these are recorded several times per turn.
     chat_by_code: Box<[OnceLock<Counter>]>,
@@ -133,6 +136,13 @@ struct CodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabel {
     channel: String,
+}
+
+/// A delivery attempt's channel and what the channel answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabel {
+    channel: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -248,6 +258,20 @@ impl Metrics {
             "Bot entries that did not reach the customer (refused for good, out of attempts, or reported failed), by channel",
             undelivered.clone(),
         );
+        let delivery_attempts = Family::<DeliveryLabel, Counter>::default();
+        registry.register(
+            "chatflow_delivery_attempts",
+            "Deliveries tried through an instrumented channel, by channel and outcome (accepted, retry, refused)",
+            delivery_attempts.clone(),
+        );
+        let delivery_seconds =
+            Family::<ChannelLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "chatflow_delivery",
+            "Time an instrumented channel took to answer a delivery, by channel",
+            Unit::Seconds,
+            delivery_seconds.clone(),
+        );
         let start_time = Gauge::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "chatflow_start_time",
@@ -291,6 +315,8 @@ impl Metrics {
                 api_seconds,
                 event_streams,
                 undelivered,
+                delivery_attempts,
+                delivery_seconds,
                 chat_by_code: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
                 api_by_code: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
                 turn_handles,
@@ -306,6 +332,58 @@ impl Metrics {
             inner: client,
             metrics: self.clone(),
         }
+    }
+
+    /// `channel`, counting every delivery attempt in
+    /// `chatflow_delivery_attempts_total` (by outcome: `accepted`, `retry`,
+    /// `refused`) and timing it in `chatflow_delivery_seconds`, labelled
+    /// `channel` with `name`: register the result with
+    /// [`RuntimeBuilder::channel`](crate::RuntimeBuilder::channel) under the
+    /// same name.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use chatflow::channel::{Channel, Delivery, DeliveryOutcome};
+    /// use chatflow::server::Metrics;
+    /// # use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
+    ///
+    /// struct Push;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Channel for Push {
+    ///     async fn deliver(&self, _delivery: &Delivery) -> DeliveryOutcome {
+    ///         DeliveryOutcome::accepted_without_id()
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let flow = Flow::from_json(r#"{"name": "hi", "steps": [{"type": "message", "name": "Hi", "text": "hi"}]}"#)?;
+    /// # let engine = Engine::builder(flow).build()?;
+    /// let metrics = Metrics::new();
+    /// let runtime = Runtime::builder(engine, Arc::new(MemoryStore::new()))
+    ///     .channel("push", metrics.instrument_channel("push", Arc::new(Push)))
+    ///     .events(metrics.event_sink())
+    ///     .build();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn instrument_channel(&self, name: impl Into<String>, channel: Arc<dyn Channel>) -> Arc<dyn Channel> {
+        let name = name.into();
+        let outcome = |outcome| {
+            self.inner.delivery_attempts.get_or_create_owned(&DeliveryLabel {
+                channel: name.clone(),
+                outcome,
+            })
+        };
+        Arc::new(InstrumentedChannel {
+            accepted: outcome("accepted"),
+            retry: outcome("retry"),
+            refused: outcome("refused"),
+            seconds: self.inner.delivery_seconds.get_or_create_owned(&ChannelLabel {
+                channel: name.clone(),
+            }),
+            inner: channel,
+        })
     }
 
     /// An [`EventSink`] that records the runtime's events here (see
@@ -463,5 +541,31 @@ impl<C: HttpClient> HttpClient for InstrumentedClient<C> {
         let result = self.inner.send(request).await;
         self.metrics.record_api_call(&result, started.elapsed());
         result
+    }
+}
+
+/// A [`Channel`] that records every delivery attempt in a [`Metrics`]; made
+/// by [`Metrics::instrument_channel`].
+struct InstrumentedChannel {
+    inner: Arc<dyn Channel>,
+    // Its series, looked up once.
+    accepted: Counter,
+    retry: Counter,
+    refused: Counter,
+    seconds: Histogram,
+}
+
+#[async_trait]
+impl Channel for InstrumentedChannel {
+    async fn deliver(&self, delivery: &Delivery) -> DeliveryOutcome {
+        let started = Instant::now();
+        let outcome = self.inner.deliver(delivery).await;
+        self.seconds.observe(started.elapsed().as_secs_f64());
+        match &outcome {
+            DeliveryOutcome::Accepted { .. } => self.accepted.inc(),
+            DeliveryOutcome::RetryAfter { .. } => self.retry.inc(),
+            DeliveryOutcome::Refused { .. } => self.refused.inc(),
+        };
+        outcome
     }
 }

@@ -20,7 +20,7 @@ use chatflow::store::{
     Claim, ConversationCounts, DeliveryRecord, Enqueued, InboundMessage, MemoryStore, PendingDeliveries,
     Save, Store, StoreError, TranscriptEntry,
 };
-use chatflow::{Conversation, Engine, Flow, Runtime};
+use chatflow::{Conversation, DeliveryReport, Engine, Flow, Runtime, RuntimeOptions};
 use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -578,22 +578,26 @@ async fn a_store_error_ends_the_stream_cleanly_and_the_client_resumes() {
     assert_eq!(rest, ["A person will take over.", "support"]);
 }
 
-/// A channel that refuses every reply for good.
+/// A channel that asks to retry each reply once, then refuses it for good.
 struct Refusing;
 
 #[async_trait]
 impl Channel for Refusing {
-    async fn deliver(&self, _delivery: &Delivery) -> DeliveryOutcome {
-        DeliveryOutcome::refused("no such number")
+    async fn deliver(&self, delivery: &Delivery) -> DeliveryOutcome {
+        match delivery.attempt {
+            1 => DeliveryOutcome::retry_after(Duration::ZERO, "busy"),
+            _ => DeliveryOutcome::refused("no such number"),
+        }
     }
 }
 
 #[tokio::test]
-async fn undelivered_replies_are_counted_by_channel_through_the_event_sink() {
+async fn delivery_attempts_and_undelivered_replies_are_counted_by_channel() {
     let metrics = Metrics::new();
     let engine = Engine::builder(Flow::from_json(MENU).unwrap()).build().unwrap();
     let runtime = Runtime::builder(engine, Arc::new(MemoryStore::new()))
-        .channel("push", Arc::new(Refusing))
+        .options(RuntimeOptions::default().with_delivery_backoff(Duration::ZERO))
+        .channel("push", metrics.instrument_channel("push", Arc::new(Refusing)))
         .events(metrics.event_sink())
         .build();
     let app = router(
@@ -605,9 +609,17 @@ async fn undelivered_replies_are_counted_by_channel_through_the_event_sink() {
         .handle_message("push:ada", Some("m1"), "hello")
         .await
         .unwrap();
-    let report = runtime.deliver_due().await.unwrap();
-    // The menu, the answer, the menu again.
-    assert_eq!(report.refused, 3, "{report:?}");
+    let mut total = DeliveryReport::default();
+    for _ in 0..10 {
+        let report = runtime.deliver_due().await.unwrap();
+        if report == DeliveryReport::default() {
+            break;
+        }
+        total.retried += report.retried;
+        total.refused += report.refused;
+    }
+    // The menu, the answer, the menu again: each retried once, then refused.
+    assert_eq!((total.retried, total.refused), (3, 3), "{total:?}");
     let response = app
         .clone()
         .oneshot(events_request("/metrics", &[]))
@@ -617,10 +629,15 @@ async fn undelivered_replies_are_counted_by_channel_through_the_event_sink() {
         .await
         .unwrap();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
-    assert!(
-        text.contains("chatflow_undelivered_total{channel=\"push\"} 3"),
-        "{text}"
-    );
+    for expected in [
+        "chatflow_undelivered_total{channel=\"push\"} 3",
+        "chatflow_delivery_attempts_total{channel=\"push\",outcome=\"retry\"} 3",
+        "chatflow_delivery_attempts_total{channel=\"push\",outcome=\"refused\"} 3",
+        "chatflow_delivery_attempts_total{channel=\"push\",outcome=\"accepted\"} 0",
+        "chatflow_delivery_seconds_count{channel=\"push\"} 6",
+    ] {
+        assert!(text.contains(expected), "no {expected} in\n{text}");
+    }
 }
 
 /// A channel that keeps every reply it is given.
@@ -646,7 +663,6 @@ async fn serve_runs_the_delivery_worker_until_it_stops() {
         .channel("push", channel.clone())
         .build();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(serve(listener, runtime.clone(), ServerSettings::new(), async {
         let _ = stopped.await;
