@@ -57,7 +57,9 @@
 //! `GET /metrics`, pass [`Metrics::event_sink`] to
 //! [`RuntimeBuilder::events`](crate::RuntimeBuilder::events) when building
 //! the runtime, and the same [`Metrics`] to
-//! [`ServerSettings::with_metrics`].
+//! [`ServerSettings::with_metrics`]; to count and time every delivery
+//! attempt, register each channel wrapped in [`Metrics::instrument_channel`]
+//! (see [`Metrics`]).
 //!
 //! [server-sent events]: https://html.spec.whatwg.org/multipage/server-sent-events.html
 //!
