@@ -17,6 +17,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::Status;
+use crate::channel::{Channel, Delivery, DeliveryOutcome};
+use crate::event::{Event, EventSink};
 use crate::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use crate::runtime::{RuntimeError, Turn};
 use crate::store::{ConversationCounts, Direction};
@@ -33,7 +35,8 @@ const STATUS_CODES: usize = 600;
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The server's metrics: turns, messages, `POST /chat` answers, Api calls,
-/// stored conversations. Cheap to clone (a handle to one registry).
+/// stored conversations, open event streams, undelivered replies. Cheap to
+/// clone (a handle to one registry).
 ///
 /// A router records into a registry of its own unless given one with
 /// [`ServerSettings::with_metrics`](super::ServerSettings::with_metrics); give it one to
@@ -55,6 +58,30 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Replies a channel refused for good, or reported failed, are counted in
+/// `chatflow_undelivered_total` once the runtime reports them here: the
+/// host builds the runtime before the router, so it passes
+/// [`Metrics::event_sink`] to [`RuntimeBuilder::events`](crate::RuntimeBuilder::events):
+///
+/// ```
+/// use chatflow::server::{Metrics, ServerSettings, router};
+/// # use std::sync::Arc;
+/// # use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let flow = Flow::from_json(r#"{"name": "hi", "steps": [{"type": "message", "name": "Hi", "text": "hi"}]}"#)?;
+/// # let engine = Engine::builder(flow).build()?;
+/// let metrics = Metrics::new();
+/// let runtime = Runtime::builder(engine, Arc::new(MemoryStore::new()))
+///     .events(metrics.event_sink())
+///     .build();
+/// let app = router(runtime, ServerSettings::new().with_metrics(metrics));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A host with an [`EventSink`] of its own calls [`Metrics::record_event`]
+/// from it instead.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -70,6 +97,10 @@ struct Inner {
     conversations: Family<StateLabel, Gauge>,
     api_calls: Family<StatusLabel, Counter>,
     api_seconds: Family<StatusLabel, Histogram, fn() -> Histogram>,
+    event_streams: Gauge,
+    undelivered: Family<ChannelLabel, Counter>,
+    delivery_attempts: Family<DeliveryLabel, Counter>,
+    delivery_seconds: Family<ChannelLabel, Histogram, fn() -> Histogram>,
     // Handles registered once: looking a labelled metric up costs more than
     // recording into it, and these are recorded several times per turn.
     chat_by_code: Box<[OnceLock<Counter>]>,
@@ -98,6 +129,20 @@ struct DirectionLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: u16,
+}
+
+/// A channel's name: the conversation id's prefix, which only registered
+/// channels deliver (so the label's values are few).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
+}
+
+/// A delivery attempt's channel and what the channel answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabel {
+    channel: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -201,6 +246,32 @@ impl Metrics {
             Unit::Seconds,
             api_seconds.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "chatflow_event_streams",
+            "Open GET /conversations/{id}/events streams",
+            event_streams.clone(),
+        );
+        let undelivered = Family::<ChannelLabel, Counter>::default();
+        registry.register(
+            "chatflow_undelivered",
+            "Bot entries that did not reach the customer (refused for good, out of attempts, or reported failed), by channel",
+            undelivered.clone(),
+        );
+        let delivery_attempts = Family::<DeliveryLabel, Counter>::default();
+        registry.register(
+            "chatflow_delivery_attempts",
+            "Deliveries tried through an instrumented channel, by channel and outcome (accepted, retry, refused)",
+            delivery_attempts.clone(),
+        );
+        let delivery_seconds =
+            Family::<ChannelLabel, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "chatflow_delivery",
+            "Time an instrumented channel took to answer a delivery, by channel",
+            Unit::Seconds,
+            delivery_seconds.clone(),
+        );
         let start_time = Gauge::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "chatflow_start_time",
@@ -242,6 +313,10 @@ impl Metrics {
                 conversations,
                 api_calls,
                 api_seconds,
+                event_streams,
+                undelivered,
+                delivery_attempts,
+                delivery_seconds,
                 chat_by_code: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
                 api_by_code: (0..STATUS_CODES).map(|_| OnceLock::new()).collect(),
                 turn_handles,
@@ -256,6 +331,83 @@ impl Metrics {
         InstrumentedClient {
             inner: client,
             metrics: self.clone(),
+        }
+    }
+
+    /// `channel`, counting every delivery attempt in
+    /// `chatflow_delivery_attempts_total` (by outcome: `accepted`, `retry`,
+    /// `refused`) and timing it in `chatflow_delivery_seconds`, labelled
+    /// `channel` with `name`: register the result with
+    /// [`RuntimeBuilder::channel`](crate::RuntimeBuilder::channel) under the
+    /// same name.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use chatflow::channel::{Channel, Delivery, DeliveryOutcome};
+    /// use chatflow::server::Metrics;
+    /// # use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
+    ///
+    /// struct Push;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Channel for Push {
+    ///     async fn deliver(&self, _delivery: &Delivery) -> DeliveryOutcome {
+    ///         DeliveryOutcome::accepted_without_id()
+    ///     }
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let flow = Flow::from_json(r#"{"name": "hi", "steps": [{"type": "message", "name": "Hi", "text": "hi"}]}"#)?;
+    /// # let engine = Engine::builder(flow).build()?;
+    /// let metrics = Metrics::new();
+    /// let runtime = Runtime::builder(engine, Arc::new(MemoryStore::new()))
+    ///     .channel("push", metrics.instrument_channel("push", Arc::new(Push)))
+    ///     .events(metrics.event_sink())
+    ///     .build();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn instrument_channel(&self, name: impl Into<String>, channel: Arc<dyn Channel>) -> Arc<dyn Channel> {
+        let name = name.into();
+        let outcome = |outcome| {
+            self.inner.delivery_attempts.get_or_create_owned(&DeliveryLabel {
+                channel: name.clone(),
+                outcome,
+            })
+        };
+        Arc::new(InstrumentedChannel {
+            accepted: outcome("accepted"),
+            retry: outcome("retry"),
+            refused: outcome("refused"),
+            seconds: self.inner.delivery_seconds.get_or_create_owned(&ChannelLabel {
+                channel: name.clone(),
+            }),
+            inner: channel,
+        })
+    }
+
+    /// An [`EventSink`] that records the runtime's events here (see
+    /// [`Metrics::record_event`]), for
+    /// [`RuntimeBuilder::events`](crate::RuntimeBuilder::events).
+    pub fn event_sink(&self) -> Arc<dyn EventSink> {
+        let metrics = self.clone();
+        Arc::new(move |event: Event| metrics.record_event(&event))
+    }
+
+    /// Records what the metrics count of a runtime event: an
+    /// [`Event::Undelivered`] in `chatflow_undelivered_total`, labelled
+    /// with the conversation's channel. Other events are left to the
+    /// turn's own counters.
+    pub fn record_event(&self, event: &Event) {
+        if let Event::Undelivered { conversation_id, .. } = event {
+            let channel = conversation_id
+                .split_once(':')
+                .map_or("", |(prefix, _)| prefix)
+                .to_string();
+            self.inner
+                .undelivered
+                .get_or_create(&ChannelLabel { channel })
+                .inc();
         }
     }
 
@@ -337,6 +489,11 @@ impl Metrics {
         self.inner.in_flight.inc_by(delta);
     }
 
+    /// An event stream opened (`+1`) or closed (`-1`).
+    pub(crate) fn add_event_streams(&self, delta: i64) {
+        self.inner.event_streams.inc_by(delta);
+    }
+
     /// The values read at scrape time: the engine's step count and the
     /// store's conversation counts.
     pub(crate) fn set_scraped(&self, steps_run: u64, counts: Option<ConversationCounts>) {
@@ -384,5 +541,31 @@ impl<C: HttpClient> HttpClient for InstrumentedClient<C> {
         let result = self.inner.send(request).await;
         self.metrics.record_api_call(&result, started.elapsed());
         result
+    }
+}
+
+/// A [`Channel`] that records every delivery attempt in a [`Metrics`]; made
+/// by [`Metrics::instrument_channel`].
+struct InstrumentedChannel {
+    inner: Arc<dyn Channel>,
+    // Its series, looked up once.
+    accepted: Counter,
+    retry: Counter,
+    refused: Counter,
+    seconds: Histogram,
+}
+
+#[async_trait]
+impl Channel for InstrumentedChannel {
+    async fn deliver(&self, delivery: &Delivery) -> DeliveryOutcome {
+        let started = Instant::now();
+        let outcome = self.inner.deliver(delivery).await;
+        self.seconds.observe(started.elapsed().as_secs_f64());
+        match &outcome {
+            DeliveryOutcome::Accepted { .. } => self.accepted.inc(),
+            DeliveryOutcome::RetryAfter { .. } => self.retry.inc(),
+            DeliveryOutcome::Refused { .. } => self.refused.inc(),
+        };
+        outcome
     }
 }

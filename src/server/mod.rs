@@ -16,11 +16,52 @@
 //!   transcript).
 //! - `GET /conversations/{id}`: `{"conversation_id", "status", "transcript"}`
 //!   (404 when unknown).
+//! - `GET /conversations/{id}/events`: the conversation's bot entries as
+//!   [server-sent events], as turns commit them — a request's replies, a
+//!   Delay's follow-up resumed later, an agent's answer — so a web client
+//!   sees the replies no request waits for. Each event has `id:` the
+//!   entry's transcript seq, a name — `handoff` for a handoff notice,
+//!   `question` for a message that offers options, `message` otherwise —
+//!   and `data:` the entry's JSON as the transcript shows it. It starts
+//!   after the seq in the `Last-Event-ID` header (what an `EventSource`
+//!   sends when it reconnects), or in `?after=<seq>` for a client that
+//!   cannot set headers (the header wins), or from the start. An unknown
+//!   conversation is not a 404: its stream stays open, sending keep-alive
+//!   comments ([`ServerSettings::with_event_keep_alive`]), until entries
+//!   appear, so a client may open it before its first `POST /chat`. A store
+//!   error ends the stream (logged); the client resumes from its last id.
+//!   Streams end when the server shuts down ([`Shutdown`]).
 //! - `GET /healthz`: `ok`. `GET /metrics`: the [`Metrics`] in the
 //!   OpenMetrics text format.
 //!
-//! With [`ServerSettings::with_api_token`], `/chat` and `/conversations` need
-//! `Authorization: Bearer <token>`; `/healthz` and `/metrics` stay open.
+//! With [`ServerSettings::with_api_token`], `/chat` and `/conversations`
+//! (with their events) need `Authorization: Bearer <token>`; `/healthz` and
+//! `/metrics` stay open. The token is taken from that header only, never
+//! from the URL, where proxies' access logs and browser histories would
+//! keep it: a browser's `EventSource`, which cannot set headers, works
+//! when no token is set (a server behind the host's own authentication);
+//! otherwise a page reads the stream with `fetch()` and a
+//! `ReadableStream`, which send the header (and `Last-Event-ID` on
+//! reconnection).
+//!
+//! `/chat` is a synchronous channel: each reply belongs to the one response
+//! whose message produced it (the transcript's `reply_to`), never to two,
+//! even when messages of one conversation overlap; a reply produced after
+//! its response was sent (a Delay's follow-up, a turn past the timeout)
+//! reaches the client through the event stream or the transcript.
+//!
+//! [`serve`] runs the runtime's scheduler and its delivery worker
+//! ([`Runtime::run_deliveries`]) beside the routes. A host that mounts
+//! [`router`] runs them itself, and gives the router a [`Shutdown`] to
+//! trigger with its graceful shutdown. To count undelivered replies in
+//! `GET /metrics`, pass [`Metrics::event_sink`] to
+//! [`RuntimeBuilder::events`](crate::RuntimeBuilder::events) when building
+//! the runtime, and the same [`Metrics`] to
+//! [`ServerSettings::with_metrics`]; to count and time every delivery
+//! attempt, register each channel wrapped in [`Metrics::instrument_channel`]
+//! (see [`Metrics`]).
+//!
+//! [server-sent events]: https://html.spec.whatwg.org/multipage/server-sent-events.html
 //!
 //! Mounting the routes under a prefix of a host's app:
 //!
@@ -43,7 +84,8 @@
 //!     .route("/", get(|| async { "the host's own page" }))
 //!     .nest("/bot", router(runtime.clone(), ServerSettings::new()));
 //! // Serve `app` with `axum::serve`; run `runtime.run_scheduler(…)` beside
-//! // it when flows have Delays.
+//! // it when flows have Delays, and `runtime.run_deliveries(…)` when the
+//! // runtime has channels.
 //!
 //! let response = app
 //!     .oneshot(
@@ -65,10 +107,12 @@ mod body;
 mod chat;
 mod conversation;
 mod detach;
+mod events;
 mod metrics;
 mod routes;
 mod serve;
 mod settings;
+mod shutdown;
 mod state;
 
 #[cfg(feature = "cli")]
@@ -79,13 +123,16 @@ use axum::Router;
 pub use metrics::{InstrumentedClient, Metrics};
 pub use serve::serve;
 pub use settings::ServerSettings;
+pub use shutdown::Shutdown;
 
 use crate::runtime::Runtime;
 
 /// The routes over `runtime`, with their state (settings, metrics, the
 /// turns in flight) inside: serve it with `axum::serve` or `.nest()` it in
-/// your own app. The scheduler is not part of it: run
-/// [`Runtime::run_scheduler`] beside it (as [`serve`] does).
+/// your own app. The scheduler and the delivery worker are not part of it:
+/// run [`Runtime::run_scheduler`] and [`Runtime::run_deliveries`] beside it
+/// (as [`serve`] does), and end its event streams with a [`Shutdown`]
+/// ([`ServerSettings::with_shutdown`]) when you stop serving.
 pub fn router(runtime: Runtime, settings: ServerSettings) -> Router {
     routes::app(state::AppState::new(runtime, settings))
 }

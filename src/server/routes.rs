@@ -14,7 +14,7 @@ use super::auth::require_bearer;
 use super::body::error;
 use super::metrics::CONTENT_TYPE;
 use super::state::AppState;
-use super::{chat, conversation};
+use super::{chat, conversation, events};
 
 /// The routes over `state`.
 pub(crate) fn app(state: Arc<AppState>) -> Router {
@@ -23,7 +23,8 @@ pub(crate) fn app(state: Arc<AppState>) -> Router {
             "/chat",
             post(chat::chat).layer(DefaultBodyLimit::max(state.body_limit())),
         )
-        .route("/conversations/{id}", get(conversation::conversation));
+        .route("/conversations/{id}", get(conversation::conversation))
+        .route("/conversations/{id}/events", get(events::events));
     if let Some(token) = state.settings.api_token.clone() {
         guarded = guarded.route_layer(from_fn_with_state(token, require_bearer));
     }

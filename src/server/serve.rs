@@ -1,9 +1,11 @@
-//! Serving the routes on a listener, with the scheduler beside them and a
-//! graceful shutdown.
+//! Serving the routes on a listener, with the scheduler and the delivery
+//! worker beside them and a graceful shutdown.
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::routes::app;
 use super::settings::ServerSettings;
@@ -11,12 +13,15 @@ use super::state::AppState;
 use crate::runtime::Runtime;
 
 /// Serves [`router`](super::router)'s routes on `listener` and runs the
-/// runtime's scheduler beside them, until `shutdown` completes. Then it
-/// stops accepting connections, lets the requests in flight finish, stops
-/// the scheduler, and waits at most
-/// [`ServerSettings::shutdown_grace`] for turns still running (those whose
-/// request timed out) to reach a save point; a durable store resumes any
-/// left on the next start.
+/// runtime's scheduler ([`Runtime::run_scheduler`]) and delivery worker
+/// ([`Runtime::run_deliveries`]) beside them, until `shutdown` completes
+/// (or the settings' [`Shutdown`](super::Shutdown) is triggered). Then it
+/// stops accepting connections, ends the open event streams, lets the
+/// requests in flight finish, stops the scheduler and the delivery worker
+/// (no new turn or delivery starts), and waits at most
+/// [`ServerSettings::shutdown_grace`] for the turns and deliveries still
+/// running (including those whose request timed out) to reach a save
+/// point; a durable store resumes any left on the next start.
 ///
 /// Drop the returned future to stop waiting (e.g. on a second Ctrl-C).
 ///
@@ -30,49 +35,44 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = settings.shutdown_grace;
-    let state = AppState::new(runtime.clone(), settings);
+    // One signal stops the server, its event streams, the scheduler and
+    // the delivery worker.
+    let stop = settings.shutdown.clone().unwrap_or_default();
+    let state = AppState::new(runtime.clone(), settings.with_shutdown(stop.clone()));
     let in_flight = state.in_flight.clone();
 
-    // One signal stops both the server and the scheduler.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = std::sync::Arc::new(stop_tx);
     let signal = tokio::spawn({
-        let stop_tx = stop_tx.clone();
+        let stop = stop.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections; finishing the requests in flight");
-            stop_tx.send_replace(true);
+            stop.trigger();
         }
     });
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
     let mut scheduler = tokio::spawn({
-        let stopped = stopped();
+        let (runtime, stopped) = (runtime.clone(), stop.triggered());
         async move { runtime.run_scheduler(stopped).await }
+    });
+    let mut deliveries = tokio::spawn({
+        let stopped = stop.triggered();
+        async move { runtime.run_deliveries(stopped).await }
     });
 
     let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(stopped())
+        .with_graceful_shutdown(stop.triggered())
         .await;
-    // Also when the listener failed: the scheduler stops with the server.
-    stop_tx.send_replace(true);
+    // Also when the listener failed: the workers stop with the server.
+    stop.trigger();
     signal.abort();
-    // The scheduler waits for its own turns, which may sit in slow Api
-    // calls: it shares the one grace period with the requests' turns.
-    let deadline = tokio::time::Instant::now() + grace;
-    match tokio::time::timeout_at(deadline, &mut scheduler).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "the scheduler stopped abnormally"),
-        Err(_) => {
-            scheduler.abort();
-            tracing::warn!("the scheduler's turns outlived the shutdown grace; a durable store resumes them");
-        }
-    }
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // The workers wait for their own turns and deliveries, which may sit in
+    // slow Api or channel calls: they share the one grace period with the
+    // requests' turns.
+    let deadline = Instant::now() + grace;
+    tokio::join!(
+        stop_worker("scheduler", &mut scheduler, deadline),
+        stop_worker("delivery worker", &mut deliveries, deadline),
+    );
+    let left = deadline.saturating_duration_since(Instant::now());
     let unfinished = in_flight.wait_idle(left).await;
     if unfinished > 0 {
         tracing::warn!(
@@ -81,4 +81,19 @@ pub async fn serve(
         );
     }
     served
+}
+
+/// Waits for a stopped worker to finish what it started, until `deadline`.
+async fn stop_worker(name: &'static str, worker: &mut JoinHandle<()>, deadline: Instant) {
+    match tokio::time::timeout_at(deadline, &mut *worker).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(worker = name, error = %e, "stopped abnormally"),
+        Err(_) => {
+            worker.abort();
+            tracing::warn!(
+                worker = name,
+                "its work in flight outlived the shutdown grace; a durable store resumes it"
+            );
+        }
+    }
 }

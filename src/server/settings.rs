@@ -1,10 +1,12 @@
 //! What a host chooses about the server: the bearer token, the turn
-//! timeout, request limits, the shutdown grace and the metrics registry.
+//! timeout, request limits, the shutdown grace and signal, the event
+//! streams' keep-alive and the metrics registry.
 
 use std::fmt;
 use std::time::Duration;
 
 use super::metrics::Metrics;
+use super::shutdown::Shutdown;
 
 /// How the server behaves. Start from [`ServerSettings::new`] (or
 /// `Default`) and change what you need with the setters; new settings will
@@ -31,6 +33,8 @@ pub struct ServerSettings {
     pub(crate) max_message_id_bytes: usize,
     pub(crate) shutdown_grace: Duration,
     pub(crate) metrics: Option<Metrics>,
+    pub(crate) shutdown: Option<Shutdown>,
+    pub(crate) event_keep_alive: Duration,
 }
 
 impl Default for ServerSettings {
@@ -43,6 +47,8 @@ impl Default for ServerSettings {
             max_message_id_bytes: 256,
             shutdown_grace: Duration::from_secs(30),
             metrics: None,
+            shutdown: None,
+            event_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -50,14 +56,16 @@ impl Default for ServerSettings {
 impl ServerSettings {
     /// The defaults: no token, a 60 s turn timeout, a body limit derived
     /// from the engine's `max_reply_bytes`, conversation ids of at most 128
-    /// bytes and message ids of at most 256, a 30 s shutdown grace, and a
-    /// metrics registry of the router's own.
+    /// bytes and message ids of at most 256, a 30 s shutdown grace, a
+    /// keep-alive comment every 15 s on event streams, and a metrics
+    /// registry of the router's own.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Requires `Authorization: Bearer <token>` on `POST /chat` and
-    /// `GET /conversations/{id}` (`/healthz` and `/metrics` stay open).
+    /// Requires `Authorization: Bearer <token>` on `POST /chat`,
+    /// `GET /conversations/{id}` and `GET /conversations/{id}/events`
+    /// (`/healthz` and `/metrics` stay open).
     pub fn with_api_token(mut self, token: impl Into<String>) -> Self {
         self.api_token = Some(ApiToken(token.into()));
         self
@@ -106,7 +114,28 @@ impl ServerSettings {
         self
     }
 
-    /// Whether `POST /chat` and `GET /conversations/{id}` need a bearer token.
+    /// Ends the router's open event streams when `shutdown` is triggered
+    /// (see [`Shutdown`]); [`serve`](super::serve) triggers it when it
+    /// stops. Without one, a router's event streams end only when their
+    /// client leaves.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// How often an idle event stream sends a keep-alive comment (default
+    /// 15 s), so that proxies and load balancers do not close it.
+    pub fn with_event_keep_alive(mut self, every: Duration) -> Self {
+        self.event_keep_alive = every;
+        self
+    }
+
+    /// How often an idle event stream sends a keep-alive comment.
+    pub fn event_keep_alive(&self) -> Duration {
+        self.event_keep_alive
+    }
+
+    /// Whether `POST /chat` and `GET /conversations/{id}` (and its events) need a bearer token.
     pub fn requires_token(&self) -> bool {
         self.api_token.is_some()
     }
@@ -148,6 +177,8 @@ impl fmt::Debug for ServerSettings {
             .field("max_message_id_bytes", &self.max_message_id_bytes)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("metrics", &self.metrics.as_ref().map(|_| "custom"))
+            .field("shutdown", &self.shutdown)
+            .field("event_keep_alive", &self.event_keep_alive)
             .finish()
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::detach::InFlight;
 use super::metrics::Metrics;
 use super::settings::ServerSettings;
+use super::shutdown::Shutdown;
 use crate::runtime::Runtime;
 
 /// The router's state (one `Arc` per request).
@@ -15,13 +16,18 @@ pub(crate) struct AppState {
     pub(crate) in_flight: Arc<InFlight>,
     /// The largest text `POST /chat` takes: the engine's own limit on a reply.
     pub(crate) max_text_bytes: usize,
+    /// Ends the event streams: the settings' signal, or one of the router's
+    /// own (never triggered unless [`super::serve`] owns the router).
+    pub(crate) shutdown: Shutdown,
 }
 
 impl AppState {
     pub(crate) fn new(runtime: Runtime, settings: ServerSettings) -> Arc<AppState> {
         let metrics = settings.metrics.clone().unwrap_or_default();
         let max_text_bytes = runtime.engine().options().max_reply_bytes();
+        let shutdown = settings.shutdown.clone().unwrap_or_default();
         Arc::new(AppState {
+            shutdown,
             in_flight: InFlight::new(metrics.clone()),
             runtime,
             settings,

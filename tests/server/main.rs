@@ -1,7 +1,9 @@
-//! The server: its routes without a socket (`routes`), and the
-//! `chatflow-server` binary as a process (`process`).
+//! The server: its routes without a socket (`routes`), its event streams
+//! and push beside `/chat` (`events`), and the `chatflow-server` binary as
+//! a process (`process`).
 #![cfg(feature = "server")]
 
+mod events;
 #[cfg(feature = "cli")]
 mod process;
 mod routes;

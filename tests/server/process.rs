@@ -852,6 +852,37 @@ async fn sigterm_lets_the_turn_in_flight_finish_then_exits_0() {
     assert!(status.success(), "{status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_reach_an_open_event_stream_and_sigterm_ends_it_then_exits_0() {
+    let mock = mock(1).await;
+    let dir = TempDir::new("events");
+    let mut server = Setup::memory(&mock, &dir).start();
+    let mut events = super::events::EventReader::connect(&server.url("/conversations/sse-1/events")).await;
+
+    let got = chat(
+        &server,
+        json!({"conversation_id": "sse-1", "text": "Where is my order?"}),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    for expected in texts(&got.body["messages"]) {
+        let event = events.next().await.expect("the stream ended early");
+        assert_eq!(event.data["text"], json!(expected));
+    }
+
+    // An open stream does not hold the graceful shutdown.
+    let started = Instant::now();
+    server.signal("TERM");
+    assert_eq!(events.next().await, None);
+    let status = server.exit_status(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// The binary with nothing of the environment that could configure it.
 fn bare_command(dir: &TempDir) -> Command {
     let mut command = Command::new(SERVER);
