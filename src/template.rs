@@ -155,9 +155,7 @@ impl Path {
                     STEP_FIELDS.map(|f| format!("`{f}`")).join(", ")
                 ));
             }
-            Root::Conversation
-                if !(segments.len() == 1 && CONVERSATION_FIELDS.contains(&segments[0].key.as_str()))
-                    && !(segments.len() > 1 && segments[0].key == "message") =>
+            Root::Conversation if !conversation_path(&segments) =>
             {
                 return Err(format!(
                     "`{source}`: the conversation fields are `conversation.id`, `conversation.start_text` and `conversation.message.<field>`"
@@ -185,6 +183,16 @@ const STEP_FIELDS: [&str; 5] = ["response", "option", "status", "headers", "erro
 /// the message that started the conversation (see `StartMode`). A path
 /// into `conversation.message.` reads the latest message's details.
 const CONVERSATION_FIELDS: [&str; 2] = ["id", "start_text"];
+
+/// Whether `conversation.` followed by these segments names something: a
+/// field, or a path into the latest message's details.
+fn conversation_path(segments: &[Segment]) -> bool {
+    match segments {
+        [field] => CONVERSATION_FIELDS.contains(&field.key.as_str()),
+        [first, _, ..] => first.key == "message",
+        [] => false,
+    }
+}
 
 /// For an unknown step path, the part that was probably meant as the name.
 fn guess_step(rest: &str) -> String {
