@@ -321,6 +321,39 @@ async fn the_stream_sends_each_bot_entry_as_it_is_committed_and_resumes_after_th
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_client_resumes_after_a_restart_from_its_last_event_id() {
+    let dir = std::env::temp_dir().join(format!(
+        "chatflow-events-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("chatflow.db").display());
+
+    let before = {
+        let store = Arc::new(chatflow::store::SqliteStore::connect(&url).await.unwrap());
+        let app = router(runtime(MENU, store), ServerSettings::new());
+        let (_, _, mut live) = EventReader::open(&app, events_request("/conversations/r1/events", &[])).await;
+        chat(&app, "r1", "hello").await;
+        take(&mut live, 2).await
+    };
+    // Another process on the same file, after the first one stopped.
+    let store = Arc::new(chatflow::store::SqliteStore::connect(&url).await.unwrap());
+    let app = router(runtime(MENU, store), ServerSettings::new());
+    let last = before.last().unwrap().id.clone();
+    let (_, _, mut resumed) = EventReader::open(
+        &app,
+        events_request("/conversations/r1/events", &[("last-event-id", &last)]),
+    )
+    .await;
+    chat(&app, "r1", "human").await;
+    let after = take(&mut resumed, 3).await;
+    let expected = as_events(&transcript(&app, "r1").await);
+    assert_eq!([before, after].concat(), expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_bad_id_or_resume_point_is_a_400_with_a_reason() {
     let app = router(memory_runtime(MENU), ServerSettings::new());
