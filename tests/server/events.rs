@@ -390,8 +390,10 @@ async fn a_follow_up_committed_after_chat_returned_arrives_on_the_stream_of_a_se
         .send()
         .await
         .unwrap();
-    // The request gave up while the turn slept in its Delay.
+    // The request gave up while the turn slept in its Delay, pointing to the stream.
     assert_eq!(answer.status(), 504);
+    let reason: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert!(reason["error"].as_str().unwrap().contains("/events"), "{reason}");
     let texts: Vec<String> = take(&mut live, 4)
         .await
         .into_iter()
