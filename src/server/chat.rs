@@ -77,7 +77,7 @@ async fn answer(state: &AppState, body: Result<Bytes, BytesRejection>) -> Respon
             let mut response = error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "no answer within {:.3} s; the turn goes on and its answer will be in GET /conversations/{conversation_id}",
+                    "no answer within {:.3} s; the turn goes on and its answer will be in GET /conversations/{conversation_id} (and on its /events stream)",
                     timeout.as_secs_f64()
                 ),
             );

@@ -13,7 +13,7 @@
 //!   without the bearer token; 502 when an API refused a call and the
 //!   conversation failed; 504 when no answer came within the turn timeout
 //!   (the turn goes on in the background and its answer lands in the
-//!   transcript).
+//!   transcript and on the event stream).
 //! - `GET /conversations/{id}`: `{"conversation_id", "status", "transcript"}`
 //!   (404 when unknown).
 //! - `GET /conversations/{id}/events`: the conversation's bot entries as

@@ -16,8 +16,9 @@ pub(crate) struct AppState {
     pub(crate) in_flight: Arc<InFlight>,
     /// The largest text `POST /chat` takes: the engine's own limit on a reply.
     pub(crate) max_text_bytes: usize,
-    /// Ends the event streams: the settings' signal, or one of the router's
-    /// own (never triggered unless [`super::serve`] owns the router).
+    /// Ends the event streams: the settings' signal (the one [`super::serve`]
+    /// triggers), or, without one, a signal of the router's own that
+    /// nothing triggers.
     pub(crate) shutdown: Shutdown,
 }
 

@@ -4,15 +4,14 @@
 //! `/chat` response when messages overlap, a Delay's follow-up reaching the
 //! stream after its request returned, and the undelivered-replies metric.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
 use chatflow::channel::{Channel, Delivery, DeliveryOutcome};
 use chatflow::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use chatflow::server::{Metrics, ServerSettings, Shutdown, router, serve};
@@ -21,11 +20,12 @@ use chatflow::store::{
     Save, Store, StoreError, TranscriptEntry,
 };
 use chatflow::{Conversation, DeliveryReport, Engine, Flow, Runtime, RuntimeOptions};
-use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tower::ServiceExt;
+
+use super::sse_reader::{EventReader, SseEvent};
 
 /// A menu whose options make `question` events; "Talk to a person" hands off.
 const MENU: &str = r#"{"name": "events", "steps": [
@@ -115,114 +115,6 @@ async fn transcript(app: &Router, id: &str) -> Vec<Value> {
         .unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     body["transcript"].as_array().unwrap().clone()
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SseEvent {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) data: Value,
-}
-
-type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
-
-/// Reads a `text/event-stream` body event by event, counting keep-alive
-/// comments.
-pub(crate) struct EventReader {
-    chunks: Chunks,
-    buffer: String,
-    comments: usize,
-}
-
-impl EventReader {
-    /// A stream through the router, without a socket.
-    async fn open(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, EventReader) {
-        let response = app.clone().oneshot(request).await.unwrap();
-        let (status, headers) = (response.status(), response.headers().clone());
-        let chunks = response
-            .into_body()
-            .into_data_stream()
-            .map(|chunk| chunk.map_err(|e| e.to_string()));
-        (status, headers, EventReader::new(Box::pin(chunks)))
-    }
-
-    /// A stream over HTTP.
-    pub(crate) async fn connect(url: &str) -> EventReader {
-        let response = reqwest::Client::new().get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let chunks = futures_util::stream::unfold(response, |mut response| async move {
-            let chunk = response.chunk().await.map_err(|e| e.to_string()).transpose()?;
-            Some((chunk, response))
-        });
-        EventReader::new(Box::pin(chunks))
-    }
-
-    fn new(chunks: Chunks) -> EventReader {
-        EventReader {
-            chunks,
-            buffer: String::new(),
-            comments: 0,
-        }
-    }
-
-    /// The next event, or `None` once the stream ended; fails after 5 s.
-    pub(crate) async fn next(&mut self) -> Option<SseEvent> {
-        tokio::time::timeout(Duration::from_secs(5), self.next_event())
-            .await
-            .expect("no event and no end within 5 s")
-    }
-
-    async fn next_event(&mut self) -> Option<SseEvent> {
-        loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let frame: String = self.buffer.drain(..end + 2).collect();
-                match parse(&frame) {
-                    Some(event) => return Some(event),
-                    None => self.comments += 1,
-                }
-            }
-            match self.chunks.next().await {
-                Some(Ok(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
-                Some(Err(e)) => panic!("the stream failed: {e}"),
-                None => {
-                    assert_eq!(self.buffer, "", "a partial event at the end");
-                    return None;
-                }
-            }
-        }
-    }
-
-    /// Asserts that no event comes (keep-alive comments only) for `wait`.
-    async fn assert_quiet(&mut self, wait: Duration) {
-        if let Ok(got) = tokio::time::timeout(wait, self.next_event()).await {
-            panic!("expected nothing, got {got:?}");
-        }
-    }
-}
-
-/// An event's fields; `None` for a comment.
-fn parse(frame: &str) -> Option<SseEvent> {
-    let (mut id, mut name, mut data) = (None, None, String::new());
-    for line in frame.lines() {
-        if line.is_empty() || line.starts_with(':') {
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "id" => id = Some(value.to_string()),
-            "event" => name = Some(value.to_string()),
-            "data" => data.push_str(value),
-            other => panic!("unexpected field {other} in {frame:?}"),
-        }
-    }
-    let id = id?;
-    Some(SseEvent {
-        id,
-        name: name.expect("every event is named"),
-        data: serde_json::from_str(&data).unwrap(),
-    })
 }
 
 /// The bot entries of a transcript, as the events that carry them.
@@ -319,6 +211,39 @@ async fn the_stream_sends_each_bot_entry_as_it_is_committed_and_resumes_after_th
         assert_eq!(take(&mut resumed, rest.len()).await, rest, "{path} {headers:?}");
         resumed.assert_quiet(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_client_resumes_after_a_restart_from_its_last_event_id() {
+    let dir = std::env::temp_dir().join(format!(
+        "chatflow-events-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("chatflow.db").display());
+
+    let before = {
+        let store = Arc::new(chatflow::store::SqliteStore::connect(&url).await.unwrap());
+        let app = router(runtime(MENU, store), ServerSettings::new());
+        let (_, _, mut live) = EventReader::open(&app, events_request("/conversations/r1/events", &[])).await;
+        chat(&app, "r1", "hello").await;
+        take(&mut live, 2).await
+    };
+    // Another process on the same file, after the first one stopped.
+    let store = Arc::new(chatflow::store::SqliteStore::connect(&url).await.unwrap());
+    let app = router(runtime(MENU, store), ServerSettings::new());
+    let last = before.last().unwrap().id.clone();
+    let (_, _, mut resumed) = EventReader::open(
+        &app,
+        events_request("/conversations/r1/events", &[("last-event-id", &last)]),
+    )
+    .await;
+    chat(&app, "r1", "human").await;
+    let after = take(&mut resumed, 3).await;
+    let expected = as_events(&transcript(&app, "r1").await);
+    assert_eq!([before, after].concat(), expected);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -465,8 +390,10 @@ async fn a_follow_up_committed_after_chat_returned_arrives_on_the_stream_of_a_se
         .send()
         .await
         .unwrap();
-    // The request gave up while the turn slept in its Delay.
+    // The request gave up while the turn slept in its Delay, pointing to the stream.
     assert_eq!(answer.status(), 504);
+    let reason: Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert!(reason["error"].as_str().unwrap().contains("/events"), "{reason}");
     let texts: Vec<String> = take(&mut live, 4)
         .await
         .into_iter()

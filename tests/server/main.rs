@@ -7,3 +7,4 @@ mod events;
 #[cfg(feature = "cli")]
 mod process;
 mod routes;
+mod sse_reader;

@@ -857,7 +857,8 @@ async fn replies_reach_an_open_event_stream_and_sigterm_ends_it_then_exits_0() {
     let mock = mock(1).await;
     let dir = TempDir::new("events");
     let mut server = Setup::memory(&mock, &dir).start();
-    let mut events = super::events::EventReader::connect(&server.url("/conversations/sse-1/events")).await;
+    let mut events =
+        super::sse_reader::EventReader::connect(&server.url("/conversations/sse-1/events")).await;
 
     let got = chat(
         &server,
