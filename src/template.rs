@@ -155,8 +155,7 @@ impl Path {
                     STEP_FIELDS.map(|f| format!("`{f}`")).join(", ")
                 ));
             }
-            Root::Conversation if !conversation_path(&segments) =>
-            {
+            Root::Conversation if !conversation_path(&segments) => {
                 return Err(format!(
                     "`{source}`: the conversation fields are `conversation.id`, `conversation.start_text` and `conversation.message.<field>`"
                 ));

@@ -76,7 +76,7 @@ impl RuntimeBuilder {
     }
 
     /// Where the runtime reports deliveries refused for good and failed
-    /// receipts ([`crate::Event::DeliveryRefused`]).
+    /// receipts ([`crate::Event::Undelivered`]).
     pub fn events(mut self, events: Arc<dyn EventSink>) -> RuntimeBuilder {
         self.events = Some(events);
         self

@@ -17,14 +17,15 @@ use crate::store::{Direction, TranscriptEntry};
 /// subscriber that reconnects passes the last `seq` it saw (an SSE
 /// client's `Last-Event-ID`). Commits of this process wake it at once;
 /// another process's commits are seen within
-/// [`crate::RuntimeOptions::scheduler_poll`].
+/// [`crate::RuntimeOptions::scheduler_poll`] of real time (whatever the
+/// engine's clock).
 ///
 /// ```
 /// # use std::sync::Arc;
 /// # use chatflow::{Engine, Flow, Runtime, store::MemoryStore};
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let flow = Flow::from_json(r#"{"name": "f", "steps": [
+/// let flow = Flow::from_json(r#"{"name": "f", "start": "start_flow", "steps": [
 ///   {"type": "question", "name": "Ask", "text": "Name?"},
 ///   {"type": "message", "name": "Hi", "text": "Hi <<step.Ask.response>>"}
 /// ]}"#)?;
@@ -86,8 +87,9 @@ impl Subscription {
             if !self.ready.is_empty() {
                 continue;
             }
-            let poll = inner.clock.now() + inner.options.scheduler_poll;
-            let sleep = inner.clock.sleep_until(poll);
+            // Real time, not the engine's clock: the poll is for other
+            // processes' commits, and a virtual clock would be moved by it.
+            let sleep = tokio::time::sleep(inner.options.scheduler_poll);
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
