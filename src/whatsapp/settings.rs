@@ -60,6 +60,38 @@ impl WhatsAppSettings {
     pub fn phone_number_id(&self) -> &str {
         &self.phone_number_id
     }
+
+    /// Whether `token` is the verify token (the `hub.verify_token` of the
+    /// verification handshake), compared in constant time.
+    ///
+    /// ```
+    /// use chatflow::whatsapp::WhatsAppSettings;
+    ///
+    /// let settings = WhatsAppSettings::new("verify-me", "app-secret", "EAAG-token", "1234567890");
+    /// assert!(settings.verify_token_matches("verify-me"));
+    /// assert!(!settings.verify_token_matches("verify-m"));
+    /// ```
+    pub fn verify_token_matches(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        // Lengths differ → not equal; ct_eq of slices checks that first
+        // (the length of a verify token is no secret worth hiding).
+        bool::from(self.verify_token.as_bytes().ct_eq(token.as_bytes()))
+    }
+
+    /// Checks a notification's `X-Hub-Signature-256` header against its raw
+    /// body with the app secret ([`super::verify_signature`]).
+    ///
+    /// ```
+    /// use chatflow::whatsapp::{WhatsAppSettings, sign};
+    ///
+    /// let settings = WhatsAppSettings::new("verify-me", "app-secret", "EAAG-token", "1234567890");
+    /// let body = b"{}";
+    /// assert!(settings.verify_signature(body, Some(&sign("app-secret", body))).is_ok());
+    /// assert!(settings.verify_signature(body, None).is_err());
+    /// ```
+    pub fn verify_signature(&self, body: &[u8], header: Option<&str>) -> Result<(), super::SignatureError> {
+        super::verify_signature(&self.app_secret, body, header)
+    }
 }
 
 impl fmt::Debug for WhatsAppSettings {
