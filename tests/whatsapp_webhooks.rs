@@ -11,14 +11,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chatflow::channel::{Channel, Delivery, DeliveryOutcome, ReceiptStatus};
-use chatflow::store::{Direction, MemoryStore, TranscriptEntry};
+use chatflow::store::{
+    Claim, ConversationCounts, DeliveryRecord, Direction, InboundMessage, MemoryStore, PendingDeliveries,
+    Save, Store, StoreError, TranscriptEntry,
+};
 use chatflow::whatsapp::{WhatsAppSettings, router, sign};
 use chatflow::{Engine, Flow, Runtime, RuntimeOptions, VirtualClock};
 use serde_json::{Value, json};
@@ -568,4 +571,144 @@ async fn beside_the_server_routes_the_webhook_needs_no_bearer_token() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["transcript"][0]["message_id"], "wamid.A1", "{body}");
     assert_eq!(body["transcript"][2]["text"], "You said hello", "{body}");
+}
+
+/// A [`MemoryStore`] whose message and receipt writes fail while `down`.
+#[derive(Default)]
+struct Flaky {
+    inner: MemoryStore,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::LeaseLost("the database is down".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn enqueue_message(
+        &self,
+        id: &str,
+        message: InboundMessage<'_>,
+        now: SystemTime,
+    ) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        self.inner.enqueue_message(id, message, now).await
+    }
+    async fn acquire(
+        &self,
+        id: &str,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<Claim>, StoreError> {
+        self.inner.acquire(id, owner, lease_until, now).await
+    }
+    async fn save(&self, id: &str, owner: &str, save: Save<'_>) -> Result<(), StoreError> {
+        self.inner.save(id, owner, save).await
+    }
+    async fn save_and_read_replies(
+        &self,
+        id: &str,
+        owner: &str,
+        save: Save<'_>,
+        after_seq: u64,
+    ) -> Result<Vec<TranscriptEntry>, StoreError> {
+        self.inner.save_and_read_replies(id, owner, save, after_seq).await
+    }
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release(id, owner).await
+    }
+    async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.due(now, limit).await
+    }
+    async fn counts(&self, now: SystemTime) -> Result<ConversationCounts, StoreError> {
+        self.inner.counts(now).await
+    }
+    async fn next_wake(&self) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.next_wake().await
+    }
+    async fn load(&self, id: &str) -> Result<Option<chatflow::Conversation>, StoreError> {
+        self.inner.load(id).await
+    }
+    async fn transcript(&self, id: &str, after_seq: u64) -> Result<Vec<TranscriptEntry>, StoreError> {
+        self.inner.transcript(id, after_seq).await
+    }
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingDeliveries>, StoreError> {
+        self.inner.claim_deliveries(owner, lease_until, now, limit).await
+    }
+    async fn record_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        seq: u64,
+        record: DeliveryRecord<'_>,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.inner.record_delivery(id, owner, seq, record, now).await
+    }
+    async fn release_deliveries(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_deliveries(id, owner).await
+    }
+    async fn next_delivery_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        self.inner.next_delivery_after(after).await
+    }
+    async fn record_receipt(
+        &self,
+        channel_message_id: &str,
+        receipt: &chatflow::channel::Receipt,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        self.check()?;
+        self.inner.record_receipt(channel_message_id, receipt).await
+    }
+    async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        self.inner.prune_seen(before, limit).await
+    }
+}
+
+/// A store that fails is a 500, so that Meta sends the notification again;
+/// once the store is back, the redelivery is applied (once).
+#[tokio::test(start_paused = true)]
+async fn a_store_error_is_a_500_and_the_redelivery_is_applied() {
+    let store = Arc::new(Flaky::default());
+    let engine = Engine::builder(Flow::from_json(ECHO_FLOW).unwrap())
+        .shared_clock(Arc::new(VirtualClock::new()))
+        .build()
+        .unwrap();
+    let runtime = Runtime::builder(engine, store.clone())
+        .channel("whatsapp", Arc::new(Recorder::default()))
+        .build();
+    let bot = Bot {
+        app: router(runtime.clone(), settings()),
+        runtime,
+        channel: Arc::new(Recorder::default()),
+        clock: Arc::new(VirtualClock::new()),
+    };
+    let body = one_text(ADA, "wamid.A1", "hello");
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, answer) = bot.post(&body).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+    assert!(
+        !answer.to_string().contains("down"),
+        "no store detail leaks: {answer}"
+    );
+    store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (status, answer) = bot.post(&body).await;
+    assert_eq!((status, answer["messages"].clone()), (StatusCode::OK, json!(1)));
+    settle().await;
+    assert_eq!(
+        bot.lines(ADA).await[..3],
+        ["in wamid.A1", "out Say something", "out You said hello"]
+    );
 }
