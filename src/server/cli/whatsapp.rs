@@ -173,4 +173,22 @@ mod tests {
             assert!(help.contains(name), "{name} missing from --help:\n{help}");
         }
     }
+
+    #[test]
+    fn a_flow_whatsapp_cannot_show_is_refused_naming_the_step() {
+        let flow = Flow::from_json(
+            r#"{"name": "menu", "steps": [{"type": "question", "name": "Pick", "text": "Which?",
+              "options": ["A title far longer than a list row allows", "Short"]}]}"#,
+        )
+        .expect("a valid flow");
+        let e = check(&flow).expect_err("a row title over 24 characters");
+        let text = super::super::report(&e);
+        assert!(
+            text.starts_with("the flow \"menu\" cannot run on WhatsApp"),
+            "{text}"
+        );
+        assert!(text.contains("Pick"), "{text}");
+        let shipped = Flow::from_json(super::super::DEFAULT_WHATSAPP_FLOW).expect("the shipped flow loads");
+        assert!(check(&shipped).is_ok());
+    }
 }
