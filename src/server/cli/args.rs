@@ -96,7 +96,7 @@ pub struct Args {
     pub whatsapp_phone_number_id: Option<String>,
 
     /// The Graph API's base URL, with its version (default
-    /// https://graph.facebook.com/v23.0; tests point it at a mock).
+    /// `https://graph.facebook.com/v23.0`; tests point it at a mock).
     #[arg(long, value_name = "URL", env = "WHATSAPP_GRAPH_URL")]
     pub whatsapp_graph_url: Option<String>,
 }
