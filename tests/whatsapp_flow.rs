@@ -208,6 +208,9 @@ async fn a_conversation_driven_by_webhooks_reaches_an_answer_and_a_handoff() {
         assert_eq!(delivery.status, DeliveryStatus::Accepted, "{entry:?}");
         assert_eq!(delivery.channel_message_id.as_deref(), Some(send.wamid.as_str()));
     }
+    // The customer's messages were marked read as the bot answered them.
+    let read: Vec<String> = setup.whatsapp.reads().into_iter().map(|r| r.message_id).collect();
+    assert!(read.contains(&hi.message_ids()[0]), "{read:?}");
     // Nothing the stand-in refused.
     assert!(
         setup.whatsapp.requests().iter().all(|r| r.status == 200),
