@@ -21,6 +21,20 @@
 //! 30), `RUST_LOG` (default `info`), `OPENAI_API_KEY` (without it the
 //! built-in mock answers), `OPENAI_BASE_URL`, `OPENAI_ASSISTANT_ID`,
 //! `OPENAI_MODEL`, `OPENAI_INSTRUCTIONS`.
+//!
+//! WhatsApp (docs/whatsapp.md): with `WHATSAPP_VERIFY_TOKEN`,
+//! `WHATSAPP_APP_SECRET`, `WHATSAPP_ACCESS_TOKEN` (secrets: environment
+//! only, never printed) and `WHATSAPP_PHONE_NUMBER_ID` (or
+//! `--whatsapp-phone-number-id`) set, it also serves Meta's callback URL
+//! `GET`/`POST /webhooks/whatsapp` and sends the replies through the Graph
+//! API (`WHATSAPP_GRAPH_URL`, default `https://graph.facebook.com/v23.0`);
+//! without `--flow` it then runs `flows/whatsapp_support.json`. Some but not
+//! all of the four is a startup error naming the missing ones.
+//!
+//! ```sh
+//! WHATSAPP_VERIFY_TOKEN=… WHATSAPP_APP_SECRET=… WHATSAPP_ACCESS_TOKEN=… \
+//! WHATSAPP_PHONE_NUMBER_ID=106540352242922 cargo run --example support_server -- --listen 0.0.0.0:8080
+//! ```
 
 use std::process::ExitCode;
 

@@ -1,7 +1,11 @@
 //! `chatflow-server`: a chatflow flow behind `POST /chat`, with a durable
 //! store, the Delay scheduler, Prometheus metrics and graceful shutdown.
 //! `chatflow-server --help` lists the arguments and their environment
-//! variables; [`chatflow::server`] describes the routes.
+//! variables; [`chatflow::server`] describes the routes. With
+//! `WHATSAPP_VERIFY_TOKEN`, `WHATSAPP_APP_SECRET`, `WHATSAPP_ACCESS_TOKEN`
+//! and `WHATSAPP_PHONE_NUMBER_ID` set it also serves the WhatsApp webhook
+//! (`/webhooks/whatsapp`, see docs/whatsapp.md) and sends replies through
+//! the Graph API.
 //!
 //! ```sh
 //! cargo install chatflow --features cli

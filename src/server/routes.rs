@@ -28,12 +28,17 @@ pub(crate) fn app(state: Arc<AppState>) -> Router {
     if let Some(token) = state.settings.api_token.clone() {
         guarded = guarded.route_layer(from_fn_with_state(token, require_bearer));
     }
-    Router::new()
+    let extra = state.settings.routes.clone();
+    let app = Router::new()
         .merge(guarded)
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
-        .with_state(state)
+        .with_state(state);
+    match extra {
+        Some(extra) => app.merge(extra),
+        None => app,
+    }
 }
 
 /// `GET /metrics`: the registry, with the values read at scrape time.

@@ -27,6 +27,7 @@ use super::shutdown::Shutdown;
 #[non_exhaustive]
 pub struct ServerSettings {
     pub(crate) api_token: Option<ApiToken>,
+    pub(crate) routes: Option<axum::Router>,
     pub(crate) turn_timeout: Duration,
     pub(crate) body_limit: Option<usize>,
     pub(crate) max_conversation_id_bytes: usize,
@@ -41,6 +42,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             api_token: None,
+            routes: None,
             turn_timeout: Duration::from_secs(60),
             body_limit: None,
             max_conversation_id_bytes: 128,
@@ -76,6 +78,19 @@ impl ServerSettings {
     /// its answer lands in the transcript.
     pub fn with_turn_timeout(mut self, timeout: Duration) -> Self {
         self.turn_timeout = timeout;
+        self
+    }
+
+    /// Routes served beside the server's own, outside the bearer token (for
+    /// example [`chatflow::whatsapp::router`](crate::whatsapp::router), which
+    /// checks Meta's signature instead), by [`serve`](super::serve) and
+    /// [`router`](super::router) alike. Their paths must not clash with the
+    /// server's.
+    pub fn with_routes(mut self, routes: axum::Router) -> Self {
+        self.routes = Some(match self.routes.take() {
+            Some(before) => before.merge(routes),
+            None => routes,
+        });
         self
     }
 
@@ -171,6 +186,7 @@ impl fmt::Debug for ServerSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerSettings")
             .field("api_token", &self.api_token)
+            .field("routes", &self.routes.is_some())
             .field("turn_timeout", &self.turn_timeout)
             .field("body_limit", &self.body_limit)
             .field("max_conversation_id_bytes", &self.max_conversation_id_bytes)

@@ -15,10 +15,15 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 #[command(
     name = "chatflow-server",
     version,
-    about = "Serve a chatflow flow over HTTP: POST /chat, GET /conversations/{id}, GET /healthz, GET /metrics",
+    about = "Serve a chatflow flow over HTTP: POST /chat, GET /conversations/{id}, GET /healthz, GET /metrics, \
+             and with WhatsApp set up GET/POST /webhooks/whatsapp",
     after_help = "Secrets come from the environment only: OPENAI_API_KEY (unset: a built-in mock \
                   OpenAI answers), CHATFLOW_API_TOKEN (set: /chat and /conversations need \
-                  `Authorization: Bearer <token>`). RUST_LOG sets the log filter (default info)."
+                  `Authorization: Bearer <token>`), and WhatsApp's WHATSAPP_VERIFY_TOKEN, \
+                  WHATSAPP_APP_SECRET and WHATSAPP_ACCESS_TOKEN: with these three and \
+                  WHATSAPP_PHONE_NUMBER_ID set, the WhatsApp webhook routes \
+                  (/webhooks/whatsapp) and channel are on; some but not all of the four is an \
+                  error. RUST_LOG sets the log filter (default info)."
 )]
 #[non_exhaustive]
 pub struct Args {
@@ -83,6 +88,17 @@ pub struct Args {
     /// The assistant's instructions (the flow's `var.instructions`).
     #[arg(long, value_name = "TEXT", env = "OPENAI_INSTRUCTIONS")]
     pub openai_instructions: Option<String>,
+
+    /// The WhatsApp Business phone number id replies are sent from (with
+    /// WHATSAPP_VERIFY_TOKEN, WHATSAPP_APP_SECRET and WHATSAPP_ACCESS_TOKEN
+    /// in the environment, it turns WhatsApp on).
+    #[arg(long, value_name = "ID", env = "WHATSAPP_PHONE_NUMBER_ID")]
+    pub whatsapp_phone_number_id: Option<String>,
+
+    /// The Graph API's base URL, with its version (default
+    /// `https://graph.facebook.com/v23.0`; tests point it at a mock).
+    #[arg(long, value_name = "URL", env = "WHATSAPP_GRAPH_URL")]
+    pub whatsapp_graph_url: Option<String>,
 }
 
 // Written out so that `{:?}` never shows a database password.
@@ -99,6 +115,8 @@ impl std::fmt::Debug for Args {
             .field("openai_assistant_id", &self.openai_assistant_id)
             .field("openai_model", &self.openai_model)
             .field("openai_instructions", &self.openai_instructions)
+            .field("whatsapp_phone_number_id", &self.whatsapp_phone_number_id)
+            .field("whatsapp_graph_url", &self.whatsapp_graph_url)
             .finish()
     }
 }

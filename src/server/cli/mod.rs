@@ -1,7 +1,7 @@
 //! What the `chatflow-server` binary (and the `support_server` example)
 //! runs: arguments with environment fallbacks, the store a URL names, the
-//! OpenAI settings (or the built-in mock), and [`serve`] until
-//! SIGTERM or Ctrl-C (feature `cli`).
+//! OpenAI settings (or the built-in mock), WhatsApp when its settings are
+//! given, and [`serve`] until SIGTERM or Ctrl-C (feature `cli`).
 //!
 //! ```no_run
 //! use chatflow::server::cli::{self, Args};
@@ -24,6 +24,7 @@ mod args;
 mod openai;
 mod signals;
 mod store;
+mod whatsapp;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -39,6 +40,11 @@ use signals::SignalCount;
 /// The flow served without `--flow`: the shipped OpenAI assistant flow,
 /// built into the binary (an installed binary has no source tree to read it from).
 pub const DEFAULT_FLOW: &str = include_str!("../../../flows/openai_assistant.json");
+
+/// The flow served without `--flow` when WhatsApp is on: the shipped
+/// WhatsApp support flow (a menu of reply buttons, then the assistant on
+/// the Responses API).
+pub const DEFAULT_WHATSAPP_FLOW: &str = include_str!("../../../flows/whatsapp_support.json");
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +86,24 @@ pub enum CliError {
     /// The server failed.
     #[error("server error")]
     Serve(#[source] std::io::Error),
+    /// Some of WhatsApp's four settings were given, not all.
+    #[error(
+        "WhatsApp needs WHATSAPP_VERIFY_TOKEN, WHATSAPP_APP_SECRET, WHATSAPP_ACCESS_TOKEN and \
+         WHATSAPP_PHONE_NUMBER_ID; missing: {}",
+        missing.join(", ")
+    )]
+    WhatsAppIncomplete {
+        /// The environment variables not set.
+        missing: Vec<&'static str>,
+    },
+    /// The flow cannot run on WhatsApp (the message names the steps).
+    #[error("the flow \"{flow}\" cannot run on WhatsApp: {problems}")]
+    WhatsAppFlow {
+        /// The flow's name.
+        flow: String,
+        /// What is wrong, `; `-separated.
+        problems: String,
+    },
 }
 
 /// The error and its causes, `: `-separated, for a one-line message.
@@ -115,11 +139,16 @@ pub fn init_tracing() {
 /// When the flow, the engine, the store or the listener cannot be set up,
 /// or the server fails.
 pub async fn run(args: Args, on_listening: impl FnOnce(SocketAddr)) -> Result<(), CliError> {
-    let flow = match &args.flow {
-        Some(path) => Flow::from_path(path),
-        None => Flow::from_json(DEFAULT_FLOW),
+    let whatsapp = whatsapp::settings(&args, openai::env)?;
+    let flow = match (&args.flow, &whatsapp) {
+        (Some(path), _) => Flow::from_path(path),
+        (None, None) => Flow::from_json(DEFAULT_FLOW),
+        (None, Some(_)) => Flow::from_json(DEFAULT_WHATSAPP_FLOW),
     }
     .map_err(CliError::Flow)?;
+    if whatsapp.is_some() {
+        whatsapp::check(&flow)?;
+    }
     let metrics = Metrics::new();
     let http = ReqwestClient::new().map_err(CliError::HttpClient)?;
     let builder = Engine::builder(flow.clone()).http_client(metrics.instrument(http));
@@ -129,7 +158,12 @@ pub async fn run(args: Args, on_listening: impl FnOnce(SocketAddr)) -> Result<()
         .build()
         .map_err(|e| CliError::Build(openai::explain_missing(e, &flow, &args)))?;
     let store = store::open(&args.database_url).await?;
-    let runtime = Runtime::new(engine, store);
+    let clock = engine.clock();
+    let mut runtime = Runtime::builder(engine, store);
+    if let Some(settings) = &whatsapp {
+        runtime = runtime.channel("whatsapp", whatsapp::channel(settings, clock)?);
+    }
+    let runtime = runtime.build();
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -147,6 +181,10 @@ pub async fn run(args: Args, on_listening: impl FnOnce(SocketAddr)) -> Result<()
         .with_metrics(metrics);
     if let Some(token) = openai::env("CHATFLOW_API_TOKEN") {
         settings = settings.with_api_token(token);
+    }
+    if let Some(whatsapp) = whatsapp {
+        whatsapp::announce(&whatsapp);
+        settings = settings.with_routes(crate::whatsapp::router(runtime.clone(), whatsapp));
     }
     tracing::info!(
         flow = flow.name(),
