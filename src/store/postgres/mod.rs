@@ -26,8 +26,8 @@ pub use self::options::PostgresOptions;
 use self::connections::{Connections, Kept};
 use self::queries::*;
 use super::rows::{
-    TranscriptRow, backend, claim, decode_state, direction_name, encode_state, inbox_entry, ms, text_of,
-    time, to_i64, to_u64, transcript_entries,
+    InboxRow, TranscriptRow, backend, claim, decode_state, direction_name, encode_state, inbox_entry, ms,
+    text_of, time, to_i64, to_u64, transcript_entries,
 };
 use super::{Claim, ConversationCounts, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry};
 use crate::conversation::Conversation;
@@ -173,7 +173,15 @@ fn inbox_of(
     }
     seqs.into_iter()
         .zip(texts)
-        .map(|(seq, text)| Ok(inbox_entry(seq, text_of(id, text)?)))
+        .map(|(seq, text)| {
+            let row = InboxRow {
+                seq,
+                text: text_of(id, text)?,
+                transcript_seq: None,
+                details: None,
+            };
+            inbox_entry(id, row)
+        })
         .collect()
 }
 
@@ -442,6 +450,7 @@ impl Store for PostgresStore {
                     direction,
                     text: text_of(conversation_id, text)?,
                     at_ms,
+                    ..TranscriptRow::default()
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
@@ -536,6 +545,7 @@ impl Store for PostgresStore {
                     direction,
                     text: text_of(conversation_id, text)?,
                     at_ms,
+                    ..TranscriptRow::default()
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
