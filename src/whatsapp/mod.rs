@@ -36,5 +36,5 @@ pub use limits::{
 pub use notification::{Notification, NotificationError, StatusUpdate, parse_notification};
 pub use routes::router;
 pub use send::split_text;
-pub use settings::WhatsAppSettings;
+pub use settings::{DEFAULT_GRAPH_URL, WhatsAppSettings};
 pub use signature::{SIGNATURE_HEADER, SignatureError, sign, verify_signature};
