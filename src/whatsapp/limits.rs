@@ -44,16 +44,24 @@ fn chars(text: &str) -> usize {
 
 /// Buttons when the options fit them, else a list when they fit it.
 pub(crate) fn layout(options: &[QuestionOption]) -> Layout {
-    if list_problems(options).next().is_some() {
-        return Layout::Text;
+    if fit_buttons(options) {
+        Layout::Buttons
+    } else if list_problems(options).next().is_none() {
+        Layout::List
+    } else {
+        Layout::Text
     }
-    let buttons = options.len() <= MAX_BUTTONS
-        && options.iter().all(|o| {
+}
+
+/// Whether the options fit reply buttons (whose titles must also differ).
+fn fit_buttons(options: &[QuestionOption]) -> bool {
+    options.len() <= MAX_BUTTONS
+        && options.iter().enumerate().all(|(i, o)| {
             o.description.is_none()
                 && chars(&o.title) <= MAX_BUTTON_TITLE_CHARS
                 && chars(&o.id) <= MAX_BUTTON_ID_CHARS
-        });
-    if buttons { Layout::Buttons } else { Layout::List }
+                && options[..i].iter().all(|earlier| earlier.title != o.title)
+        })
 }
 
 /// Why these options do not fit a list message (the larger of the two
@@ -98,7 +106,7 @@ pub struct FlowLimitError {
 }
 
 /// Checks that WhatsApp can show every Question's options: as reply buttons
-/// (at most 3, titles of at most 20 characters, no descriptions) or else as
+/// (at most 3, distinct titles of at most 20 characters, no descriptions) or else as
 /// a list (at most 10 rows, titles of at most 24 characters, descriptions
 /// of at most 72, ids of at most 200). A server with WhatsApp on runs it
 /// when it loads a flow.
@@ -136,7 +144,9 @@ pub fn check_flow(flow: &Flow) -> Result<(), FlowLimitError> {
             .flatten()
             .map(crate::flow::OptionSpec::resolve)
             .collect();
-        problems.extend(list_problems(&options).map(|p| format!("step `{}`: {p}", step.name)));
+        if !fit_buttons(&options) {
+            problems.extend(list_problems(&options).map(|p| format!("step `{}`: {p}", step.name)));
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -167,7 +177,10 @@ mod tests {
         assert_eq!(layout(&four), Layout::List);
         assert_eq!(layout(&[option("a", &"x".repeat(21))]), Layout::List);
         assert_eq!(layout(&[option("a", "A").with_description("why")]), Layout::List);
-        assert_eq!(layout(&[option(&"i".repeat(201), "A")]), Layout::Text);
+        assert_eq!(layout(&[option("a", "Same"), option("b", "Same")]), Layout::List);
+        // An id too long for a row but not for a button.
+        assert_eq!(layout(&[option(&"i".repeat(256), "A")]), Layout::Buttons);
+        assert_eq!(layout(&[option(&"i".repeat(257), "A")]), Layout::Text);
     }
 
     #[test]
