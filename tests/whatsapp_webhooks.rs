@@ -712,3 +712,16 @@ async fn a_store_error_is_a_500_and_the_redelivery_is_applied() {
         ["in wamid.A1", "out Say something", "out You said hello"]
     );
 }
+
+/// Meta's notifications stay under 3 MB; a body over the 4 MiB limit is
+/// refused before its signature is even computed.
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_limit_is_a_413() {
+    let bot = Bot::new();
+    let mut body = one_text(ADA, "wamid.BIG", "hello");
+    body["padding"] = json!("x".repeat(4 * 1024 * 1024));
+    let (status, _) = bot.post(&body).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    settle().await;
+    assert!(bot.transcript(ADA).await.is_empty());
+}
