@@ -275,21 +275,23 @@ pub(crate) fn texts<'a>(to: &'a str, text: &'a str) -> Vec<OutgoingMessage<'a>> 
         .collect()
 }
 
+// Ids and titles go trimmed: Meta refuses an id with spaces around it, and
+// a tapped id is matched trimmed anyway.
 fn button(option: &QuestionOption) -> Button<'_> {
     Button {
         kind: "reply",
         reply: Reply {
-            id: &option.id,
-            title: &option.title,
+            id: option.id.trim(),
+            title: option.title.trim(),
         },
     }
 }
 
 fn row(option: &QuestionOption) -> Row<'_> {
     Row {
-        id: &option.id,
-        title: &option.title,
-        description: option.description.as_deref(),
+        id: option.id.trim(),
+        title: option.title.trim(),
+        description: option.description.as_deref().map(str::trim),
     }
 }
 

@@ -80,6 +80,15 @@ fn two_options_are_reply_buttons() {
 }
 
 #[test]
+fn ids_and_titles_go_trimmed() {
+    let sent = bodies(&question("Pick", vec![QuestionOption::new(" a ", " Yes ")]));
+    assert_eq!(
+        sent[0]["interactive"]["action"]["buttons"][0]["reply"],
+        json!({"id": "a", "title": "Yes"})
+    );
+}
+
+#[test]
 fn four_options_are_a_list() {
     let mut options: Vec<_> = (1..=3)
         .map(|i| QuestionOption::new(format!("o{i}"), format!("Option {i}")))
