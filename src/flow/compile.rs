@@ -793,8 +793,10 @@ fn check_whatsapp_template(check: &mut StepCheck<'_>, value: &Value) {
         .get("name")
         .and_then(Value::as_str)
         .is_some_and(|n| !n.trim().is_empty());
+    // `"language": "en_US"` or, as the Cloud API writes it, `{"code": "en_US"}`.
     let code_ok = value
         .pointer("/language/code")
+        .or_else(|| value.get("language"))
         .and_then(Value::as_str)
         .is_some_and(|c| !c.trim().is_empty());
     if !value.is_object() {

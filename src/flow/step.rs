@@ -291,8 +291,8 @@ pub struct Message {
     /// What a WhatsApp conversation gets instead when its 24-hour window
     /// has closed (the user last wrote more than 24 hours ago, so only an
     /// approved template may be sent): the Cloud API's `template` object,
-    /// `{"name", "language": {"code"}, "components"?}`, whose strings may
-    /// hold placeholders. Without it such a message is refused, with that
+    /// `{"name", "language": {"code"}, "components"?}` (or `"language":
+    /// "en_US"`), whose strings may hold placeholders. Without it such a message is refused, with that
     /// reason, and the flow goes on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<WhatsAppTemplateSchema>")]
@@ -312,12 +312,19 @@ struct WhatsAppTemplateSchema {
     components: Option<Vec<Value>>,
 }
 
-/// A template's language.
+/// A template's language: its code (`"en_US"`), or the Cloud API's
+/// `{"code": "en_US"}`.
 #[derive(JsonSchema)]
+#[serde(untagged)]
 #[allow(dead_code)]
-struct WhatsAppTemplateLanguage {
+enum WhatsAppTemplateLanguage {
     /// The language code, e.g. `en_US`.
-    code: String,
+    Code(String),
+    /// As the Cloud API writes it.
+    Object {
+        /// The language code.
+        code: String,
+    },
 }
 
 /// Hands the conversation to a human agent or team and ends the bot's part.
