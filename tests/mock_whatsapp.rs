@@ -1052,6 +1052,11 @@ async fn statuses_follow_the_recorded_sends_and_a_failure_carries_its_code() {
     send(&mock, &text("one")).await;
     send(&mock, &text("two")).await;
     let wamids: Vec<String> = mock.sent().iter().map(|s| s.wamid.clone()).collect();
+    // A post that got no answer leaves the statuses to report.
+    assert!(matches!(
+        mock.post_statuses("http://127.0.0.1:9/hook").await,
+        Err(WebhookError::Http { .. })
+    ));
     let posted = mock.post_statuses(&url).await.expect("posted");
     assert_eq!(posted.status, 200);
     assert!(posted.message_ids.is_empty());

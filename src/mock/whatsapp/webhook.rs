@@ -618,8 +618,8 @@ impl MockWhatsApp {
     }
 
     /// Posts `sent`, `delivered` and `read` statuses for every accepted send
-    /// whose statuses were not posted yet, in one notification.
-    /// [`WebhookError::NothingToReport`] when there is none.
+    /// whose statuses were not posted yet (or whose post failed), in one
+    /// notification. [`WebhookError::NothingToReport`] when there is none.
     ///
     /// ```no_run
     /// # use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig};
@@ -633,15 +633,13 @@ impl MockWhatsApp {
     /// ```
     pub async fn post_statuses(&self, url: &str) -> Result<WebhookPost, WebhookError> {
         let pending: Vec<String> = {
-            let mut state = lock(&self.state);
-            let pending: Vec<String> = state
+            let state = lock(&self.state);
+            state
                 .sent
                 .iter()
                 .filter(|s| !state.reported.contains(&s.wamid))
                 .map(|s| s.wamid.clone())
-                .collect();
-            state.reported.extend(pending.iter().cloned());
-            pending
+                .collect()
         };
         if pending.is_empty() {
             return Err(WebhookError::NothingToReport);
@@ -653,7 +651,10 @@ impl MockWhatsApp {
             }
         }
         let notification = builder.build();
-        self.post(url, &notification).await
+        let posted = self.post(url, &notification).await?;
+        // Reported once the server answered, whatever it answered.
+        lock(&self.state).reported.extend(pending);
+        Ok(posted)
     }
 
     /// Posts a `failed` status with error `code` for the send `wamid`.
