@@ -1412,3 +1412,36 @@ async fn the_verification_handshake_sends_meta_s_query_and_checks_the_echo() {
         Err(WebhookError::Http { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_status_can_reach_the_server_before_the_send_is_answered() {
+    let (url, received) = receiver(StatusCode::OK).await;
+    let clock = Arc::new(VirtualClock::new());
+    let mock = MockWhatsApp::start(
+        MockWhatsAppConfig::new()
+            .clock(clock.clone())
+            .statuses_before_answers(url.clone()),
+    )
+    .await;
+    mock.note_inbound(USER, clock.now());
+
+    let answer = send(&mock, &text("hi")).await;
+    assert_eq!(answer.status, 200);
+    let wamid = answer.body["messages"][0]["id"].as_str().expect("id").to_owned();
+    // The status was posted, and answered, before the send's own answer.
+    let (headers, body) = {
+        let received = received.lock().expect("lock");
+        assert_eq!(received.len(), 1, "the status is already there");
+        received[0].clone()
+    };
+    assert_signed(&headers, &body, &mock.app_secret());
+    let payload: Value = serde_json::from_slice(&body).expect("JSON");
+    let status = &payload["entry"][0]["changes"][0]["value"]["statuses"][0];
+    assert_eq!(status["id"], wamid.as_str());
+    assert_eq!(status["status"], "sent");
+    assert_eq!(status["recipient_id"], USER);
+
+    // Refused sends post nothing.
+    send(&mock, &with(text("hi"), "/to", None)).await;
+    assert_eq!(received.lock().expect("lock").len(), 1);
+}
