@@ -26,7 +26,10 @@
 //!   test ([`MockWhatsApp::post_text`], [`MockWhatsApp::post_button_reply`],
 //!   [`MockWhatsApp::post_statuses`], [`MockWhatsApp::redeliver`], …) or
 //!   built for you to post ([`MockWhatsApp::notification`]). Every inbound
-//!   message it builds opens that user's 24-hour window.
+//!   message it builds opens that user's 24-hour window. It also performs
+//!   the verification handshake ([`MockWhatsApp::verify_webhook`]), and can
+//!   post each send's `sent` status before answering the send
+//!   ([`MockWhatsAppConfig::statuses_before_answers`]).
 //!
 //! Errors have Graph's shape: `{"error": {"message", "type", "code",
 //! "error_data": {"messaging_product", "details"}, "fbtrace_id"}}`.
