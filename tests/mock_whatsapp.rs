@@ -1052,6 +1052,11 @@ async fn statuses_follow_the_recorded_sends_and_a_failure_carries_its_code() {
     send(&mock, &text("one")).await;
     send(&mock, &text("two")).await;
     let wamids: Vec<String> = mock.sent().iter().map(|s| s.wamid.clone()).collect();
+    // A post that got no answer leaves the statuses to report.
+    assert!(matches!(
+        mock.post_statuses("http://127.0.0.1:9/hook").await,
+        Err(WebhookError::Http { .. })
+    ));
     let posted = mock.post_statuses(&url).await.expect("posted");
     assert_eq!(posted.status, 200);
     assert!(posted.message_ids.is_empty());
@@ -1406,4 +1411,37 @@ async fn the_verification_handshake_sends_meta_s_query_and_checks_the_echo() {
         mock.verify_webhook("not a url", "x").await,
         Err(WebhookError::Http { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_status_can_reach_the_server_before_the_send_is_answered() {
+    let (url, received) = receiver(StatusCode::OK).await;
+    let clock = Arc::new(VirtualClock::new());
+    let mock = MockWhatsApp::start(
+        MockWhatsAppConfig::new()
+            .clock(clock.clone())
+            .statuses_before_answers(url.clone()),
+    )
+    .await;
+    mock.note_inbound(USER, clock.now());
+
+    let answer = send(&mock, &text("hi")).await;
+    assert_eq!(answer.status, 200);
+    let wamid = answer.body["messages"][0]["id"].as_str().expect("id").to_owned();
+    // The status was posted, and answered, before the send's own answer.
+    let (headers, body) = {
+        let received = received.lock().expect("lock");
+        assert_eq!(received.len(), 1, "the status is already there");
+        received[0].clone()
+    };
+    assert_signed(&headers, &body, &mock.app_secret());
+    let payload: Value = serde_json::from_slice(&body).expect("JSON");
+    let status = &payload["entry"][0]["changes"][0]["value"]["statuses"][0];
+    assert_eq!(status["id"], wamid.as_str());
+    assert_eq!(status["status"], "sent");
+    assert_eq!(status["recipient_id"], USER);
+
+    // Refused sends post nothing.
+    send(&mock, &with(text("hi"), "/to", None)).await;
+    assert_eq!(received.lock().expect("lock").len(), 1);
 }

@@ -26,7 +26,10 @@
 //!   test ([`MockWhatsApp::post_text`], [`MockWhatsApp::post_button_reply`],
 //!   [`MockWhatsApp::post_statuses`], [`MockWhatsApp::redeliver`], …) or
 //!   built for you to post ([`MockWhatsApp::notification`]). Every inbound
-//!   message it builds opens that user's 24-hour window.
+//!   message it builds opens that user's 24-hour window. It also performs
+//!   the verification handshake ([`MockWhatsApp::verify_webhook`]), and can
+//!   post each send's `sent` status before answering the send
+//!   ([`MockWhatsAppConfig::statuses_before_answers`]).
 //!
 //! Errors have Graph's shape: `{"error": {"message", "type", "code",
 //! "error_data": {"messaging_product", "details"}, "fbtrace_id"}}`.
@@ -145,6 +148,9 @@ pub struct MockWhatsAppConfig {
     /// The clock of the 24-hour window, of timestamps and records (default
     /// [`SystemClock`]; give tests a [`crate::VirtualClock`]).
     pub clock: Arc<dyn Clock>,
+    /// Where to post each accepted send's `sent` status before answering the
+    /// send (default: nowhere); see [`MockWhatsAppConfig::statuses_before_answers`].
+    pub statuses_before_answers: Option<String>,
 }
 
 impl MockWhatsAppConfig {
@@ -158,6 +164,7 @@ impl MockWhatsAppConfig {
             display_phone_number: "15550783881".to_owned(),
             business_account_id: "102290129340398".to_owned(),
             clock: Arc::new(SystemClock),
+            statuses_before_answers: None,
         }
     }
 
@@ -196,6 +203,23 @@ impl MockWhatsAppConfig {
         self.clock = clock;
         self
     }
+
+    /// Posts each accepted send's `sent` status (signed, as any notification)
+    /// to `url`, the webhook route of the server under test, and answers the
+    /// send only once that post was answered: the server sees the status of a
+    /// message whose id its send has not returned yet, as happens with Meta.
+    ///
+    /// ```
+    /// use chatflow::mock::whatsapp::MockWhatsAppConfig;
+    ///
+    /// let config = MockWhatsAppConfig::new()
+    ///     .statuses_before_answers("http://127.0.0.1:8080/webhooks/whatsapp");
+    /// assert!(config.statuses_before_answers.is_some());
+    /// ```
+    pub fn statuses_before_answers(mut self, url: impl Into<String>) -> Self {
+        self.statuses_before_answers = Some(url.into());
+        self
+    }
 }
 
 impl Default for MockWhatsAppConfig {
@@ -212,6 +236,7 @@ impl fmt::Debug for MockWhatsAppConfig {
             .field("app_secret", &"<redacted>")
             .field("display_phone_number", &self.display_phone_number)
             .field("business_account_id", &self.business_account_id)
+            .field("statuses_before_answers", &self.statuses_before_answers)
             .finish_non_exhaustive()
     }
 }
@@ -472,8 +497,26 @@ struct Responder {
 
 impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        lock(&self.state).handle(request)
+        let (template, early) = {
+            let mut state = lock(&self.state);
+            let template = state.handle(request);
+            let early = early_status(&mut state);
+            (template, early)
+        };
+        // Posted without the lock: the server under test may call the mock.
+        if let Some((url, notification)) = early {
+            webhook::post_blocking(&url, &notification);
+        }
+        template
     }
+}
+
+/// The `sent` status of the send just accepted, when configured to go first.
+fn early_status(state: &mut State) -> Option<(String, Notification)> {
+    let url = state.config.statuses_before_answers.clone()?;
+    let wamid = state.requests.last()?.wamid.clone()?;
+    let status = webhook::status_json(&wamid, StatusKind::Sent);
+    Some((url, webhook::assemble(state, None, Vec::new(), &[], vec![status])))
 }
 
 /// Locks the state. A poisoned lock is still usable: every handler leaves the

@@ -297,8 +297,7 @@ impl<'m> NotificationBuilder<'m> {
     /// A status of a message the mock accepted (`recipient_id` is its
     /// recipient; an unknown `wamid` gets an empty one).
     pub fn status(mut self, wamid: &str, status: StatusKind) -> Self {
-        self.statuses
-            .push(json!({"id": wamid, "status": status.as_str()}));
+        self.statuses.push(status_json(wamid, status));
         self
     }
 
@@ -323,14 +322,22 @@ impl<'m> NotificationBuilder<'m> {
     /// last inbound messages for the 24-hour window from now on, posted or not.
     pub fn build(self) -> Notification {
         let mut state = lock(&self.mock.state);
-        build(&mut state, self)
+        assemble(&mut state, self.at, self.names, &self.messages, self.statuses)
     }
 }
 
-fn build(state: &mut State, builder: NotificationBuilder<'_>) -> Notification {
-    let at = builder.at.unwrap_or_else(|| state.now());
+/// The payload of a notification, signed and kept for redelivery; its
+/// messages noted as inbound.
+pub(crate) fn assemble(
+    state: &mut State,
+    at: Option<SystemTime>,
+    names: Vec<(String, String)>,
+    inbound: &[(String, Value)],
+    statuses: Vec<Value>,
+) -> Notification {
+    let at = at.unwrap_or_else(|| state.now());
     let timestamp = unix_seconds(at).to_string();
-    for (wa_id, name) in builder.names {
+    for (wa_id, name) in names {
         state.names.insert(wa_id, name);
     }
     let metadata = json!({
@@ -340,9 +347,9 @@ fn build(state: &mut State, builder: NotificationBuilder<'_>) -> Notification {
 
     let mut contacts: Vec<Value> = Vec::new();
     let mut seen_contacts: Vec<&str> = Vec::new();
-    let mut messages = Vec::with_capacity(builder.messages.len());
-    let mut message_ids = Vec::with_capacity(builder.messages.len());
-    for (wa_id, message) in &builder.messages {
+    let mut messages = Vec::with_capacity(inbound.len());
+    let mut message_ids = Vec::with_capacity(inbound.len());
+    for (wa_id, message) in inbound {
         let mut object = match message {
             Value::Object(object) => object.clone(),
             other => {
@@ -378,8 +385,7 @@ fn build(state: &mut State, builder: NotificationBuilder<'_>) -> Notification {
         }
     }
 
-    let statuses: Vec<Value> = builder
-        .statuses
+    let statuses: Vec<Value> = statuses
         .into_iter()
         .map(|mut status| {
             let recipient = status
@@ -425,6 +431,45 @@ fn build(state: &mut State, builder: NotificationBuilder<'_>) -> Notification {
         body,
         signature,
         message_ids,
+    }
+}
+
+/// A status before its `timestamp` and `recipient_id` are filled in.
+pub(crate) fn status_json(wamid: &str, status: StatusKind) -> Value {
+    json!({"id": wamid, "status": status.as_str()})
+}
+
+/// Posts from inside the Graph responder, which is synchronous: on a thread
+/// of its own with its own runtime, waited for, so that the notification
+/// reaches the server before the send is answered. A failure is logged.
+pub(crate) fn post_blocking(url: &str, notification: &Notification) {
+    let url = url.to_owned();
+    let body = notification.body().to_vec();
+    let signature = notification.signature().to_owned();
+    let posted = std::thread::spawn(move || -> Result<u16, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let client = super::http_client().map_err(|e| e.to_string())?;
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", signature)
+                .header("user-agent", "facebookexternalua")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(response.status().as_u16())
+        })
+    })
+    .join();
+    match posted {
+        Ok(Ok(status)) => tracing::debug!(status, "mock WhatsApp posted a status before answering the send"),
+        Ok(Err(error)) => tracing::warn!(%error, "mock WhatsApp could not post a status before answering"),
+        Err(_) => tracing::warn!("mock WhatsApp's status poster panicked"),
     }
 }
 
@@ -618,8 +663,8 @@ impl MockWhatsApp {
     }
 
     /// Posts `sent`, `delivered` and `read` statuses for every accepted send
-    /// whose statuses were not posted yet, in one notification.
-    /// [`WebhookError::NothingToReport`] when there is none.
+    /// whose statuses were not posted yet (or whose post failed), in one
+    /// notification. [`WebhookError::NothingToReport`] when there is none.
     ///
     /// ```no_run
     /// # use chatflow::mock::whatsapp::{MockWhatsApp, MockWhatsAppConfig};
@@ -633,15 +678,13 @@ impl MockWhatsApp {
     /// ```
     pub async fn post_statuses(&self, url: &str) -> Result<WebhookPost, WebhookError> {
         let pending: Vec<String> = {
-            let mut state = lock(&self.state);
-            let pending: Vec<String> = state
+            let state = lock(&self.state);
+            state
                 .sent
                 .iter()
                 .filter(|s| !state.reported.contains(&s.wamid))
                 .map(|s| s.wamid.clone())
-                .collect();
-            state.reported.extend(pending.iter().cloned());
-            pending
+                .collect()
         };
         if pending.is_empty() {
             return Err(WebhookError::NothingToReport);
@@ -653,7 +696,10 @@ impl MockWhatsApp {
             }
         }
         let notification = builder.build();
-        self.post(url, &notification).await
+        let posted = self.post(url, &notification).await?;
+        // Reported once the server answered, whatever it answered.
+        lock(&self.state).reported.extend(pending);
+        Ok(posted)
     }
 
     /// Posts a `failed` status with error `code` for the send `wamid`.
