@@ -159,9 +159,10 @@ pub async fn run(args: Args, on_listening: impl FnOnce(SocketAddr)) -> Result<()
         .map_err(|e| CliError::Build(openai::explain_missing(e, &flow, &args)))?;
     let store = store::open(&args.database_url).await?;
     let clock = engine.clock();
-    let mut runtime = Runtime::builder(engine, store);
+    let mut runtime = Runtime::builder(engine, store).events(metrics.event_sink());
     if let Some(settings) = &whatsapp {
-        runtime = runtime.channel("whatsapp", whatsapp::channel(settings, clock)?);
+        let channel = metrics.instrument_channel("whatsapp", whatsapp::channel(settings, clock)?);
+        runtime = runtime.channel("whatsapp", channel);
     }
     let runtime = runtime.build();
 
