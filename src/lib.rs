@@ -15,7 +15,9 @@
 //! and the time into the next effect — send this reply, make this HTTP call,
 //! sleep until then, wait for the user — with no I/O and no clock of its own;
 //! [`Engine::run`] and the durable [`Runtime`] are the drivers that perform
-//! those effects.
+//! those effects. Replies reach customers where they are through a
+//! [`channel::Channel`] (WhatsApp's ships with the crate), delivered from a
+//! durable outbox.
 //!
 //! ```
 //! use chatflow::{Engine, EventLog, Flow, Status};
@@ -50,8 +52,8 @@
 //!
 //! - `reqwest` (default): the HTTP transport, `http::ReqwestClient`. Without
 //!   it, give the engine your own [`http::HttpClient`].
-//! - `mock`: `chatflow::mock`, a stateful mock of the OpenAI endpoints the
-//!   shipped flows use, for your tests.
+//! - `mock`: `chatflow::mock`, stateful mocks of the OpenAI endpoints the
+//!   shipped flows use and of the WhatsApp Cloud API, for your tests.
 //! - `sqlite`: `store::SqliteStore` (rusqlite, SQLite built in), for one host.
 //! - `postgres`: `store::PostgresStore` (sqlx), for several processes
 //!   sharing one database.
@@ -60,8 +62,11 @@
 //! - `server`: `chatflow::server`, the HTTP routes (`/chat`,
 //!   `/conversations/{id}`, `/healthz`, `/metrics`) as an axum `Router` to
 //!   serve or mount in your own app.
+//! - `whatsapp`: `chatflow::whatsapp`, the WhatsApp Cloud API channel and
+//!   its webhook routes (brings `server`).
 //! - `cli`: the `chatflow-server` binary (`cargo install chatflow --features
-//!   cli`); it brings `server`, `reqwest`, `sqlite`, `postgres` and `mock`.
+//!   cli`); it brings `server`, `whatsapp`, `reqwest`, `sqlite`, `postgres`
+//!   and `mock`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
