@@ -435,27 +435,40 @@ async fn receipts_are_kept_on_their_entry_whichever_comes_first_and_a_failure_is
         let clock = Arc::new(VirtualClock::new());
         let channel = Scripted::with(vec![]);
         let (runtime, events) = runtime(store.clone(), clock.clone(), channel.clone());
-        // A receipt for msg-2 comes before its send is recorded.
+        // Receipts for msg-2 come before its send is recorded: delivered,
+        // then failed after all.
         let early = Receipt::new(ReceiptStatus::Delivered, SystemTime::UNIX_EPOCH);
         assert_eq!(
             runtime.record_receipt("msg-2", &early).await.unwrap(),
             None,
             "{name}"
         );
+        let early_failure =
+            Receipt::new(ReceiptStatus::Failed, SystemTime::UNIX_EPOCH).with_detail("131026 undeliverable");
+        assert_eq!(
+            runtime.record_receipt("msg-2", &early_failure).await.unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(events.take(), [], "{name}: its entry is not known yet");
         runtime
             .handle_message("chan:ada", Some("m1"), "hi")
             .await
             .unwrap();
         runtime.deliver_due().await.unwrap();
+        // Reported once the send is recorded.
+        let undelivered = |seq, reason: &str| Event::Undelivered {
+            conversation_id: "chan:ada".into(),
+            seq,
+            reason: reason.into(),
+        };
+        assert_eq!(events.take(), [undelivered(3, "131026 undeliverable")], "{name}");
         let read = Receipt::new(ReceiptStatus::Read, SystemTime::UNIX_EPOCH);
         let found = runtime.record_receipt("msg-1", &read).await.unwrap();
         assert_eq!(found, Some(("chan:ada".to_string(), 2)), "{name}");
         // A late "sent" does not undo "read".
         let sent = Receipt::new(ReceiptStatus::Sent, SystemTime::UNIX_EPOCH);
         runtime.record_receipt("msg-1", &sent).await.unwrap();
-        let failed = Receipt::new(ReceiptStatus::Failed, SystemTime::UNIX_EPOCH)
-            .with_detail("131047 Re-engagement message");
-        runtime.record_receipt("msg-2", &failed).await.unwrap();
         let transcript = store.transcript("chan:ada", 0).await.unwrap();
         let receipts: Vec<_> = bot_entries(&transcript)
             .iter()
@@ -466,13 +479,13 @@ async fn receipts_are_kept_on_their_entry_whichever_comes_first_and_a_failure_is
             [Some(ReceiptStatus::Read), Some(ReceiptStatus::Failed)],
             "{name}"
         );
+        // A failure after the record is reported at once.
+        let failed = Receipt::new(ReceiptStatus::Failed, SystemTime::UNIX_EPOCH)
+            .with_detail("131047 Re-engagement message");
+        runtime.record_receipt("msg-1", &failed).await.unwrap();
         assert_eq!(
             events.take(),
-            [Event::Undelivered {
-                conversation_id: "chan:ada".into(),
-                seq: 3,
-                reason: "131047 Re-engagement message".into()
-            }],
+            [undelivered(2, "131047 Re-engagement message")],
             "{name}"
         );
     }

@@ -99,6 +99,7 @@ impl RuntimeBuilder {
                 events: self.events,
                 outbox: tokio::sync::Notify::new(),
                 committed,
+                early_failures: Default::default(),
             }),
         }
     }

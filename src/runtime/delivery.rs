@@ -10,6 +10,10 @@ use crate::channel::{Channel, Delivery, DeliveryOutcome, Receipt, ReceiptStatus}
 use crate::event::Event;
 use crate::store::{DeliveryRecord, PendingDeliveries, StoreError};
 
+/// How many failed receipts that came before their send's record are kept
+/// to report.
+const MAX_EARLY_FAILURES: usize = 10_000;
+
 /// The longest wait between two attempts of one entry.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -188,6 +192,17 @@ impl Runtime {
                 .record_delivery(id, &inner.owner, entry.seq, record, now)
                 .await?;
             match record {
+                DeliveryRecord::Accepted {
+                    channel_message_id: Some(message_id),
+                } => {
+                    if let Some(reason) = self.take_early_failure(message_id) {
+                        self.emit(Event::Undelivered {
+                            conversation_id: id.to_string(),
+                            seq: entry.seq,
+                            reason,
+                        });
+                    }
+                }
                 DeliveryRecord::Retry { reason, .. } => {
                     tracing::info!(
                         conversation = id,
@@ -246,15 +261,44 @@ impl Runtime {
             .await?;
         if receipt.status == ReceiptStatus::Failed {
             tracing::warn!(channel_message_id, detail = ?receipt.detail, "channel reports a message failed");
-            if let Some((conversation_id, seq)) = &found {
-                self.emit(Event::Undelivered {
+            let reason = receipt.detail.clone().unwrap_or_else(|| "failed".into());
+            match &found {
+                Some((conversation_id, seq)) => self.emit(Event::Undelivered {
                     conversation_id: conversation_id.clone(),
                     seq: *seq,
-                    reason: receipt.detail.clone().unwrap_or_else(|| "failed".into()),
-                });
+                    reason,
+                }),
+                // The send's record comes later (in this process, usually):
+                // reported then.
+                None => self.note_early_failure(channel_message_id, reason),
             }
         }
         Ok(found)
+    }
+
+    fn note_early_failure(&self, channel_message_id: &str, reason: String) {
+        let mut early = self
+            .inner
+            .early_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Bounded: ids whose send is never recorded here must not pile up.
+        if early.len() >= MAX_EARLY_FAILURES {
+            early.clear();
+        }
+        early.insert(channel_message_id.to_string(), reason);
+    }
+
+    fn take_early_failure(&self, channel_message_id: &str) -> Option<String> {
+        let mut early = self
+            .inner
+            .early_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if early.is_empty() {
+            return None;
+        }
+        early.remove(channel_message_id)
     }
 
     /// Forgets message ids (and receipts) older than

@@ -327,6 +327,9 @@ struct RuntimeInner {
     /// The id of every conversation whose transcript a commit of this
     /// process extended with bot entries, for subscriptions.
     committed: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Failed receipts that came before their send was recorded, by
+    /// channel message id: reported once the send is.
+    early_failures: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Runtime {
