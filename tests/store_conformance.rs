@@ -1941,6 +1941,83 @@ mod outbox_suite {
         assert_eq!(store.record_receipt("unknown", &read).await.unwrap(), None);
     }
 
+    /// Takes every entry; the second delivery of the first run asks to be
+    /// retried once.
+    #[derive(Default)]
+    struct Pusher {
+        sent: std::sync::Mutex<Vec<String>>,
+        refused_once: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl chatflow::channel::Channel for Pusher {
+        async fn deliver(
+            &self,
+            delivery: &chatflow::channel::Delivery,
+        ) -> chatflow::channel::DeliveryOutcome {
+            use std::sync::atomic::Ordering;
+            let mut sent = self.sent.lock().unwrap();
+            if sent.len() == 1 && !self.refused_once.swap(true, Ordering::SeqCst) {
+                return chatflow::channel::DeliveryOutcome::retry_after(Duration::ZERO, "busy");
+            }
+            sent.push(delivery.entry.text.clone());
+            chatflow::channel::DeliveryOutcome::accepted(format!("push-{}", sent.len()))
+        }
+    }
+
+    /// The runtime's delivery worker on the store: replies go out in order,
+    /// a retry holds the ones after it, and each is recorded accepted once.
+    pub async fn the_runtime_delivers_replies_through_the_store(h: &Harness) {
+        let flow = chatflow::Flow::from_json(
+            r#"{"name": "push", "steps": [
+              {"type": "question", "name": "Ask", "text": "Name?"},
+              {"type": "message", "name": "Hi", "text": "Hi <<step.Ask.response>>"},
+              {"type": "message", "name": "Bye", "text": "Bye"}
+            ]}"#,
+        )
+        .unwrap();
+        let clock = Arc::new(chatflow::VirtualClock::new());
+        let engine = chatflow::Engine::builder(flow)
+            .shared_clock(clock.clone())
+            .build()
+            .unwrap();
+        let pusher = Arc::new(Pusher::default());
+        let runtime = chatflow::Runtime::builder(engine, h.store.clone())
+            .channel("push", pusher.clone())
+            .build();
+        runtime
+            .handle_message("push:ada", Some("m1"), "Ada")
+            .await
+            .unwrap();
+        let mut passes = 0;
+        while pusher.sent.lock().unwrap().len() < 3 && passes < 20 {
+            runtime.deliver_due().await.unwrap();
+            // Past the retry's backoff, in virtual time.
+            clock.advance(Duration::from_secs(600));
+            passes += 1;
+        }
+        assert_eq!(*pusher.sent.lock().unwrap(), ["Name?", "Hi Ada", "Bye"]);
+        let transcript = h.store.transcript("push:ada", 0).await.unwrap();
+        let out: Vec<_> = transcript
+            .iter()
+            .filter(|e| e.direction == Direction::Out)
+            .map(|e| {
+                let d = e.delivery.clone().unwrap();
+                (e.text.as_str(), d.status, d.channel_message_id)
+            })
+            .collect();
+        assert_eq!(
+            out,
+            [
+                ("Name?", DeliveryStatus::Accepted, Some("push-1".to_string())),
+                ("Hi Ada", DeliveryStatus::Accepted, Some("push-2".to_string())),
+                ("Bye", DeliveryStatus::Accepted, Some("push-3".to_string())),
+            ]
+        );
+        assert_eq!(transcript[2].delivery.as_ref().unwrap().attempts, 2);
+        assert_eq!(h.store.next_delivery_after(t(0)).await.unwrap(), None);
+    }
+
     pub async fn old_seen_ids_and_receipts_are_forgotten_in_batches(h: &Harness) {
         let store = &*h.store;
         for i in 0..5u64 {
@@ -2028,6 +2105,7 @@ macro_rules! conformance {
                 delivery_records_move_the_outbox_on,
                 receipts_keep_the_furthest_whenever_they_come,
                 old_seen_ids_and_receipts_are_forgotten_in_batches,
+                the_runtime_delivers_replies_through_the_store,
             );
         }
     };

@@ -491,8 +491,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<PendingDeliveries>, StoreError>;
 
     /// Records one delivery attempt of the entry at `seq`, under `owner`'s
-    /// delivery lease ([`StoreError::LeaseLost`] when it is not `owner`'s;
-    /// an entry that is no longer pending is left as it is). An accepted
+    /// delivery lease ([`StoreError::LeaseLost`] when another owner took it
+    /// over or it was released; an entry that is no longer pending is left
+    /// as it is). An accepted
     /// or refused entry leaves the pending ones; after a retry the
     /// conversation's deliveries are due at its `at`, and its attempts
     /// grow by one.
@@ -524,9 +525,16 @@ pub trait Store: Send + Sync {
         receipt: &Receipt,
     ) -> Result<Option<(String, u64)>, StoreError>;
 
-    /// Forgets up to `limit` message ids recorded before `before` (they
-    /// would then be taken again as new), and receipts as old; returns how
-    /// many were forgotten. The scheduler calls it in batches.
+    /// Forgets up to `limit` message ids recorded before `before`, the
+    /// oldest first (they would then be taken again as new), and up to
+    /// `limit` receipts whose time is before it; returns how many message
+    /// ids were forgotten. The scheduler calls it in batches until a batch
+    /// comes back short.
+    ///
+    /// The SQL stores' ids recorded before they kept the time (chatflow
+    /// before channels) count as recorded at their conversation's latest
+    /// transcript entry: never earlier than they were, so an upgrade never
+    /// makes a redelivered message new.
     async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError>;
 }
 

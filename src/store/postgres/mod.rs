@@ -1,8 +1,11 @@
 //! A store in Postgres (through sqlx): for hosts that run several processes
 //! against one database.
 //!
-//! Every operation is one statement (module `queries`, files in
-//! `queries/`), so one round trip and one transaction. Each write first
+//! Every operation on a turn's path is one statement (module `queries`,
+//! files in `queries/`), so one round trip and one transaction; the
+//! delivery worker's `claim_deliveries` takes two statements (the claim,
+//! then the entries, read under the delivery lease) and `record_delivery`
+//! one transaction of two. Each write first
 //! locks the conversation's row (the upsert in `enqueue` and `acquire`, the
 //! lease-checking `UPDATE` in `save`), so writes to one conversation are
 //! serialized and the lease is checked on the row's latest version. A

@@ -1,6 +1,6 @@
 //! The Postgres store's statements, one `.sql` file each in `queries/`.
-//! Every operation is one statement, so one round trip and one transaction
-//! (writes across tables are data-modifying CTEs). Times are Unix
+//! Every operation of a turn is one statement, so one round trip and one
+//! transaction (writes across tables are data-modifying CTEs). Times are Unix
 //! milliseconds, always the caller's (`now` is a parameter: no statement
 //! reads the database's clock). Message texts are bytes (`bytea`: Postgres
 //! text cannot hold NUL).
