@@ -636,3 +636,74 @@ async fn a_reply_is_sent_twice_only_when_its_acceptance_was_not_recorded() {
         );
     }
 }
+
+/// Holds the first delivery to `held` until released; accepts the others.
+struct Holding {
+    held: &'static str,
+    release: tokio::sync::Notify,
+    delivered: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Channel for Holding {
+    async fn deliver(&self, delivery: &Delivery) -> DeliveryOutcome {
+        if delivery.conversation_id == self.held && delivery.entry.text == "Hello" {
+            self.release.notified().await;
+        }
+        self.delivered
+            .lock()
+            .unwrap()
+            .push(format!("{}: {}", delivery.conversation_id, delivery.entry.text));
+        DeliveryOutcome::accepted_without_id()
+    }
+}
+
+#[tokio::test]
+async fn a_channel_call_that_hangs_holds_back_its_own_conversation_only() {
+    for (name, store) in stores().await {
+        let channel = Arc::new(Holding {
+            held: "chan:slow",
+            release: tokio::sync::Notify::new(),
+            delivered: Mutex::default(),
+        });
+        let engine = Engine::builder(flow()).build().unwrap();
+        let runtime = Runtime::builder(engine, store)
+            .channel("chan", channel.clone())
+            .build();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn({
+            let runtime = runtime.clone();
+            async move {
+                runtime
+                    .run_deliveries(async { stopped.await.unwrap_or(()) })
+                    .await
+            }
+        });
+        runtime
+            .handle_message("chan:slow", Some("m1"), "hi")
+            .await
+            .unwrap();
+        runtime
+            .handle_message("chan:fast", Some("m1"), "hi")
+            .await
+            .unwrap();
+        let fast = ["chan:fast: Hello", "chan:fast: Pick one"];
+        for _ in 0..200 {
+            if channel.delivered.lock().unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*channel.delivered.lock().unwrap(), fast, "{name}");
+        // Shutdown waits for the delivery in flight, which then ends.
+        stop.send(()).unwrap();
+        channel.release.notify_one();
+        worker.await.unwrap();
+        let delivered = channel.delivered.lock().unwrap().clone();
+        assert_eq!(
+            delivered[2..],
+            ["chan:slow: Hello", "chan:slow: Pick one"],
+            "{name}"
+        );
+    }
+}

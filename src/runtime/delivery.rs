@@ -2,6 +2,7 @@
 //! order per conversation, recording each outcome (see [`crate::channel`]
 //! for the guarantees).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -81,45 +82,104 @@ impl Runtime {
     /// runs beside [`Runtime::run_scheduler`], with the same shutdown
     /// contract (no new delivery starts; the ones in flight end first).
     ///
-    /// It wakes when a turn of this process leaves replies in the outbox,
-    /// when a retry falls due, and at least every
+    /// Up to [`crate::RuntimeOptions::scheduler_batch`] conversations are
+    /// delivered at once, each on its own task; a free slot is filled as
+    /// soon as one ends, so a channel call that hangs holds back its own
+    /// conversation only. It looks for work when a turn of this process
+    /// leaves replies in the outbox, when a delivery ends, when a retry
+    /// falls due, and at least every
     /// [`crate::RuntimeOptions::scheduler_poll`] (for other processes'
     /// replies, and conversations whose deliverer died).
     pub async fn run_deliveries(&self, shutdown: impl std::future::Future<Output = ()>) {
         let inner = &*self.inner;
+        let limit = inner.options.scheduler_batch.max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        // Conversations this worker is delivering, by task.
+        let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
         tokio::pin!(shutdown);
-        loop {
+        'passes: loop {
             // Replies committed from here on signal again.
             let notified = inner.outbox.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let pass = self.deliver_due();
-            let report = tokio::select! {
-                biased;
-                report = pass => report,
-                // A pass in flight is awaited to its end.
-                _ = &mut shutdown => return,
-            };
             let now = inner.clock.now();
+            let room = limit.saturating_sub(in_flight.len());
+            let mut saturated = room == 0;
+            if room > 0 {
+                // Ask for more than there is room for: those in flight here
+                // are listed again (their lease is this worker's).
+                let claimed = inner
+                    .store
+                    .claim_deliveries(
+                        &inner.owner,
+                        now + inner.options.delivery_lease,
+                        now,
+                        room + in_flight.len(),
+                    )
+                    .await;
+                match claimed {
+                    Ok(claimed) => {
+                        let mut started = 0;
+                        for pending in claimed {
+                            if started == room {
+                                break;
+                            }
+                            if in_flight.values().any(|id| *id == pending.conversation_id) {
+                                continue;
+                            }
+                            let id = pending.conversation_id.clone();
+                            let task = tasks.spawn(self.clone().deliver_conversation(pending));
+                            in_flight.insert(task.id(), id);
+                            started += 1;
+                        }
+                        saturated = started == room;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "delivery pass failed"),
+                }
+            }
             let mut until = now + inner.options.scheduler_poll;
-            match report {
-                // A full batch: more may be due at once.
-                Ok(report) if report != DeliveryReport::default() => until = now,
-                Ok(_) => match inner.store.next_delivery_after(now).await {
+            if !saturated {
+                match inner.store.next_delivery_after(now).await {
                     Ok(Some(at)) => until = until.min(at),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "delivery worker cannot read the next retry"),
-                },
-                Err(e) => tracing::warn!(error = %e, "delivery pass failed"),
-            }
-            if until <= now {
-                continue;
+                }
             }
             tokio::select! {
                 biased;
-                _ = &mut shutdown => return,
-                _ = notified => {}
-                _ = inner.clock.sleep_until(until) => {}
+                _ = &mut shutdown => break 'passes,
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    // Its conversation may have more by now: a new pass.
+                    Self::delivery_ended(done, &mut in_flight);
+                }
+                _ = notified, if !saturated => {}
+                _ = inner.clock.sleep_until(until), if !saturated => {}
+            }
+        }
+        // Deliveries in flight reach their end: one cut between the
+        // channel's acceptance and its record would be sent again.
+        while let Some(done) = tasks.join_next_with_id().await {
+            Self::delivery_ended(done, &mut in_flight);
+        }
+    }
+
+    /// Books a delivery task that ended.
+    fn delivery_ended(
+        done: Result<(tokio::task::Id, Result<DeliveryReport, StoreError>), tokio::task::JoinError>,
+        in_flight: &mut HashMap<tokio::task::Id, String>,
+    ) {
+        match done {
+            Ok((task, result)) => {
+                let id = in_flight.remove(&task);
+                if let Err(e) = result {
+                    tracing::warn!(conversation = ?id, error = %e, "delivery failed");
+                }
+            }
+            Err(e) => {
+                let id = in_flight.remove(&e.id());
+                if e.is_panic() {
+                    tracing::error!(conversation = ?id, "a channel panicked");
+                }
             }
         }
     }
