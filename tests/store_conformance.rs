@@ -229,11 +229,19 @@ mod suite {
         }
     }
 
-    fn inbox(entries: &[(u64, &str)]) -> Vec<InboxEntry> {
+    /// Inbox entries from (seq, text, transcript seq).
+    fn inbox(entries: &[(u64, &str, u64)]) -> Vec<InboxEntry> {
         entries
             .iter()
-            .map(|(seq, text)| InboxEntry::new(*seq, *text, 0))
+            .map(|(seq, text, transcript_seq)| InboxEntry::new(*seq, *text, *transcript_seq))
             .collect()
+    }
+
+    /// A user's entry as the transcript lists it: with its message id.
+    fn said(seq: u64, text: &str, at_ms: u64, message_id: &str) -> TranscriptEntry {
+        let mut entry = TranscriptEntry::new(seq, Direction::In, text, at_ms);
+        entry.message_id = Some(message_id.to_string());
+        entry
     }
 
     fn texts(entries: &[TranscriptEntry]) -> Vec<(u64, Direction, &str)> {
@@ -273,15 +281,15 @@ mod suite {
         assert_eq!(
             store.transcript("c1", 0).await.unwrap(),
             [
-                TranscriptEntry::new(1, Direction::In, "hello", t_ms(10)),
-                TranscriptEntry::new(2, Direction::In, "second", t_ms(12)),
+                said(1, "hello", t_ms(10), "m1"),
+                said(2, "second", t_ms(12), "m2")
             ]
         );
         let claim = store.acquire("c1", "r", t(1000), t(20)).await.unwrap().unwrap();
         assert_eq!(claim.conversation, None);
-        assert_eq!(claim.inbox, inbox(&[(1, "hello"), (2, "second")]));
+        assert_eq!(claim.inbox, inbox(&[(1, "hello", 1), (2, "second", 2)]));
         let claim = store.acquire("c2", "r", t(1000), t(20)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(1, "elsewhere")]));
+        assert_eq!(claim.inbox, inbox(&[(1, "elsewhere", 1)]));
         // Enqueueing alone stores no state.
         assert_eq!(store.load("c1").await.unwrap(), None);
     }
@@ -295,14 +303,17 @@ mod suite {
                 .unwrap();
         }
         let claim = store.acquire("c", "r", t(1000), t(10)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(1, "one"), (2, "two"), (3, "three")]));
+        assert_eq!(
+            claim.inbox,
+            inbox(&[(1, "one", 1), (2, "two", 2), (3, "three", 3)])
+        );
         let conversation = state("c", "x");
         store
             .save("c", "r", save(&conversation, 2, &[], None, t(1000)))
             .await
             .unwrap();
         let claim = store.acquire("c", "r", t(1000), t(20)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(3, "three")]));
+        assert_eq!(claim.inbox, inbox(&[(3, "three", 3)]));
         // Emptied, the inbox still counts on: seq 4, not 1.
         store
             .save("c", "r", save(&conversation, 3, &[], None, t(1000)))
@@ -310,7 +321,7 @@ mod suite {
             .unwrap();
         store.enqueue("c", "m3", "four", t(30)).await.unwrap();
         let claim = store.acquire("c", "r", t(1000), t(40)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(4, "four")]));
+        assert_eq!(claim.inbox, inbox(&[(4, "four", 4)]));
         // Consuming up to a seq leaves later messages, even ones that
         // arrived after the claim.
         store.enqueue("c", "m4", "five", t(50)).await.unwrap();
@@ -319,7 +330,7 @@ mod suite {
             .await
             .unwrap();
         let claim = store.acquire("c", "r", t(1000), t(60)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(5, "five")]));
+        assert_eq!(claim.inbox, inbox(&[(5, "five", 5)]));
     }
 
     pub async fn a_lease_excludes_other_owners_until_it_expires(h: &Harness) {
@@ -378,7 +389,7 @@ mod suite {
         assert_eq!(store.next_wake().await.unwrap(), Some(t(5000)));
         assert!(store.acquire("c", "a", t(2000), t(999)).await.unwrap().is_none());
         let claim = store.acquire("c", "b", t(1000), t(200)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(1, "hi")]));
+        assert_eq!(claim.inbox, inbox(&[(1, "hi", 1)]));
         // b's saves go through.
         store
             .save("c", "b", save(&after, 1, &[], None, t(1000)))
@@ -443,7 +454,7 @@ mod suite {
         );
         let claim = store.acquire("c", "r", t(2000), t(20)).await.unwrap().unwrap();
         assert_eq!(claim.conversation, Some(conversation.clone()));
-        assert_eq!(claim.inbox, inbox(&[(3, "c")]));
+        assert_eq!(claim.inbox, inbox(&[(3, "c", 3)]));
         // A user message after the replies takes the next transcript seq.
         assert_eq!(store.enqueue("c", "m9", "d", t(30)).await.unwrap(), Some(6));
 
@@ -741,7 +752,7 @@ mod suite {
         let expected: Vec<InboxEntry> = transcript
             .iter()
             .zip(1..)
-            .map(|(e, seq)| InboxEntry::new(seq, e.text.clone(), 0))
+            .map(|(e, seq)| InboxEntry::new(seq, e.text.clone(), e.seq))
             .collect();
         assert_eq!(claim.inbox, expected);
     }
@@ -1211,7 +1222,7 @@ mod suite {
                 seq: 1,
                 claim: Some(Claim {
                     conversation: None,
-                    inbox: inbox(&[(1, "one")]),
+                    inbox: inbox(&[(1, "one", 1)]),
                 }),
             })
         );
@@ -1236,7 +1247,10 @@ mod suite {
             .unwrap();
         assert_eq!(got.seq, 3);
         let claim = got.claim.unwrap();
-        assert_eq!(claim.inbox, inbox(&[(1, "one"), (2, "two"), (3, "three")]));
+        assert_eq!(
+            claim.inbox,
+            inbox(&[(1, "one", 1), (2, "two", 2), (3, "three", 3)])
+        );
         let conversation = state("c", "x");
         let outgoing = [(Direction::Out, "hi".to_string())];
         store
@@ -1252,7 +1266,7 @@ mod suite {
         assert_eq!(got.seq, 5);
         let claim = got.claim.unwrap();
         assert_eq!(claim.conversation, Some(conversation.clone()));
-        assert_eq!(claim.inbox, inbox(&[(3, "three"), (4, "four")]));
+        assert_eq!(claim.inbox, inbox(&[(3, "three", 3), (4, "four", 5)]));
         assert!(store.acquire("c", "a", t(4000), t(1500)).await.unwrap().is_none());
         // A repeat takes no lease, even a free one.
         store
@@ -1318,6 +1332,28 @@ mod suite {
         }
     }
 
+    /// [`save`] of entries replying to the message at `reply_to`.
+    fn save_replying<'a>(
+        reply_to: u64,
+        conversation: &'a Conversation,
+        consumed_up_to: u64,
+        outgoing: &'a [(Direction, String)],
+        wake_at: Option<SystemTime>,
+        lease_until: SystemTime,
+    ) -> Save<'a> {
+        Save {
+            reply_to: Some(reply_to),
+            ..save(conversation, consumed_up_to, outgoing, wake_at, lease_until)
+        }
+    }
+
+    /// A bot entry replying to `reply_to`, as the transcript lists it.
+    fn reply(seq: u64, direction: Direction, text: &str, at_ms: u64, reply_to: u64) -> TranscriptEntry {
+        let mut entry = TranscriptEntry::new(seq, direction, text, at_ms);
+        entry.reply_to = Some(reply_to);
+        entry
+    }
+
     pub async fn save_and_read_replies_reads_what_the_save_leaves(h: &Harness) {
         let store = &*h.store;
         store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
@@ -1325,7 +1361,11 @@ mod suite {
         let conversation = state("c", "x");
         let first = [(Direction::Out, "one".to_string())];
         store
-            .save("c", "a", save(&conversation, 1, &first, Some(t(0)), t(1000)))
+            .save(
+                "c",
+                "a",
+                save_replying(1, &conversation, 1, &first, Some(t(0)), t(1000)),
+            )
             .await
             .unwrap();
         // A message arrives mid-turn (enqueueing needs no lease).
@@ -1335,15 +1375,20 @@ mod suite {
             (Direction::Handoff, "support".to_string()),
         ];
         let replies = store
-            .save_and_read_replies("c", "a", save(&conversation, 1, &last, None, t(10)), 1)
+            .save_and_read_replies(
+                "c",
+                "a",
+                save_replying(1, &conversation, 1, &last, None, t(10)),
+                1,
+            )
             .await
             .unwrap();
         assert_eq!(
             replies,
             [
-                TranscriptEntry::new(2, Direction::Out, "one", t_ms(1000)),
-                TranscriptEntry::new(4, Direction::Out, "two", t_ms(10)),
-                TranscriptEntry::new(5, Direction::Handoff, "support", t_ms(10)),
+                reply(2, Direction::Out, "one", t_ms(1000), 1),
+                reply(4, Direction::Out, "two", t_ms(10), 1),
+                reply(5, Direction::Handoff, "support", t_ms(10), 1),
             ]
         );
         // What the transcript lists, less the user's messages.
@@ -1354,18 +1399,42 @@ mod suite {
         assert_eq!(store.load("c").await.unwrap(), Some(conversation.clone()));
         assert_eq!(store.next_wake().await.unwrap(), None);
         let claim = store.acquire("c", "b", t(2000), t(10)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(2, "more")]));
-        // Only later entries; none at all is an empty list.
+        assert_eq!(claim.inbox, inbox(&[(2, "more", 3)]));
+        // The next turn answers "more" (seq 3): its replies only, not those
+        // to "hi", although they come later in the transcript than "more".
+        let next = [(Direction::Out, "three".to_string())];
+        let replies = store
+            .save_and_read_replies(
+                "c",
+                "b",
+                save_replying(3, &conversation, 2, &next, None, t(20)),
+                3,
+            )
+            .await
+            .unwrap();
+        assert_eq!(replies, [reply(6, Direction::Out, "three", t_ms(20), 3)]);
+        // Entries that reply to nothing (a flow's greeting before any
+        // message) belong to no response; none at all is an empty list.
+        store.acquire("c", "b", t(3000), t(30)).await.unwrap().unwrap();
+        let greeting = [(Direction::Out, "hello".to_string())];
         let silent = store
-            .save_and_read_replies("c", "b", save(&conversation, 2, &[], None, t(20)), 5)
+            .save_and_read_replies("c", "b", save(&conversation, 2, &greeting, None, t(30)), 5)
             .await
             .unwrap();
         assert_eq!(silent, []);
-        let later = store
-            .save_and_read_replies("c", "b", save(&conversation, 2, &[], None, t(20)), 4)
+        let earlier = store
+            .save_and_read_replies("c", "b", save(&conversation, 2, &[], None, t(40)), 1)
             .await
             .unwrap();
-        assert_eq!(texts(&later), [(5, Direction::Handoff, "support")]);
+        assert_eq!(
+            texts(&earlier),
+            [
+                (2, Direction::Out, "one"),
+                (4, Direction::Out, "two"),
+                (5, Direction::Handoff, "support")
+            ]
+        );
+        assert_eq!(store.transcript("c", 6).await.unwrap()[0].reply_to, None);
     }
 
     pub async fn save_and_read_replies_after_a_takeover_is_refused_and_commits_nothing(h: &Harness) {
@@ -1394,12 +1463,13 @@ mod suite {
         );
         assert_eq!(store.next_wake().await.unwrap(), Some(t(5000)));
         let claim = store.acquire("c", "b", t(1000), t(200)).await.unwrap().unwrap();
-        assert_eq!(claim.inbox, inbox(&[(1, "hi")]));
+        assert_eq!(claim.inbox, inbox(&[(1, "hi", 1)]));
     }
 
-    /// Two runtimes answering messages to one conversation: each turn
-    /// answers with its message's echo, whichever runtime applied it, and
-    /// with nothing from before its message.
+    /// Two runtimes answering messages to one conversation: every reply
+    /// belongs to exactly one response — the one whose message the turn
+    /// that produced it answered (the newest message it applied) — whichever
+    /// runtime ran that turn, and nothing from before that message.
     pub async fn each_turn_answers_with_the_replies_to_its_message(h: &Harness) {
         let runtimes = [echo_runtime_retrying_fast(h), echo_runtime_retrying_fast(h)];
         let tasks: Vec<_> = (0..24)
@@ -1415,22 +1485,502 @@ mod suite {
                 })
             })
             .collect();
-        for task in tasks {
-            let (text, turn) = task.await.unwrap();
-            let replies: Vec<&str> = turn.replies.iter().map(|r| r.text.as_str()).collect();
-            assert!(
-                replies.contains(&format!("echo {text}").as_str()),
-                "{text}: {replies:?}"
-            );
-            assert!(turn.replies.iter().all(|r| r.direction != Direction::In));
-            assert!(turn.replies.windows(2).all(|w| w[0].seq < w[1].seq));
+        let transcript = {
+            let mut turns = Vec::new();
+            for task in tasks {
+                turns.push(task.await.unwrap());
+            }
             let transcript = h.store.transcript("c", 0).await.unwrap();
-            let own = transcript
+            let mut answered = BTreeSet::new();
+            for (text, turn) in &turns {
+                let own = transcript
+                    .iter()
+                    .find(|e| e.direction == Direction::In && &e.text == text)
+                    .unwrap();
+                assert!(turn.replies.iter().all(|r| r.direction != Direction::In));
+                assert!(turn.replies.windows(2).all(|w| w[0].seq < w[1].seq));
+                for reply in &turn.replies {
+                    assert_eq!(reply.reply_to, Some(own.seq), "{text}: {reply:?}");
+                    assert!(reply.seq > own.seq, "{text}");
+                    assert!(answered.insert(reply.seq), "{reply:?} in two responses");
+                }
+            }
+            // Every echo reached one response.
+            let echoes = transcript.iter().filter(|e| e.text.starts_with("echo "));
+            for echo in echoes {
+                assert!(answered.contains(&echo.seq), "{echo:?} in no response");
+            }
+            transcript
+        };
+        assert_eq!(
+            transcript.iter().filter(|e| e.text.starts_with("echo ")).count(),
+            24
+        );
+    }
+}
+
+/// The channels' part of the contract: inbound details, replies' options
+/// and owners, the outbox, receipts and the retention of seen ids.
+mod outbox_suite {
+    use chatflow::QuestionOption;
+    use chatflow::channel::{DeliveryStatus, Receipt, ReceiptStatus};
+    use chatflow::store::{
+        DeliveryRecord, Direction, InboundMessage, OutgoingEntry, PendingDeliveries, Save, StoreError,
+        TranscriptEntry,
+    };
+    use serde_json::json;
+
+    use super::*;
+
+    fn t(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_000 + ms)
+    }
+
+    fn t_ms(ms: u64) -> u64 {
+        1_767_225_600_000 + ms
+    }
+
+    fn conversation(id: &str) -> chatflow::Conversation {
+        let flow = chatflow::Flow::from_json(
+            r#"{"name": "outbox-test", "steps": [{"type": "question", "name": "Ask", "text": "?"}]}"#,
+        )
+        .unwrap();
+        chatflow::Engine::builder(flow).build().unwrap().start(id)
+    }
+
+    /// Saves `texts` as bot entries replying to `reply_to`, for the outbox
+    /// when `deliver`, under `owner`'s lease (taken here) at `now`.
+    async fn reply(
+        store: &dyn Store,
+        id: &str,
+        texts: &[&str],
+        reply_to: u64,
+        deliver: bool,
+        now: SystemTime,
+    ) {
+        let state = conversation(id);
+        let outgoing: Vec<OutgoingEntry> = texts
+            .iter()
+            .map(|text| OutgoingEntry::new(Direction::Out, *text))
+            .collect();
+        store.acquire(id, "runner", now, now).await.unwrap().unwrap();
+        let save = Save {
+            conversation: &state,
+            consumed_up_to: u64::MAX,
+            outgoing: &outgoing,
+            reply_to: Some(reply_to),
+            deliver,
+            wake_at: None,
+            lease_until: now,
+            now,
+        };
+        store.save(id, "runner", save).await.unwrap();
+    }
+
+    /// Seqs and attempts of the claimed entries, by conversation.
+    fn pending(claimed: &[PendingDeliveries]) -> Vec<(String, Vec<(u64, u32)>)> {
+        claimed
+            .iter()
+            .map(|p| {
+                let entries = p
+                    .entries
+                    .iter()
+                    .map(|e| (e.seq, e.delivery.as_ref().map_or(u32::MAX, |d| d.attempts)))
+                    .collect();
+                (p.conversation_id.clone(), entries)
+            })
+            .collect()
+    }
+
+    async fn entry(store: &dyn Store, id: &str, seq: u64) -> TranscriptEntry {
+        store.transcript(id, seq - 1).await.unwrap().remove(0)
+    }
+
+    pub async fn inbound_messages_keep_their_ids_and_details_and_some_answer_nothing(h: &Harness) {
+        let store = &*h.store;
+        let image = json!({"type": "image", "image": {"id": "media-1", "caption": "a \u{0} nul"}});
+        let reaction = json!({"type": "reaction", "emoji": "👍"});
+        let message = InboundMessage::new("m1", "[image]").with_details(&image);
+        assert_eq!(store.enqueue_message("c", message, t(0)).await.unwrap(), Some(1));
+        let message = InboundMessage::new("m2", "👍")
+            .with_details(&reaction)
+            .with_answers(false);
+        assert_eq!(store.enqueue_message("c", message, t(1)).await.unwrap(), Some(2));
+        // Seen all the same: a redelivery changes nothing.
+        assert_eq!(store.enqueue_message("c", message, t(2)).await.unwrap(), None);
+        assert_eq!(store.enqueue("c", "m3", "text", t(3)).await.unwrap(), Some(3));
+
+        let transcript = store.transcript("c", 0).await.unwrap();
+        let ids: Vec<_> = transcript.iter().map(|e| e.message_id.as_deref()).collect();
+        assert_eq!(ids, [Some("m1"), Some("m2"), Some("m3")]);
+        let details: Vec<_> = transcript.iter().map(|e| e.details.clone()).collect();
+        assert_eq!(details, [Some(image.clone()), Some(reaction), None]);
+        assert_eq!(transcript[1].at_ms, t_ms(1));
+        assert!(
+            transcript
                 .iter()
-                .find(|e| e.direction == Direction::In && e.text == text)
-                .unwrap();
-            assert!(turn.replies.iter().all(|r| r.seq > own.seq), "{text}");
+                .all(|e| e.delivery.is_none() && e.reply_to.is_none())
+        );
+        // The reaction joined no inbox and took no inbox seq.
+        let claim = store.acquire("c", "r", t(100), t(10)).await.unwrap().unwrap();
+        let mut first = InboxEntry::new(1, "[image]", 1);
+        first.details = Some(image);
+        assert_eq!(claim.inbox, [first, InboxEntry::new(2, "text", 3)]);
+
+        // Alone in a new conversation, it leaves it with nothing to do.
+        let message = InboundMessage::new("r1", "👍").with_answers(false);
+        assert_eq!(store.enqueue_message("d", message, t(20)).await.unwrap(), Some(1));
+        assert_eq!(store.due(t(100), 10).await.unwrap(), ["c"]);
+        let claim = store.acquire("d", "r", t(100), t(30)).await.unwrap().unwrap();
+        assert_eq!((claim.conversation, claim.inbox), (None, vec![]));
+        assert_eq!(store.transcript("d", 0).await.unwrap()[0].text, "👍");
+    }
+
+    pub async fn replies_keep_their_options_details_and_message(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        store.acquire("c", "r", t(100), t(0)).await.unwrap().unwrap();
+        let state = conversation("c");
+        let options = vec![
+            QuestionOption::new("track", "Track an order"),
+            QuestionOption::new("human", "Talk to a person").with_description("A real one"),
+        ];
+        let template = json!({"whatsapp_template": {"name": "follow_up", "language": "en"}});
+        let mut question = OutgoingEntry::new(Direction::Out, "What can I do?");
+        question.options = options.clone();
+        let mut message = OutgoingEntry::new(Direction::Out, "Still there?");
+        message.details = Some(template.clone());
+        let outgoing = [
+            question,
+            message,
+            OutgoingEntry::new(Direction::Handoff, "support"),
+        ];
+        let save = Save {
+            conversation: &state,
+            consumed_up_to: 1,
+            outgoing: &outgoing,
+            reply_to: Some(1),
+            deliver: false,
+            wake_at: None,
+            lease_until: t(10),
+            now: t(10),
+        };
+        let replies = store.save_and_read_replies("c", "r", save, 1).await.unwrap();
+        let transcript = store.transcript("c", 1).await.unwrap();
+        assert_eq!(replies, transcript);
+        assert_eq!(replies.len(), 3);
+        assert_eq!(replies[0].options, options);
+        assert_eq!(replies[0].details, None);
+        assert_eq!(replies[1].options, []);
+        assert_eq!(replies[1].details, Some(template));
+        assert!(
+            replies
+                .iter()
+                .all(|e| e.reply_to == Some(1) && e.message_id.is_none())
+        );
+        // Without `deliver`, nothing goes to the outbox.
+        assert!(replies.iter().all(|e| e.delivery.is_none()));
+        assert_eq!(
+            store.claim_deliveries("w", t(1000), t(500), 10).await.unwrap(),
+            []
+        );
+        assert_eq!(store.next_delivery_after(t(0)).await.unwrap(), None);
+    }
+
+    pub async fn delivered_replies_wait_in_the_outbox_in_order(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        reply(store, "c", &["one", "two"], 1, true, t(10)).await;
+        // Pending, with no attempt yet, as the transcript shows them.
+        let delivery = entry(store, "c", 2).await.delivery.unwrap();
+        assert_eq!((delivery.status, delivery.attempts), (DeliveryStatus::Pending, 0));
+        assert_eq!((delivery.channel_message_id, delivery.detail), (None, None));
+        // Due at the save's `now`.
+        assert_eq!(store.next_delivery_after(t(0)).await.unwrap(), Some(t(10)));
+        assert_eq!(store.next_delivery_after(t(10)).await.unwrap(), None);
+        assert_eq!(store.claim_deliveries("w", t(100), t(9), 10).await.unwrap(), []);
+        // Another turn adds to them: they stay due since the first.
+        store.enqueue("c", "m2", "more", t(15)).await.unwrap();
+        reply(store, "c", &["three"], 4, true, t(20)).await;
+        assert_eq!(store.next_delivery_after(t(0)).await.unwrap(), Some(t(10)));
+        // A conversation due later comes after it.
+        store.enqueue("later", "m1", "hi", t(0)).await.unwrap();
+        reply(store, "later", &["hello"], 1, true, t(30)).await;
+
+        let claimed = store.claim_deliveries("w", t(100), t(40), 10).await.unwrap();
+        assert_eq!(
+            pending(&claimed),
+            [
+                ("c".to_string(), vec![(2, 0), (3, 0), (5, 0)]),
+                ("later".to_string(), vec![(2, 0)]),
+            ]
+        );
+        let c = &claimed[0];
+        assert_eq!(
+            c.entries,
+            store
+                .transcript("c", 0)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.direction == Direction::Out)
+                .collect::<Vec<_>>()
+        );
+        // The user's latest message, with its id.
+        let last = c.last_inbound.as_ref().unwrap();
+        assert_eq!(
+            (last.seq, last.text.as_str(), last.message_id.as_deref()),
+            (4, "more", Some("m2"))
+        );
+        // A limit takes the most overdue first.
+        let other = store.claim_deliveries("w2", t(200), t(100), 1).await.unwrap();
+        assert_eq!(pending(&other), [("c".to_string(), vec![(2, 0), (3, 0), (5, 0)])]);
+    }
+
+    pub async fn one_deliverer_at_a_time_holds_a_conversation(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        reply(store, "c", &["one", "two"], 1, true, t(10)).await;
+        assert_eq!(
+            store
+                .claim_deliveries("a", t(100), t(10), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // Held by a: b gets nothing, and may not record.
+        assert_eq!(store.claim_deliveries("b", t(200), t(50), 10).await.unwrap(), []);
+        let record = DeliveryRecord::Accepted {
+            channel_message_id: Some("x"),
+        };
+        let refused = store.record_delivery("c", "b", 2, record, t(50)).await;
+        assert!(
+            matches!(&refused, Err(StoreError::LeaseLost(id)) if id == "c"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            entry(store, "c", 2).await.delivery.unwrap().status,
+            DeliveryStatus::Pending
+        );
+        // The turn's lease is another: a turn runs meanwhile.
+        assert!(
+            store
+                .acquire("c", "runner", t(60), t(50))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Someone else's release is ignored.
+        store.release_deliveries("c", "b").await.unwrap();
+        assert_eq!(store.claim_deliveries("b", t(200), t(60), 10).await.unwrap(), []);
+        // Expired (at its end exactly): b takes it over, and a's records are refused.
+        assert_eq!(
+            store
+                .claim_deliveries("b", t(300), t(100), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let refused = store.record_delivery("c", "a", 2, record, t(110)).await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost(_))), "{refused:?}");
+        store.record_delivery("c", "b", 2, record, t(110)).await.unwrap();
+        store.release_deliveries("c", "b").await.unwrap();
+        // Released: anyone may take it at once.
+        let claimed = store.claim_deliveries("a", t(400), t(120), 10).await.unwrap();
+        assert_eq!(pending(&claimed), [("c".to_string(), vec![(3, 0)])]);
+    }
+
+    /// Many deliverers claiming at once: each conversation goes to one.
+    pub async fn concurrent_claims_take_each_conversation_once(h: &Harness) {
+        for i in 0..8 {
+            let id = format!("c{i}");
+            h.store.enqueue(&id, "m1", "hi", t(0)).await.unwrap();
+            reply(&*h.store, &id, &["one"], 1, true, t(10)).await;
         }
+        let mut tasks = Vec::new();
+        for owner in 0..6 {
+            let store = h.store.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .claim_deliveries(&format!("w{owner}"), t(1000), t(20), 3)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut taken = Vec::new();
+        for task in tasks {
+            taken.extend(task.await.unwrap().into_iter().map(|p| p.conversation_id));
+        }
+        taken.sort();
+        let all: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        assert_eq!(taken, all);
+    }
+
+    pub async fn delivery_records_move_the_outbox_on(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        reply(store, "c", &["one", "two", "three"], 1, true, t(10)).await;
+        store.claim_deliveries("w", t(100), t(10), 10).await.unwrap();
+        let accepted = DeliveryRecord::Accepted {
+            channel_message_id: Some("wamid.1"),
+        };
+        store.record_delivery("c", "w", 2, accepted, t(11)).await.unwrap();
+        let delivery = entry(store, "c", 2).await.delivery.unwrap();
+        assert_eq!(
+            (delivery.status, delivery.attempts),
+            (DeliveryStatus::Accepted, 1)
+        );
+        assert_eq!(delivery.channel_message_id.as_deref(), Some("wamid.1"));
+        // A retry: the conversation waits until then, attempts count.
+        let retry = DeliveryRecord::Retry {
+            at: t(500),
+            reason: "rate limited",
+        };
+        store.record_delivery("c", "w", 3, retry, t(12)).await.unwrap();
+        store.release_deliveries("c", "w").await.unwrap();
+        assert_eq!(store.claim_deliveries("w", t(600), t(499), 10).await.unwrap(), []);
+        assert_eq!(store.next_delivery_after(t(12)).await.unwrap(), Some(t(500)));
+        // Then the retried entry comes first, the next after it.
+        let claimed = store.claim_deliveries("w", t(600), t(500), 10).await.unwrap();
+        assert_eq!(pending(&claimed), [("c".to_string(), vec![(3, 1), (4, 0)])]);
+        let retried = claimed[0].entries[0].delivery.clone().unwrap();
+        assert_eq!(
+            (retried.status, retried.detail.as_deref()),
+            (DeliveryStatus::Pending, Some("rate limited"))
+        );
+        store.record_delivery("c", "w", 3, retry, t(501)).await.unwrap();
+        assert_eq!(entry(store, "c", 3).await.delivery.unwrap().attempts, 2);
+        // Refused for good: recorded with its reason; the next may go at once.
+        let refused = DeliveryRecord::Refused {
+            reason: "window closed",
+        };
+        store.record_delivery("c", "w", 3, refused, t(502)).await.unwrap();
+        let delivery = entry(store, "c", 3).await.delivery.unwrap();
+        assert_eq!((delivery.status, delivery.attempts), (DeliveryStatus::Refused, 3));
+        assert_eq!(delivery.detail.as_deref(), Some("window closed"));
+        let claimed = store.claim_deliveries("w", t(600), t(502), 10).await.unwrap();
+        assert_eq!(pending(&claimed), [("c".to_string(), vec![(4, 0)])]);
+        // An entry no longer pending is left as it is.
+        store.record_delivery("c", "w", 2, refused, t(503)).await.unwrap();
+        store
+            .record_delivery("c", "w", 3, accepted, t(503))
+            .await
+            .unwrap();
+        assert_eq!(
+            entry(store, "c", 2).await.delivery.unwrap().status,
+            DeliveryStatus::Accepted
+        );
+        assert_eq!(
+            entry(store, "c", 3).await.delivery.unwrap().status,
+            DeliveryStatus::Refused
+        );
+        // The last one out: nothing is due any more.
+        let without_id = DeliveryRecord::Accepted {
+            channel_message_id: None,
+        };
+        store
+            .record_delivery("c", "w", 4, without_id, t(504))
+            .await
+            .unwrap();
+        let delivery = entry(store, "c", 4).await.delivery.unwrap();
+        assert_eq!(
+            (delivery.status, delivery.channel_message_id),
+            (DeliveryStatus::Accepted, None)
+        );
+        store.release_deliveries("c", "w").await.unwrap();
+        assert_eq!(
+            store
+                .claim_deliveries("w", t(10_000), t(9_000), 10)
+                .await
+                .unwrap(),
+            []
+        );
+        assert_eq!(store.next_delivery_after(t(0)).await.unwrap(), None);
+        // A new reply is due at its save.
+        reply(store, "c", &["four"], 1, true, t(700)).await;
+        assert_eq!(store.next_delivery_after(t(0)).await.unwrap(), Some(t(700)));
+    }
+
+    pub async fn receipts_keep_the_furthest_whenever_they_come(h: &Harness) {
+        let store = &*h.store;
+        store.enqueue("c", "m1", "hi", t(0)).await.unwrap();
+        reply(store, "c", &["one", "two"], 1, true, t(10)).await;
+        // Before the send is recorded: kept, its entry not known yet.
+        let delivered = Receipt::new(ReceiptStatus::Delivered, t(20));
+        assert_eq!(store.record_receipt("wamid.2", &delivered).await.unwrap(), None);
+        store.claim_deliveries("w", t(100), t(10), 10).await.unwrap();
+        for (seq, id) in [(2, "wamid.2"), (3, "wamid.3")] {
+            let record = DeliveryRecord::Accepted {
+                channel_message_id: Some(id),
+            };
+            store.record_delivery("c", "w", seq, record, t(30)).await.unwrap();
+        }
+        let receipt = |e: TranscriptEntry| e.delivery.and_then(|d| d.receipt);
+        assert_eq!(receipt(entry(store, "c", 2).await), Some(delivered.clone()));
+        assert_eq!(receipt(entry(store, "c", 3).await), None);
+        // After it: the entry is known. A lesser or equal one is ignored.
+        let found = Some(("c".to_string(), 2));
+        let sent = Receipt::new(ReceiptStatus::Sent, t(40));
+        assert_eq!(store.record_receipt("wamid.2", &sent).await.unwrap(), found);
+        let again = Receipt::new(ReceiptStatus::Delivered, t(41));
+        assert_eq!(store.record_receipt("wamid.2", &again).await.unwrap(), found);
+        assert_eq!(receipt(entry(store, "c", 2).await), Some(delivered));
+        let read = Receipt::new(ReceiptStatus::Read, t(50));
+        store.record_receipt("wamid.2", &read).await.unwrap();
+        assert_eq!(receipt(entry(store, "c", 2).await), Some(read.clone()));
+        // Failed goes beyond all, with its detail.
+        let failed = Receipt::new(ReceiptStatus::Failed, t(60)).with_detail("131047: re-engagement");
+        assert_eq!(
+            store.record_receipt("wamid.3", &failed).await.unwrap(),
+            Some(("c".to_string(), 3))
+        );
+        store.record_receipt("wamid.3", &read).await.unwrap();
+        assert_eq!(receipt(entry(store, "c", 3).await), Some(failed));
+        assert_eq!(store.record_receipt("unknown", &read).await.unwrap(), None);
+    }
+
+    pub async fn old_seen_ids_and_receipts_are_forgotten_in_batches(h: &Harness) {
+        let store = &*h.store;
+        for i in 0..5u64 {
+            store.enqueue("c", &format!("m{i}"), "old", t(i)).await.unwrap();
+        }
+        store.enqueue("d", "m0", "recent", t(1000)).await.unwrap();
+        // Before t(3): m0, m1, m2 of c, two at a time.
+        assert_eq!(store.prune_seen(t(3), 2).await.unwrap(), 2);
+        assert_eq!(store.prune_seen(t(3), 2).await.unwrap(), 1);
+        assert_eq!(store.prune_seen(t(3), 2).await.unwrap(), 0);
+        // A forgotten id is taken again as new; the others are still seen.
+        assert_eq!(store.enqueue("c", "m0", "again", t(2000)).await.unwrap(), Some(6));
+        assert_eq!(store.enqueue("c", "m3", "again", t(2000)).await.unwrap(), None);
+        assert_eq!(store.enqueue("d", "m0", "again", t(2000)).await.unwrap(), None);
+        // Receipts as old go too.
+        reply(store, "c", &["one", "two"], 6, true, t(2000)).await;
+        store.claim_deliveries("w", t(3000), t(2000), 10).await.unwrap();
+        for (seq, id) in [(7, "old"), (8, "new")] {
+            let record = DeliveryRecord::Accepted {
+                channel_message_id: Some(id),
+            };
+            store
+                .record_delivery("c", "w", seq, record, t(2000))
+                .await
+                .unwrap();
+        }
+        store
+            .record_receipt("old", &Receipt::new(ReceiptStatus::Read, t(100)))
+            .await
+            .unwrap();
+        store
+            .record_receipt("new", &Receipt::new(ReceiptStatus::Read, t(5000)))
+            .await
+            .unwrap();
+        store.prune_seen(t(4000), 100).await.unwrap();
+        let receipt = |e: TranscriptEntry| e.delivery.and_then(|d| d.receipt).map(|r| r.status);
+        assert_eq!(receipt(entry(store, "c", 7).await), None);
+        assert_eq!(receipt(entry(store, "c", 8).await), Some(ReceiptStatus::Read));
+        // Everything seen before t(4000) is gone now.
+        assert_eq!(store.enqueue("d", "m0", "third", t(5000)).await.unwrap(), Some(2));
     }
 }
 
@@ -1469,7 +2019,28 @@ macro_rules! conformance {
                 save_and_read_replies_after_a_takeover_is_refused_and_commits_nothing,
                 each_turn_answers_with_the_replies_to_its_message,
             );
+            conformance!(@outbox $harness;
+                inbound_messages_keep_their_ids_and_details_and_some_answer_nothing,
+                replies_keep_their_options_details_and_message,
+                delivered_replies_wait_in_the_outbox_in_order,
+                one_deliverer_at_a_time_holds_a_conversation,
+                concurrent_claims_take_each_conversation_once,
+                delivery_records_move_the_outbox_on,
+                receipts_keep_the_furthest_whenever_they_come,
+                old_seen_ids_and_receipts_are_forgotten_in_batches,
+            );
         }
+    };
+    (@outbox $harness:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(harness) = $harness.await {
+                    super::outbox_suite::$test(&harness).await;
+                    harness.finish().await;
+                }
+            }
+        )*
     };
     (@tests $harness:expr; $($test:ident),* $(,)?) => {
         $(

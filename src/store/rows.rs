@@ -32,8 +32,9 @@ mod sql {
     use std::time::{Duration, SystemTime};
 
     use super::{decode_state, unix_ms};
+    use crate::channel::{DeliveryState, DeliveryStatus, Receipt, ReceiptStatus};
     use crate::conversation::Conversation;
-    use crate::store::{Claim, Direction, InboxEntry, StoreError, TranscriptEntry};
+    use crate::store::{Claim, DeliveryRecord, Direction, InboxEntry, StoreError, TranscriptEntry};
 
     /// Maps a driver's error to [`StoreError::Backend`], saying what failed.
     pub(in crate::store) fn backend<E>(context: &'static str) -> impl Fn(E) -> StoreError + Copy
@@ -93,22 +94,68 @@ mod sql {
         String::from_utf8(bytes).map_err(|e| StoreError::corrupt(id, "a message text is not UTF-8", e))
     }
 
-    /// A transcript row as read: `seq, direction, text, at_ms`.
+    /// A transcript row as read: the entry's columns, its delivery state
+    /// and the receipt recorded for its channel message id (the columns of
+    /// the stores' transcript queries, in this order).
+    #[derive(Default)]
     pub(in crate::store) struct TranscriptRow {
         pub(in crate::store) seq: i64,
         pub(in crate::store) direction: String,
         pub(in crate::store) text: String,
         pub(in crate::store) at_ms: i64,
+        pub(in crate::store) message_id: Option<String>,
+        /// A question's options, as JSON.
+        pub(in crate::store) options: Option<String>,
+        /// The details, as JSON.
+        pub(in crate::store) details: Option<String>,
+        pub(in crate::store) reply_to: Option<i64>,
+        /// `pending`, `accepted` or `refused`; `None` for an entry not for
+        /// a channel (then the other delivery columns are `None` too).
+        pub(in crate::store) delivery_status: Option<String>,
+        pub(in crate::store) delivery_attempts: Option<i64>,
+        pub(in crate::store) channel_message_id: Option<String>,
+        pub(in crate::store) delivery_detail: Option<String>,
+        /// The receipt's status name (`sent`, …), detail and time.
+        pub(in crate::store) receipt_status: Option<String>,
+        pub(in crate::store) receipt_detail: Option<String>,
+        pub(in crate::store) receipt_at_ms: Option<i64>,
     }
 
     impl TranscriptRow {
         pub(in crate::store) fn into_entry(self, id: &str) -> Result<TranscriptEntry, StoreError> {
-            Ok(TranscriptEntry::new(
+            let mut entry = TranscriptEntry::new(
                 to_u64(self.seq),
                 parse_direction(id, &self.direction)?,
                 self.text,
                 to_u64(self.at_ms),
-            ))
+            );
+            entry.message_id = self.message_id;
+            if let Some(options) = &self.options {
+                entry.options = serde_json::from_str(options)
+                    .map_err(|e| StoreError::corrupt(id, "a question's options do not parse", e))?;
+            }
+            entry.details = decode_details(id, self.details.as_deref())?;
+            entry.reply_to = self.reply_to.map(to_u64);
+            if let Some(status) = &self.delivery_status {
+                let receipt = match &self.receipt_status {
+                    Some(name) => Some(Receipt {
+                        status: ReceiptStatus::from_name(name).ok_or_else(|| {
+                            StoreError::corrupt_because(id, format!("unknown receipt status {name:?}"))
+                        })?,
+                        detail: self.receipt_detail,
+                        at_ms: self.receipt_at_ms.map_or(0, to_u64),
+                    }),
+                    None => None,
+                };
+                let mut state = DeliveryState::pending();
+                state.status = parse_delivery_status(id, status)?;
+                state.attempts = u32::try_from(self.delivery_attempts.unwrap_or(0)).unwrap_or(u32::MAX);
+                state.channel_message_id = self.channel_message_id;
+                state.detail = self.delivery_detail;
+                state.receipt = receipt;
+                entry.delivery = Some(state);
+            }
+            Ok(entry)
         }
     }
 
@@ -120,10 +167,104 @@ mod sql {
         rows.into_iter().map(|row| row.into_entry(id)).collect()
     }
 
-    /// An inbox row as read: `seq, text`.
-    pub(in crate::store) fn inbox_entry(seq: i64, text: String) -> InboxEntry {
-        // TODO(outbox): the SQL stores keep the message's transcript seq.
-        InboxEntry::new(to_u64(seq), text, 0)
+    /// The name a delivery status is stored as.
+    pub(in crate::store) fn delivery_status_name(status: DeliveryStatus) -> &'static str {
+        match status {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Accepted => "accepted",
+            DeliveryStatus::Refused => "refused",
+        }
+    }
+
+    fn parse_delivery_status(id: &str, name: &str) -> Result<DeliveryStatus, StoreError> {
+        match name {
+            "pending" => Ok(DeliveryStatus::Pending),
+            "accepted" => Ok(DeliveryStatus::Accepted),
+            "refused" => Ok(DeliveryStatus::Refused),
+            other => Err(StoreError::corrupt_because(
+                id,
+                format!("unknown delivery status {other:?}"),
+            )),
+        }
+    }
+
+    /// A receipt status's rank: a receipt replaces a kept one of lower rank.
+    pub(in crate::store) fn receipt_rank(status: ReceiptStatus) -> i64 {
+        match status {
+            ReceiptStatus::Sent => 0,
+            ReceiptStatus::Delivered => 1,
+            ReceiptStatus::Read => 2,
+            ReceiptStatus::Failed => 3,
+        }
+    }
+
+    /// What a delivery record writes on the entry: its status, channel
+    /// message id and detail.
+    pub(in crate::store) fn delivery_columns(
+        record: &DeliveryRecord<'_>,
+    ) -> (&'static str, Option<String>, Option<String>) {
+        match record {
+            DeliveryRecord::Accepted { channel_message_id } => (
+                delivery_status_name(DeliveryStatus::Accepted),
+                channel_message_id.map(str::to_string),
+                None,
+            ),
+            DeliveryRecord::Retry { reason, .. } => (
+                delivery_status_name(DeliveryStatus::Pending),
+                None,
+                Some(reason.to_string()),
+            ),
+            DeliveryRecord::Refused { reason } => (
+                delivery_status_name(DeliveryStatus::Refused),
+                None,
+                Some(reason.to_string()),
+            ),
+        }
+    }
+
+    /// Details as stored: JSON text.
+    pub(in crate::store) fn encode_details(
+        details: Option<&serde_json::Value>,
+    ) -> Result<Option<String>, StoreError> {
+        details
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::backend("serializing a message's details", e))
+    }
+
+    /// A question's options as stored: JSON text, `None` for none.
+    pub(in crate::store) fn encode_options(
+        options: &[crate::flow::QuestionOption],
+    ) -> Result<Option<String>, StoreError> {
+        if options.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(options)
+            .map(Some)
+            .map_err(|e| StoreError::backend("serializing a question's options", e))
+    }
+
+    fn decode_details(id: &str, details: Option<&str>) -> Result<Option<serde_json::Value>, StoreError> {
+        details
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| StoreError::corrupt(id, "a message's details do not parse", e))
+    }
+
+    /// An inbox row as read: `seq, text, transcript_seq, details`.
+    pub(in crate::store) struct InboxRow {
+        pub(in crate::store) seq: i64,
+        pub(in crate::store) text: String,
+        /// `None` only for a row no migration could match to its entry.
+        pub(in crate::store) transcript_seq: Option<i64>,
+        pub(in crate::store) details: Option<String>,
+    }
+
+    /// An inbox row read back.
+    pub(in crate::store) fn inbox_entry(id: &str, row: InboxRow) -> Result<InboxEntry, StoreError> {
+        let mut entry = InboxEntry::new(to_u64(row.seq), row.text, row.transcript_seq.map_or(0, to_u64));
+        entry.details = decode_details(id, row.details.as_deref())?;
+        Ok(entry)
     }
 
     /// What taking a lease read: the state (`None` before the first save)

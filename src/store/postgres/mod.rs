@@ -19,17 +19,22 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
 pub use self::options::PostgresOptions;
 
 use self::connections::{Connections, Kept};
 use self::queries::*;
 use super::rows::{
-    TranscriptRow, backend, claim, decode_state, direction_name, encode_state, inbox_entry, ms, text_of,
-    time, to_i64, to_u64, transcript_entries,
+    InboxRow, TranscriptRow, backend, claim, decode_state, delivery_columns, direction_name, encode_details,
+    encode_options, encode_state, inbox_entry, ms, receipt_rank, text_of, time, to_i64, to_u64,
+    transcript_entries,
 };
-use super::{Claim, ConversationCounts, Enqueued, InboxEntry, Save, Store, StoreError, TranscriptEntry};
+use super::{
+    Claim, ConversationCounts, DeliveryRecord, Direction, Enqueued, InboundMessage, InboxEntry,
+    PendingDeliveries, Save, Store, StoreError, TranscriptEntry,
+};
+use crate::channel::Receipt;
 use crate::conversation::Conversation;
 
 /// A [`Store`] in a Postgres database.
@@ -159,22 +164,78 @@ impl PostgresStore {
 }
 
 /// An inbox read back as parallel arrays (`array_agg` of nothing is NULL).
-fn inbox_of(
-    id: &str,
+struct InboxArrays {
     seqs: Option<Vec<i64>>,
     texts: Option<Vec<Vec<u8>>>,
-) -> Result<Vec<InboxEntry>, StoreError> {
-    let (seqs, texts) = (seqs.unwrap_or_default(), texts.unwrap_or_default());
-    if seqs.len() != texts.len() {
-        return Err(StoreError::corrupt_because(
-            id,
-            format!("inbox read back as {} seqs for {} texts", seqs.len(), texts.len()),
-        ));
+    transcript_seqs: Option<Vec<Option<i64>>>,
+    details: Option<Vec<Option<String>>>,
+}
+
+impl InboxArrays {
+    fn from_row(row: &PgRow, at: usize) -> Result<InboxArrays, sqlx::Error> {
+        Ok(InboxArrays {
+            seqs: row.try_get(at)?,
+            texts: row.try_get(at + 1)?,
+            transcript_seqs: row.try_get(at + 2)?,
+            details: row.try_get(at + 3)?,
+        })
     }
-    seqs.into_iter()
-        .zip(texts)
-        .map(|(seq, text)| Ok(inbox_entry(seq, text_of(id, text)?)))
-        .collect()
+
+    fn into_entries(self, id: &str) -> Result<Vec<InboxEntry>, StoreError> {
+        let seqs = self.seqs.unwrap_or_default();
+        let texts = self.texts.unwrap_or_default();
+        let transcript_seqs = self.transcript_seqs.unwrap_or_default();
+        let details = self.details.unwrap_or_default();
+        if [texts.len(), transcript_seqs.len(), details.len()] != [seqs.len(); 3] {
+            return Err(StoreError::corrupt_because(
+                id,
+                format!("inbox read back as {} seqs for {} texts", seqs.len(), texts.len()),
+            ));
+        }
+        seqs.into_iter()
+            .zip(texts)
+            .zip(transcript_seqs.into_iter().zip(details))
+            .map(|((seq, text), (transcript_seq, details))| {
+                let row = InboxRow {
+                    seq,
+                    text: text_of(id, text)?,
+                    transcript_seq,
+                    details,
+                };
+                inbox_entry(id, row)
+            })
+            .collect()
+    }
+}
+
+/// The transcript row in `row`'s columns from `at` on, in [`TRANSCRIPT`]'s
+/// order; `None` when its seq is NULL (a reply list's empty row).
+fn transcript_row(id: &str, row: &PgRow, at: usize) -> Result<Option<TranscriptRow>, StoreError> {
+    let read = |e| StoreError::backend("reading a Postgres transcript row", e);
+    let Some(seq) = row.try_get::<Option<i64>, _>(at).map_err(read)? else {
+        return Ok(None);
+    };
+    let text: Vec<u8> = row.try_get(at + 2).map_err(read)?;
+    Ok(Some(TranscriptRow {
+        seq,
+        direction: row.try_get(at + 1).map_err(read)?,
+        text: text_of(id, text)?,
+        at_ms: row.try_get(at + 3).map_err(read)?,
+        message_id: row.try_get(at + 4).map_err(read)?,
+        options: row.try_get(at + 5).map_err(read)?,
+        details: row.try_get(at + 6).map_err(read)?,
+        reply_to: row.try_get(at + 7).map_err(read)?,
+        delivery_status: row.try_get(at + 8).map_err(read)?,
+        delivery_attempts: row
+            .try_get::<Option<i32>, _>(at + 9)
+            .map_err(read)?
+            .map(i64::from),
+        channel_message_id: row.try_get(at + 10).map_err(read)?,
+        delivery_detail: row.try_get(at + 11).map_err(read)?,
+        receipt_status: row.try_get(at + 12).map_err(read)?,
+        receipt_detail: row.try_get(at + 13).map_err(read)?,
+        receipt_at_ms: row.try_get(at + 14).map_err(read)?,
+    }))
 }
 
 /// A [`Save`]'s parameters, owned by the caller while the statement runs.
@@ -182,6 +243,8 @@ struct SaveParams<'a> {
     state: String,
     directions: Vec<&'static str>,
     texts: Vec<&'a [u8]>,
+    options: Vec<Option<String>>,
+    details: Vec<Option<String>>,
 }
 
 impl<'a> SaveParams<'a> {
@@ -194,11 +257,21 @@ impl<'a> SaveParams<'a> {
                 .map(|e| direction_name(e.direction))
                 .collect(),
             texts: save.outgoing.iter().map(|e| e.text.as_bytes()).collect(),
+            options: save
+                .outgoing
+                .iter()
+                .map(|e| encode_options(&e.options))
+                .collect::<Result<_, _>>()?,
+            details: save
+                .outgoing
+                .iter()
+                .map(|e| encode_details(e.details.as_ref()))
+                .collect::<Result<_, _>>()?,
         })
     }
 
-    /// `sql` ([`SAVE`] or [`SAVE_AND_READ_REPLIES`]) with the save's nine
-    /// parameters bound.
+    /// `sql` ([`SAVE`] or [`SAVE_AND_READ_REPLIES`]) with the save's
+    /// thirteen parameters bound.
     fn bind<'q>(
         &'q self,
         sql: &'q str,
@@ -218,6 +291,10 @@ impl<'a> SaveParams<'a> {
             // The turn's own time is not in `Save`: like the memory store,
             // stamp outgoing entries with the caller's clock.
             .bind(ms(save.now))
+            .bind(save.reply_to.map(to_i64))
+            .bind(save.deliver)
+            .bind(&self.options)
+            .bind(&self.details)
     }
 }
 
@@ -232,10 +309,10 @@ impl Store for PostgresStore {
     async fn enqueue_message(
         &self,
         conversation_id: &str,
-        message: crate::store::InboundMessage<'_>,
+        message: InboundMessage<'_>,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        let (message_id, text) = (message.message_id, message.text);
+        let details = encode_details(message.details)?;
         // One statement. The id is recorded first: a duplicate (or a
         // concurrent delivery of the same id, which waits for the first to
         // commit) inserts nothing, and then nothing else happens. Then the
@@ -246,9 +323,11 @@ impl Store for PostgresStore {
         let mut conn = self.connection(false).await?;
         let seq: Option<i64> = sqlx::query_scalar(ENQUEUE)
             .bind(conversation_id)
-            .bind(message_id)
-            .bind(text.as_bytes())
+            .bind(message.message_id)
+            .bind(message.text.as_bytes())
             .bind(ms(now))
+            .bind(details)
+            .bind(message.answers)
             .fetch_optional(conn.conn())
             .await
             .map_err(backend("Postgres enqueue"))?;
@@ -274,19 +353,20 @@ impl Store for PostgresStore {
         //   applied and deleted meanwhile: the row's latest version says up
         //   to which seq they are applied, and those are left out.
         let mut conn = self.connection(true).await?;
-        let taken: Option<(Option<String>, Option<Vec<i64>>, Option<Vec<Vec<u8>>>)> = sqlx::query_as(ACQUIRE)
+        let taken: Option<(Option<String>, InboxArrays)> = sqlx::query(ACQUIRE)
             .bind(conversation_id)
             .bind(owner)
             .bind(ms(lease_until))
             .bind(ms(now))
+            .try_map(|row: PgRow| Ok((row.try_get(0)?, InboxArrays::from_row(&row, 1)?)))
             .fetch_optional(conn.conn())
             .await
             .map_err(backend("Postgres acquire"))?;
         conn.done();
-        let Some((state, seqs, texts)) = taken else {
+        let Some((state, inbox)) = taken else {
             return Ok(None);
         };
-        let inbox = inbox_of(conversation_id, seqs, texts)?;
+        let inbox = inbox.into_entries(conversation_id)?;
         claim(conversation_id, state.as_deref(), inbox).map(Some)
     }
 
@@ -309,34 +389,36 @@ impl Store for PostgresStore {
         // snapshot, left out what the latest version says is applied, plus
         // this message, which the snapshot cannot show.
         let mut conn = self.connection(false).await?;
-        type Row = (
-            i64,
-            i64,
-            bool,
-            i64,
-            Option<String>,
-            Option<Vec<i64>>,
-            Option<Vec<Vec<u8>>>,
-        );
-        let row: Option<Row> = sqlx::query_as(ENQUEUE_AND_ACQUIRE)
+        type Row = (i64, i64, bool, i64, Option<String>, InboxArrays);
+        let row: Option<Row> = sqlx::query(ENQUEUE_AND_ACQUIRE)
             .bind(conversation_id)
             .bind(message_id)
             .bind(text.as_bytes())
             .bind(ms(now))
             .bind(owner)
             .bind(ms(lease_until))
+            .try_map(|row: PgRow| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    InboxArrays::from_row(&row, 5)?,
+                ))
+            })
             .fetch_optional(conn.conn())
             .await
             .map_err(backend("Postgres enqueue_and_acquire"))?;
         conn.done();
-        let Some((seq, inbox_seq, leased, applied, state, seqs, texts)) = row else {
+        let Some((seq, inbox_seq, leased, applied, state, inbox)) = row else {
             return Ok(None);
         };
         let seq = to_u64(seq);
         if !leased {
             return Ok(Some(Enqueued { seq, claim: None }));
         }
-        let inbox = inbox_of(conversation_id, seqs, texts)?;
+        let inbox = inbox.into_entries(conversation_id)?;
         // The snapshot shows a prefix of the committed messages (seqs are
         // given under the row lock, in commit order), but it misses those a
         // concurrent enqueue committed while this statement waited for the
@@ -388,7 +470,7 @@ impl Store for PostgresStore {
         conversation_id: &str,
         owner: &str,
         save: Save<'_>,
-        after_seq: u64,
+        reply_to: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         // The save's writes, then the replies: the earlier ones from the
         // statement's snapshot, this save's from its INSERT (a statement
@@ -396,54 +478,27 @@ impl Store for PostgresStore {
         // committed while the UPDATE waited for the row lock, which a
         // runner without the lease can have written: user messages, not
         // replies (a takeover of the lease makes the save match nothing).
-        type Replies = (
-            bool,
-            Option<Vec<i64>>,
-            Option<Vec<String>>,
-            Option<Vec<Vec<u8>>>,
-            Option<Vec<i64>>,
-        );
         let params = SaveParams::new(&save)?;
         let mut conn = self.connection(relaxed(&save)).await?;
-        let (saved, seqs, directions, texts, ats): Replies = params
+        let rows = params
             .bind(SAVE_AND_READ_REPLIES, conversation_id, owner, &save)
-            .bind(to_i64(after_seq))
-            .fetch_one(conn.conn())
+            .bind(to_i64(reply_to))
+            .fetch_all(conn.conn())
             .await
-            .and_then(|row| {
-                Ok((
-                    row.try_get(0)?,
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    row.try_get(3)?,
-                    row.try_get(4)?,
-                ))
-            })
             .map_err(backend("Postgres save_and_read_replies"))?;
         conn.done();
+        let saved = match rows.first() {
+            Some(row) => row
+                .try_get::<bool, _>(0)
+                .map_err(backend("Postgres save_and_read_replies"))?,
+            None => false,
+        };
         if !saved {
             return Err(StoreError::LeaseLost(conversation_id.to_string()));
         }
-        let (seqs, directions) = (seqs.unwrap_or_default(), directions.unwrap_or_default());
-        let (texts, ats) = (texts.unwrap_or_default(), ats.unwrap_or_default());
-        if [directions.len(), texts.len(), ats.len()] != [seqs.len(); 3] {
-            return Err(StoreError::corrupt_because(
-                conversation_id,
-                "replies read back as arrays of different lengths".to_string(),
-            ));
-        }
-        let rows = seqs
-            .into_iter()
-            .zip(directions)
-            .zip(texts.into_iter().zip(ats))
-            .map(|((seq, direction), (text, at_ms))| {
-                Ok(TranscriptRow {
-                    seq,
-                    direction,
-                    text: text_of(conversation_id, text)?,
-                    at_ms,
-                })
-            })
+        let rows = rows
+            .iter()
+            .filter_map(|row| transcript_row(conversation_id, row, 1).transpose())
             .collect::<Result<Vec<_>, StoreError>>()?;
         transcript_entries(conversation_id, rows)
     }
@@ -522,64 +577,159 @@ impl Store for PostgresStore {
         conversation_id: &str,
         after_seq: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
-        let rows: Vec<(i64, String, Vec<u8>, i64)> = sqlx::query_as(TRANSCRIPT)
+        let rows = sqlx::query(TRANSCRIPT)
             .bind(conversation_id)
             .bind(to_i64(after_seq))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(backend("Postgres transcript"))?;
         let rows = rows
-            .into_iter()
-            .map(|(seq, direction, text, at_ms)| {
-                Ok(TranscriptRow {
-                    seq,
-                    direction,
-                    text: text_of(conversation_id, text)?,
-                    at_ms,
-                })
-            })
+            .iter()
+            .filter_map(|row| transcript_row(conversation_id, row, 0).transpose())
             .collect::<Result<Vec<_>, StoreError>>()?;
         transcript_entries(conversation_id, rows)
     }
 
     async fn claim_deliveries(
         &self,
-        _owner: &str,
-        _lease_until: SystemTime,
-        _now: SystemTime,
-        _limit: usize,
-    ) -> Result<Vec<crate::store::PendingDeliveries>, StoreError> {
-        Err(StoreError::backend("claim_deliveries", "not implemented yet"))
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingDeliveries>, StoreError> {
+        // SKIP LOCKED: two deliverers never wait for, nor take, the same
+        // conversation; the lease then keeps it for the one that took it.
+        let mut claimed: Vec<(String, i64)> = sqlx::query_as(CLAIM_DELIVERIES)
+            .bind(owner)
+            .bind(ms(lease_until))
+            .bind(ms(now))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend("Postgres claim_deliveries"))?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        claimed.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let ids: Vec<String> = claimed.into_iter().map(|(id, _)| id).collect();
+        // Read under the delivery lease: no other deliverer changes them.
+        let rows = sqlx::query(DELIVERIES)
+            .bind(&ids)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend("Postgres claim_deliveries"))?;
+        let mut pending: Vec<PendingDeliveries> = ids
+            .iter()
+            .map(|id| PendingDeliveries::new(id.clone(), Vec::new(), None))
+            .collect();
+        for row in &rows {
+            let id: String = row.try_get(0).map_err(backend("Postgres claim_deliveries"))?;
+            let Some(entry) = transcript_row(&id, row, 1)? else {
+                continue;
+            };
+            let entry = entry.into_entry(&id)?;
+            let Some(slot) = pending.iter_mut().find(|p| p.conversation_id == id) else {
+                continue;
+            };
+            if entry.direction == Direction::In {
+                slot.last_inbound = Some(entry);
+            } else {
+                slot.entries.push(entry);
+            }
+        }
+        for slot in &mut pending {
+            slot.entries.sort_by_key(|e| e.seq);
+        }
+        Ok(pending)
     }
 
     async fn record_delivery(
         &self,
-        _conversation_id: &str,
-        _owner: &str,
-        _seq: u64,
-        _record: crate::store::DeliveryRecord<'_>,
+        conversation_id: &str,
+        owner: &str,
+        seq: u64,
+        record: DeliveryRecord<'_>,
         _now: SystemTime,
     ) -> Result<(), StoreError> {
-        Err(StoreError::backend("record_delivery", "not implemented yet"))
+        // One transaction: the first statement locks the conversation's row
+        // (under the delivery lease) and records the attempt; the second,
+        // with a snapshot taken under that lock, sees every pending entry a
+        // save committed, so the conversation never stops being due while
+        // one waits.
+        let failed = backend("Postgres record_delivery");
+        let (status, channel_message_id, detail) = delivery_columns(&record);
+        let mut tx = self.inner.pool.begin().await.map_err(failed)?;
+        let (held, recorded): (bool, bool) = sqlx::query_as(RECORD_DELIVERY)
+            .bind(conversation_id)
+            .bind(owner)
+            .bind(to_i64(seq))
+            .bind(status)
+            .bind(channel_message_id)
+            .bind(detail)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(failed)?;
+        if !held {
+            return Err(StoreError::LeaseLost(conversation_id.to_string()));
+        }
+        if recorded {
+            match record {
+                DeliveryRecord::Retry { at, .. } => {
+                    sqlx::query(DELIVERY_RETRY_AT).bind(conversation_id).bind(ms(at))
+                }
+                // The next pending entry, if any, stays due.
+                _ => sqlx::query(DELIVERY_DONE).bind(conversation_id),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        }
+        tx.commit().await.map_err(failed)
     }
 
-    async fn release_deliveries(&self, _conversation_id: &str, _owner: &str) -> Result<(), StoreError> {
-        Err(StoreError::backend("release_deliveries", "not implemented yet"))
+    async fn release_deliveries(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(RELEASE_DELIVERIES)
+            .bind(conversation_id)
+            .bind(owner)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend("Postgres release_deliveries"))?;
+        Ok(())
     }
 
-    async fn next_delivery_after(&self, _after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
-        Err(StoreError::backend("next_delivery_after", "not implemented yet"))
+    async fn next_delivery_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let earliest: Option<i64> = sqlx::query_scalar(NEXT_DELIVERY_AFTER)
+            .bind(ms(after))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend("Postgres next_delivery_after"))?;
+        Ok(earliest.map(time))
     }
 
     async fn record_receipt(
         &self,
-        _channel_message_id: &str,
-        _receipt: &crate::channel::Receipt,
+        channel_message_id: &str,
+        receipt: &Receipt,
     ) -> Result<Option<(String, u64)>, StoreError> {
-        Err(StoreError::backend("record_receipt", "not implemented yet"))
+        let entry: Option<(String, i64)> = sqlx::query_as(RECORD_RECEIPT)
+            .bind(channel_message_id)
+            .bind(receipt.status.as_str())
+            .bind(receipt.detail.as_deref())
+            .bind(to_i64(receipt.at_ms))
+            .bind(receipt_rank(receipt.status))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(backend("Postgres record_receipt"))?;
+        Ok(entry.map(|(id, seq)| (id, to_u64(seq))))
     }
 
-    async fn prune_seen(&self, _before: SystemTime, _limit: usize) -> Result<u64, StoreError> {
-        Err(StoreError::backend("prune_seen", "not implemented yet"))
+    async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        let pruned: i64 = sqlx::query_scalar(PRUNE_SEEN)
+            .bind(ms(before))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend("Postgres prune_seen"))?;
+        Ok(to_u64(pruned))
     }
 }

@@ -32,12 +32,19 @@ use tokio::sync::oneshot;
 
 use self::connection::{Job, Shared, mark_connection_thread, serve, stopped};
 use self::operations::{
-    LeaseLost, SaveRow, atomically, claim_of, read_transcript, record_message, take_lease,
+    LeaseLost, MessageRow, SaveRow, atomically, claim_of, read_entries, read_transcript, record_message,
+    take_lease,
 };
 use self::queries::*;
 use self::schema::{Location, open};
-use super::rows::{backend, decode_state, ms, time, to_i64, to_u64, transcript_entries};
-use super::{Claim, Direction, Enqueued, Save, Store, StoreError, TranscriptEntry};
+use super::rows::{
+    backend, decode_state, delivery_columns, ms, receipt_rank, time, to_i64, to_u64, transcript_entries,
+};
+use super::{
+    Claim, DeliveryRecord, Enqueued, InboundMessage, PendingDeliveries, Save, Store, StoreError,
+    TranscriptEntry,
+};
+use crate::channel::Receipt;
 use crate::conversation::Conversation;
 
 /// A [`Store`] in a SQLite database.
@@ -148,18 +155,14 @@ impl Store for SqliteStore {
     async fn enqueue_message(
         &self,
         conversation_id: &str,
-        message: crate::store::InboundMessage<'_>,
+        message: InboundMessage<'_>,
         now: SystemTime,
     ) -> Result<Option<u64>, StoreError> {
-        let (message_id, text) = (message.message_id, message.text);
-        let (id, message_id, text) = (
-            conversation_id.to_string(),
-            message_id.to_string(),
-            text.to_string(),
-        );
+        let message = MessageRow::new(&message)?;
+        let id = conversation_id.to_string();
         let now = ms(now);
         let seq = self
-            .run(move |conn| atomically(conn, |conn| record_message(conn, &id, &message_id, &text, now)))
+            .run(move |conn| atomically(conn, |conn| record_message(conn, &id, &message, now)))
             .await?
             .map_err(backend("SQLite enqueue"))?;
         Ok(seq.map(to_u64))
@@ -190,18 +193,15 @@ impl Store for SqliteStore {
         lease_until: SystemTime,
         now: SystemTime,
     ) -> Result<Option<Enqueued>, StoreError> {
-        let (id, message_id, text) = (
-            conversation_id.to_string(),
-            message_id.to_string(),
-            text.to_string(),
-        );
+        let message = MessageRow::new(&InboundMessage::new(message_id, text))?;
+        let id = conversation_id.to_string();
         let owner = owner.to_string();
         let (lease_until, now) = (ms(lease_until), ms(now));
         // One transaction: one commit, and the claim sees the message.
         let recorded = self
             .run(move |conn| {
                 atomically(conn, |conn| {
-                    let Some(seq) = record_message(conn, &id, &message_id, &text, now)? else {
+                    let Some(seq) = record_message(conn, &id, &message, now)? else {
                         return Ok(None);
                     };
                     let taken = take_lease(conn, &id, &owner, lease_until, now)?;
@@ -232,21 +232,23 @@ impl Store for SqliteStore {
         conversation_id: &str,
         owner: &str,
         save: Save<'_>,
-        after_seq: u64,
+        reply_to: u64,
     ) -> Result<Vec<TranscriptEntry>, StoreError> {
         let row = SaveRow::new(conversation_id, owner, &save)?;
-        let after_seq = to_i64(after_seq);
+        let reply_to = to_i64(reply_to);
         // The read follows the save in the same transaction: no other
         // turn's replies can come in between, and an operation that fails
         // half-way (busy, say) wrote nothing and may run again.
         let rows = self
-            .run(move |conn| row.save_then(conn, |conn| read_transcript(conn, &row.id, after_seq)))
+            .run(move |conn| {
+                row.save_then(conn, |conn| {
+                    read_entries(conn, REPLIES, params![row.id, reply_to])
+                })
+            })
             .await?
             .map_err(backend("SQLite save_and_read_replies"))?
             .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))?;
-        let mut entries = transcript_entries(conversation_id, rows)?;
-        entries.retain(|e| e.direction != Direction::In);
-        Ok(entries)
+        transcript_entries(conversation_id, rows)
     }
 
     async fn release(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
@@ -343,43 +345,119 @@ impl Store for SqliteStore {
 
     async fn claim_deliveries(
         &self,
-        _owner: &str,
-        _lease_until: SystemTime,
-        _now: SystemTime,
-        _limit: usize,
-    ) -> Result<Vec<crate::store::PendingDeliveries>, StoreError> {
-        Err(StoreError::backend("claim_deliveries", "not implemented yet"))
+        owner: &str,
+        lease_until: SystemTime,
+        now: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<PendingDeliveries>, StoreError> {
+        let owner = owner.to_string();
+        let (lease_until, now) = (ms(lease_until), ms(now));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let claimed = self
+            .run(move |conn| {
+                atomically(conn, |conn| {
+                    operations::claim_deliveries(conn, &owner, lease_until, now, limit)
+                })
+            })
+            .await?
+            .map_err(backend("SQLite claim_deliveries"))?;
+        claimed
+            .into_iter()
+            .map(|(id, pending, last_inbound)| {
+                let entries = transcript_entries(&id, pending)?;
+                let last_inbound = last_inbound.map(|row| row.into_entry(&id)).transpose()?;
+                Ok(PendingDeliveries::new(id, entries, last_inbound))
+            })
+            .collect()
     }
 
     async fn record_delivery(
         &self,
-        _conversation_id: &str,
-        _owner: &str,
-        _seq: u64,
-        _record: crate::store::DeliveryRecord<'_>,
+        conversation_id: &str,
+        owner: &str,
+        seq: u64,
+        record: DeliveryRecord<'_>,
         _now: SystemTime,
     ) -> Result<(), StoreError> {
-        Err(StoreError::backend("record_delivery", "not implemented yet"))
+        let (id, owner) = (conversation_id.to_string(), owner.to_string());
+        let seq = to_i64(seq);
+        let columns = delivery_columns(&record);
+        let retry_at = match record {
+            DeliveryRecord::Retry { at, .. } => Some(ms(at)),
+            _ => None,
+        };
+        self.run(move |conn| {
+            atomically(conn, |conn| {
+                operations::record_delivery(conn, &id, &owner, seq, &columns, retry_at)
+            })
+        })
+        .await?
+        .map_err(backend("SQLite record_delivery"))?
+        .map_err(|LeaseLost| StoreError::LeaseLost(conversation_id.to_string()))
     }
 
-    async fn release_deliveries(&self, _conversation_id: &str, _owner: &str) -> Result<(), StoreError> {
-        Err(StoreError::backend("release_deliveries", "not implemented yet"))
+    async fn release_deliveries(&self, conversation_id: &str, owner: &str) -> Result<(), StoreError> {
+        let (id, owner) = (conversation_id.to_string(), owner.to_string());
+        self.run(move |conn| {
+            conn.prepare_cached(RELEASE_DELIVERIES)?
+                .execute(params![id, owner])
+        })
+        .await?
+        .map_err(backend("SQLite release_deliveries"))?;
+        Ok(())
     }
 
-    async fn next_delivery_after(&self, _after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
-        Err(StoreError::backend("next_delivery_after", "not implemented yet"))
+    async fn next_delivery_after(&self, after: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let after = ms(after);
+        let earliest: Option<i64> = self
+            .run(move |conn| {
+                conn.prepare_cached(NEXT_DELIVERY_AFTER)?
+                    .query_row([after], |row| row.get(0))
+            })
+            .await?
+            .map_err(backend("SQLite next_delivery_after"))?;
+        Ok(earliest.map(time))
     }
 
     async fn record_receipt(
         &self,
-        _channel_message_id: &str,
-        _receipt: &crate::channel::Receipt,
+        channel_message_id: &str,
+        receipt: &Receipt,
     ) -> Result<Option<(String, u64)>, StoreError> {
-        Err(StoreError::backend("record_receipt", "not implemented yet"))
+        let message_id = channel_message_id.to_string();
+        let (status, rank) = (receipt.status.as_str(), receipt_rank(receipt.status));
+        let detail = receipt.detail.clone();
+        let at = to_i64(receipt.at_ms);
+        let entry: Option<(String, i64)> = self
+            .run(move |conn| {
+                atomically(conn, |conn| {
+                    conn.prepare_cached(RECORD_RECEIPT)?
+                        .execute(params![message_id, status, detail, at, rank])?;
+                    conn.prepare_cached(RECEIPT_ENTRY)?
+                        .query_row([&message_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()
+                })
+            })
+            .await?
+            .map_err(backend("SQLite record_receipt"))?;
+        Ok(entry.map(|(id, seq)| (id, to_u64(seq))))
     }
 
-    async fn prune_seen(&self, _before: SystemTime, _limit: usize) -> Result<u64, StoreError> {
-        Err(StoreError::backend("prune_seen", "not implemented yet"))
+    async fn prune_seen(&self, before: SystemTime, limit: usize) -> Result<u64, StoreError> {
+        let before = ms(before);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let pruned = self
+            .run(move |conn| {
+                atomically(conn, |conn| {
+                    let seen = conn.prepare_cached(PRUNE_SEEN)?.execute(params![before, limit])?;
+                    conn.prepare_cached(PRUNE_RECEIPTS)?
+                        .execute(params![before, limit])?;
+                    Ok(seen)
+                })
+            })
+            .await?
+            .map_err(backend("SQLite prune_seen"))?;
+        Ok(pruned as u64)
     }
 }
 

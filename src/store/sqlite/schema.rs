@@ -144,12 +144,13 @@ pub(super) fn open(location: &Location) -> Result<(Connection, Journal), StoreEr
 
 /// The schema's migrations, in order; `PRAGMA user_version` is the number of
 /// those applied.
-pub(super) const MIGRATIONS: [&str; 5] = [
+pub(super) const MIGRATIONS: [&str; 6] = [
     include_str!("migrations/0001_conversations.sql"),
     include_str!("migrations/0002_due_index.sql"),
     include_str!("migrations/0003_one_statement_writes.sql"),
     include_str!("migrations/0004_without_rowid.sql"),
     include_str!("migrations/0005_writes_in_rust.sql"),
+    include_str!("migrations/0006_outbox.sql"),
 ];
 
 /// Applies the migrations the database lacks, in one transaction under the

@@ -97,6 +97,61 @@ async fn a_database_migrated_by_sqlx_is_taken_over_without_rerunning_migrations(
     assert_eq!(version, MIGRATIONS.len() as i64);
 }
 
+/// A database at migration 0005 with rows: migration 0006 gives its seen
+/// ids a time no earlier than they were seen (a redelivery right after the
+/// upgrade is still a repeat, and pruning forgets them only once their
+/// conversation's latest entry is older than the cut), and its unapplied
+/// messages their transcript seq.
+#[tokio::test]
+async fn migration_0006_keeps_seen_ids_and_finds_the_inbox_entries() {
+    let db = TempDb::new("0005");
+    {
+        let conn = rusqlite::Connection::open(&db.0).unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 5;
+             INSERT INTO conversations (id, next_inbox_seq) VALUES ('old', 3);
+             INSERT INTO seen_messages (conversation_id, message_id) VALUES ('old', 'm1'), ('old', 'm2');
+             INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, source_message_id)
+             VALUES ('old', 1, 'in', 'first', 1000, 'm1'), ('old', 2, 'out', 'reply', 1500, NULL),
+                    ('old', 3, 'in', 'second', 2000, 'm2');
+             INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ('old', 2, 'second', 2000);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::connect(&db.url()).await.unwrap();
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    // Both ids carry the conversation's latest time: not older than 2000.
+    assert_eq!(store.prune_seen(at(2000), 10).await.unwrap(), 0);
+    assert_eq!(store.enqueue("old", "m1", "first", at(3000)).await.unwrap(), None);
+    let claim = store
+        .acquire("old", "me", at(3000), at(3000))
+        .await
+        .unwrap()
+        .unwrap();
+    let inbox: Vec<_> = claim
+        .inbox
+        .iter()
+        .map(|e| (e.seq, e.text.as_str(), e.transcript_seq))
+        .collect();
+    assert_eq!(inbox, [(2, "second", 3)]);
+    // Old entries read back with no delivery state.
+    let transcript = store.transcript("old", 0).await.unwrap();
+    assert!(
+        transcript
+            .iter()
+            .all(|e| e.delivery.is_none() && e.reply_to.is_none())
+    );
+    assert_eq!(transcript[0].message_id.as_deref(), Some("m1"));
+    assert_eq!(store.prune_seen(at(2001), 10).await.unwrap(), 2);
+    assert_eq!(
+        store.enqueue("old", "m1", "first", at(3000)).await.unwrap(),
+        Some(4)
+    );
+}
+
 /// An older process still running beside a database migrated to 0005:
 /// its enqueue (which left the inbox to a trigger 0005 dropped) fails,
 /// rather than recording a message that would never be answered.

@@ -1,5 +1,5 @@
 WITH seen AS (
-    INSERT INTO seen_messages (conversation_id, message_id) VALUES ($1, $2)
+    INSERT INTO seen_messages (conversation_id, message_id, at_ms) VALUES ($1, $2, $4)
     ON CONFLICT DO NOTHING
     RETURNING 1
 ),
@@ -24,20 +24,23 @@ conversation AS (
         CASE WHEN lease_owner = $5 THEN state END AS state
 ),
 inbox_entry AS (
-    INSERT INTO inbox (conversation_id, seq, text, at_ms)
-    SELECT $1, inbox_seq, $3, $4 FROM conversation
+    INSERT INTO inbox (conversation_id, seq, text, at_ms, transcript_seq)
+    SELECT $1, inbox_seq, $3, $4, seq FROM conversation
 ),
 transcript_entry AS (
-    INSERT INTO transcript (conversation_id, seq, direction, text, at_ms)
-    SELECT $1, seq, 'in', $3, $4 FROM conversation
+    INSERT INTO transcript (conversation_id, seq, direction, text, at_ms, message_id)
+    SELECT $1, seq, 'in', $3, $4, $2 FROM conversation
 )
-SELECT c.seq, c.inbox_seq, c.leased, c.applied_inbox_seq, c.state, inbox.seqs, inbox.texts
+SELECT c.seq, c.inbox_seq, c.leased, c.applied_inbox_seq, c.state,
+       inbox.seqs, inbox.texts, inbox.transcript_seqs, inbox.details
 FROM conversation AS c, LATERAL (
-    SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(text ORDER BY seq) AS texts
+    SELECT array_agg(seq ORDER BY seq) AS seqs, array_agg(text ORDER BY seq) AS texts,
+           array_agg(transcript_seq ORDER BY seq) AS transcript_seqs,
+           array_agg(details ORDER BY seq) AS details
     FROM (
-        SELECT seq, text FROM inbox
+        SELECT seq, text, transcript_seq, details FROM inbox
         WHERE c.leased AND conversation_id = $1 AND seq > c.applied_inbox_seq
         UNION ALL
-        SELECT c.inbox_seq, $3 WHERE c.leased
+        SELECT c.inbox_seq, $3, c.seq, NULL WHERE c.leased
     ) AS entry
 ) AS inbox

@@ -1,1 +1,1 @@
-SELECT seq, text FROM inbox WHERE conversation_id = ?1 ORDER BY seq
+SELECT seq, text, transcript_seq, details FROM inbox WHERE conversation_id = ?1 ORDER BY seq

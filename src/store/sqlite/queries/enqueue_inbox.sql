@@ -1,1 +1,2 @@
-INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES (?1, ?2, ?3, ?4)
+INSERT INTO inbox (conversation_id, seq, text, at_ms, transcript_seq, details)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)

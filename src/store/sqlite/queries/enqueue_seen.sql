@@ -1,1 +1,1 @@
-INSERT INTO seen_messages (conversation_id, message_id) VALUES (?1, ?2)
+INSERT INTO seen_messages (conversation_id, message_id, at_ms) VALUES (?1, ?2, ?3)
