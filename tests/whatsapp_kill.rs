@@ -501,14 +501,12 @@ async fn killed_between_the_send_and_its_record_the_send_is_repeated_at_most_onc
     assert_eq!(graph.texts().len(), 3 * all.len() + duplicates);
 }
 
-/// Found while writing these tests: the delivery worker's pass
-/// (`Runtime::deliver_due`) waits for every conversation it claimed before
-/// claiming again, so one send the Graph API holds (up to the channel's
-/// 20 s timeout) holds every other conversation's replies. Ignored until
-/// `run_deliveries` keeps conversations in flight independently, as the
-/// scheduler does with turns.
+/// Found while writing these tests: a delivery worker that waited for every
+/// conversation of its pass before claiming again let one send the Graph
+/// API holds (up to the channel's 20 s timeout) hold every other
+/// conversation's replies. `run_deliveries` now keeps conversations in
+/// flight independently, as the scheduler does with turns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run_deliveries waits for its whole pass: one held send holds every conversation"]
 async fn one_held_send_does_not_hold_other_conversations_replies() {
     let dir = TempDir::new("head-of-line");
     let (graph, graph_addr) = start_graph().await;
