@@ -1860,6 +1860,9 @@ mod outbox_suite {
         let delivery = entry(store, "c", 3).await.delivery.unwrap();
         assert_eq!((delivery.status, delivery.attempts), (DeliveryStatus::Refused, 3));
         assert_eq!(delivery.detail.as_deref(), Some("window closed"));
+        // Not handed out again while its deliverer holds it, even to that deliverer.
+        assert_eq!(store.claim_deliveries("w", t(600), t(502), 10).await.unwrap(), []);
+        store.release_deliveries("c", "w").await.unwrap();
         let claimed = store.claim_deliveries("w", t(600), t(502), 10).await.unwrap();
         assert_eq!(pending(&claimed), [("c".to_string(), vec![(4, 0)])]);
         // An entry no longer pending is left as it is.

@@ -106,16 +106,10 @@ impl Runtime {
             let room = limit.saturating_sub(in_flight.len());
             let mut saturated = room == 0;
             if room > 0 {
-                // Ask for more than there is room for: those in flight here
-                // are listed again (their lease is this worker's).
+                // Those in flight here hold their lease: not listed again.
                 let claimed = inner
                     .store
-                    .claim_deliveries(
-                        &inner.owner,
-                        now + inner.options.delivery_lease,
-                        now,
-                        room + in_flight.len(),
-                    )
+                    .claim_deliveries(&inner.owner, now + inner.options.delivery_lease, now, room)
                     .await;
                 match claimed {
                     Ok(claimed) => {

@@ -424,11 +424,10 @@ impl Store for MemoryStore {
             .iter()
             .take_while(|(at, _)| *at <= now_ms)
             .filter(|(_, id)| {
-                inner.conversations.get(id).is_some_and(|r| {
-                    r.delivery_lease
-                        .as_ref()
-                        .is_none_or(|(o, until)| o == owner || *until <= now)
-                })
+                inner
+                    .conversations
+                    .get(id)
+                    .is_some_and(|r| r.delivery_lease.as_ref().is_none_or(|(_, until)| *until <= now))
             })
             .map(|(_, id)| id.clone())
             .take(limit)

@@ -478,7 +478,9 @@ pub trait Store: Send + Sync {
 
     /// Takes up to `limit` conversations whose pending deliveries are due
     /// (their next attempt's time has come) and whose delivery lease is
-    /// free or expired, the most overdue first; their delivery lease is
+    /// free or expired — held by no one, `owner` included: a conversation
+    /// this owner is delivering is not handed out again — the most overdue
+    /// first; their delivery lease is
     /// `owner`'s until `lease_until` (a lease apart from the turn's: a turn
     /// and a delivery of the same conversation may run at once). Returns,
     /// for each, its pending entries in order and the user's latest message.

@@ -1,7 +1,7 @@
 WITH due AS (
     SELECT id FROM conversations
     WHERE deliver_at_ms <= $3
-      AND (delivery_owner IS NULL OR delivery_owner = $1 OR delivery_until_ms <= $3)
+      AND (delivery_owner IS NULL OR delivery_until_ms <= $3)
     ORDER BY deliver_at_ms, id
     LIMIT $4
     FOR UPDATE SKIP LOCKED
