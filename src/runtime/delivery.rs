@@ -118,9 +118,8 @@ impl Runtime {
                             if started == room {
                                 break;
                             }
-                            if in_flight.values().any(|id| *id == pending.conversation_id) {
-                                continue;
-                            }
+                            // One listed while its task here is still being
+                            // joined: that task has released it, done.
                             let id = pending.conversation_id.clone();
                             let task = tasks.spawn(self.clone().deliver_conversation(pending));
                             in_flight.insert(task.id(), id);
