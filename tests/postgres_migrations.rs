@@ -5,64 +5,97 @@
 use std::time::SystemTime;
 
 use chatflow::store::{PostgresStore, Store};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+/// A schema of its own in the test database, migrated up to and including
+/// `migrations` (file names of `src/store/postgres/migrations`) with `rows`
+/// inserted: a database as an earlier chatflow left it. `None` (the test
+/// skips) without `CHATFLOW_TEST_POSTGRES_URL`.
+struct Earlier {
+    /// The test database's pool, to drop the schema with.
+    admin: PgPool,
+    tag: String,
+    /// A URL whose connections use the schema.
+    schema_url: String,
+}
+
+impl Earlier {
+    async fn at(prefix: &str, migrations: &[&str], rows: &[&str]) -> Option<Earlier> {
+        let Some(url) = std::env::var("CHATFLOW_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://… to test the Postgres store");
+            return None;
+        };
+        let tag = format!("{prefix}_{}_{:016x}", std::process::id(), fastrand::u64(..));
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {tag}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let schema_url = format!("{url}{separator}options[search_path]={tag}");
+
+        let earlier = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&earlier).unwrap();
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
+        for file in migrations {
+            std::fs::copy(folder.join(file), earlier.join(file)).unwrap();
+        }
+        let old = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&schema_url)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(earlier.as_path())
+            .await
+            .unwrap()
+            .run(&old)
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&earlier).unwrap();
+        for statement in rows {
+            sqlx::query(statement).execute(&old).await.unwrap();
+        }
+        old.close().await;
+        Some(Earlier {
+            admin,
+            tag,
+            schema_url,
+        })
+    }
+
+    async fn drop_schema(self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.tag))
+            .execute(&self.admin)
+            .await
+            .unwrap();
+    }
+}
 
 #[tokio::test]
 async fn a_database_at_an_earlier_migration_is_migrated_with_its_rows() {
-    let Some(url) = std::env::var("CHATFLOW_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
+    let Some(earlier) = Earlier::at(
+        "chatflow_mig",
+        &["0001_conversations.sql", "0002_due_index.sql", "0003_transcript_counter.sql"],
+        &[
+            "INSERT INTO conversations (id, next_inbox_seq, next_transcript_seq) VALUES ('old', 2, 2)",
+            "INSERT INTO seen_messages (conversation_id, message_id) VALUES ('old', 'm1')",
+            "INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ('old', 1, 'kept', 0)",
+            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms) VALUES ('old', 1, 'in', 'kept', 0)",
+        ],
+    )
+    .await
     else {
-        eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://… to test the Postgres store");
         return;
     };
-    let tag = format!("chatflow_mig_{}_{:016x}", std::process::id(), fastrand::u64(..));
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {tag}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{separator}options[search_path]={tag}");
-
-    // The schema as chatflow left it before migration 0004, with its rows.
-    let earlier = std::env::temp_dir().join(&tag);
-    std::fs::create_dir_all(&earlier).unwrap();
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
-    for file in [
-        "0001_conversations.sql",
-        "0002_due_index.sql",
-        "0003_transcript_counter.sql",
-    ] {
-        std::fs::copy(migrations.join(file), earlier.join(file)).unwrap();
-    }
-    let old = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&schema_url)
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(earlier.as_path())
-        .await
-        .unwrap()
-        .run(&old)
-        .await
-        .unwrap();
-    std::fs::remove_dir_all(&earlier).unwrap();
-    for statement in [
-        "INSERT INTO conversations (id, next_inbox_seq, next_transcript_seq) VALUES ('old', 2, 2)",
-        "INSERT INTO seen_messages (conversation_id, message_id) VALUES ('old', 'm1')",
-        "INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ('old', 1, 'kept', 0)",
-        "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms) VALUES ('old', 1, 'in', 'kept', 0)",
-    ] {
-        sqlx::query(statement).execute(&old).await.unwrap();
-    }
-    old.close().await;
-
-    let store = PostgresStore::connect(&schema_url).await.unwrap();
+    let store = PostgresStore::connect(&earlier.schema_url).await.unwrap();
     let now = SystemTime::now();
     // The message id is still seen, the message still waits in the inbox.
     assert_eq!(store.enqueue("old", "m1", "kept", now).await.unwrap(), None);
@@ -81,10 +114,7 @@ async fn a_database_at_an_earlier_migration_is_migrated_with_its_rows() {
     assert_eq!(texts, ["kept", "new"]);
 
     drop(store);
-    sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    earlier.drop_schema().await;
 }
 
 /// A database at migration 0004 with rows: migration 0005 gives its seen ids
@@ -94,61 +124,22 @@ async fn a_database_at_an_earlier_migration_is_migrated_with_its_rows() {
 /// messages their transcript seq.
 #[tokio::test]
 async fn migration_0005_keeps_seen_ids_and_finds_the_inbox_entries() {
-    let Some(url) = std::env::var("CHATFLOW_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
+    let Some(earlier) = Earlier::at(
+        "chatflow_mig5",
+        &["0001_conversations.sql", "0002_due_index.sql", "0003_transcript_counter.sql", "0004_applied_inbox_seq.sql"],
+        &[
+            "INSERT INTO conversations (id, next_inbox_seq, next_transcript_seq) VALUES ('old', 3, 4)",
+            "INSERT INTO seen_messages (conversation_id, message_id) VALUES ('old', 'm1'), ('old', 'm2')",
+            "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms) VALUES
+                 ('old', 1, 'in', 'first', 1000), ('old', 2, 'out', 'reply', 1500), ('old', 3, 'in', 'second', 2000)",
+            "INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ('old', 2, 'second', 2000)",
+        ],
+    )
+    .await
     else {
-        eprintln!("skipped: set CHATFLOW_TEST_POSTGRES_URL=postgres://… to test the Postgres store");
         return;
     };
-    let tag = format!("chatflow_mig5_{}_{:016x}", std::process::id(), fastrand::u64(..));
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {tag}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let separator = if url.contains('?') { '&' } else { '?' };
-    let schema_url = format!("{url}{separator}options[search_path]={tag}");
-
-    let earlier = std::env::temp_dir().join(&tag);
-    std::fs::create_dir_all(&earlier).unwrap();
-    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
-    for file in [
-        "0001_conversations.sql",
-        "0002_due_index.sql",
-        "0003_transcript_counter.sql",
-        "0004_applied_inbox_seq.sql",
-    ] {
-        std::fs::copy(migrations.join(file), earlier.join(file)).unwrap();
-    }
-    let old = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&schema_url)
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(earlier.as_path())
-        .await
-        .unwrap()
-        .run(&old)
-        .await
-        .unwrap();
-    std::fs::remove_dir_all(&earlier).unwrap();
-    for statement in [
-        "INSERT INTO conversations (id, next_inbox_seq, next_transcript_seq) VALUES ('old', 3, 4)",
-        "INSERT INTO seen_messages (conversation_id, message_id) VALUES ('old', 'm1'), ('old', 'm2')",
-        "INSERT INTO transcript (conversation_id, seq, direction, text, at_ms) VALUES
-             ('old', 1, 'in', 'first', 1000), ('old', 2, 'out', 'reply', 1500), ('old', 3, 'in', 'second', 2000)",
-        "INSERT INTO inbox (conversation_id, seq, text, at_ms) VALUES ('old', 2, 'second', 2000)",
-    ] {
-        sqlx::query(statement).execute(&old).await.unwrap();
-    }
-    old.close().await;
-
-    let store = PostgresStore::connect(&schema_url).await.unwrap();
+    let store = PostgresStore::connect(&earlier.schema_url).await.unwrap();
     let at = |ms: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     // Both ids carry the conversation's latest time: not older than 2000.
     assert_eq!(store.prune_seen(at(2000), 10).await.unwrap(), 0);
@@ -179,8 +170,5 @@ async fn migration_0005_keeps_seen_ids_and_finds_the_inbox_entries() {
     );
 
     drop(store);
-    sqlx::query(&format!("DROP SCHEMA {tag} CASCADE"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    earlier.drop_schema().await;
 }
